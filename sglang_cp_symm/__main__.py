@@ -1,0 +1,53 @@
+"""Command line: ``sglang-cp-symm status`` and ``sglang-cp-symm demo`` (also ``python -m sglang_cp_symm``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _status(args) -> int:
+    from . import patch, status
+    from .settings import read_settings
+
+    report = patch() if args.apply else status()
+    if not args.apply:
+        report["note"] = "nothing applied in this process; pass --apply to patch and import the targets here"
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"sglang: {report['sglang'] or 'not installed'}   mode: {report['mode']}")
+        for problem in read_settings().problems:
+            print(f"  problem: {problem}")
+        for name, t in report["targets"].items():
+            detail = f" ({t['detail']})" if t["detail"] else ""
+            print(f"  {name:<34} {t['state']}{detail}")
+        if "note" in report:
+            print(report["note"])
+    return 0
+
+
+def _demo(args) -> int:
+    from .rehearsal import run_demo
+
+    return run_demo(cp_size=args.cp_size, cases=args.cases)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="sglang-cp-symm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_status = sub.add_parser("status", help="what the plugin does on the installed sglang")
+    p_status.add_argument("--json", action="store_true")
+    p_status.add_argument("--apply", action="store_true", help="apply in this process and import the targets")
+    p_status.set_defaults(func=_status)
+    p_demo = sub.add_parser("demo", help="run the real CP all-gathers across processes on CPU, plugin off then on")
+    p_demo.add_argument("--cp-size", type=int, default=2)
+    p_demo.add_argument("--cases", type=int, default=20)
+    p_demo.set_defaults(func=_demo)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

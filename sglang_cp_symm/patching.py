@@ -1,0 +1,253 @@
+"""Apply the register to the running process with wrapt, and take it back.
+
+Each target is patched by a wrapt post-import hook on its module, so it does not
+matter whether sglang imported the module before or after the plugin loaded:
+the hook fires at once for a module already imported, otherwise right after the
+module's body runs and before any importer binds a name from it. Copies that
+other modules bound earlier with ``from module import fn`` are rebound too.
+
+The wrapper calls a copy of the function in which one statement, the output
+allocation, sits inside sglang's own ``use_symmetric_memory`` (see ``rewrite``).
+``unpatch()`` restores every attribute and copy it changed; applying twice is
+the same as applying once. Nothing here raises into the engine unless strict
+mode asked for it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import logging
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import wrapt
+
+from . import pool as group_pool
+from .rewrite import REQUIRED_NAMES, ShapeMismatch, rewrite_function_source
+from .settings import Settings
+from .targets import (
+    FIRST_SUPPORTED,
+    LAST_SUPPORTED,
+    POOL_FIX,
+    SYMMETRIC_CONTEXT_NAME,
+    Target,
+    is_supported,
+    targets_for,
+)
+from .versions import Release
+
+logger = logging.getLogger("sglang_cp_symm")
+
+PATCHED, UPSTREAM, ABSENT, SKIPPED, WAITING = "patched", "upstream", "absent", "skipped", "waiting for import"
+
+
+class StrictModeError(RuntimeError):
+    """Raised instead of a 'skipped' status when SGLANG_CP_SYMM_STRICT=1."""
+
+
+@dataclass
+class TargetStatus:
+    name: str
+    where: str
+    state: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.state}: {self.detail}" if self.state == SKIPPED else self.state
+
+
+def _resolve(owner: Any, dotted: str) -> Tuple[Any, str, Any]:
+    """(object holding the attribute, attribute name, current value) for ``Class.method`` or ``fn``."""
+    *parents, attr = dotted.split(".")
+    for part in parents:
+        owner = getattr(owner, part)
+    return owner, attr, owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
+
+
+def _unwrap(value: Any) -> Any:
+    return value.__wrapped__ if isinstance(value, wrapt.FunctionWrapper) else value
+
+
+def compile_rewritten(original: Callable, target: Target, module: Any) -> Callable:
+    """Build the rewritten function, with the module's live globals and its original line numbers."""
+    if original.__code__.co_freevars:
+        raise ShapeMismatch("the function closes over variables; it is not rewritten")
+    lines, first_line = inspect.getsourcelines(original)
+    new_source = rewrite_function_source("".join(lines), target)
+    tree = ast.parse(new_source)
+    ast.increment_lineno(tree, first_line - 1)
+    code = compile(tree, inspect.getsourcefile(original) or "<sglang-cp-symm>", "exec")
+    namespace: Dict[str, Any] = {}
+    exec(code, module.__dict__, namespace)
+    new_fn = namespace[original.__name__]
+    new_fn.__qualname__ = original.__qualname__
+    new_fn.__module__ = original.__module__
+    new_fn.__sglang_cp_symm_source__ = new_source
+    return new_fn
+
+
+def _call_rewritten(new_fn: Callable) -> Callable:
+    def wrapper(wrapped, instance, args, kwargs):
+        if instance is None:
+            return new_fn(*args, **kwargs)
+        return new_fn(instance, *args, **kwargs)
+
+    return wrapper
+
+
+class Patcher:
+    """The process-wide patch state: what was changed, so that it can be reported and undone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.active = False
+        self.settings = Settings()
+        self.release: Optional[Release] = None
+        self.statuses: Dict[str, TargetStatus] = {}
+        self._hooked_modules: set = set()
+        self._undo: List[Callable[[], None]] = []
+        self.rewritten: Dict[str, Callable] = {}
+
+    # -- reporting -----------------------------------------------------------------
+    def _set(self, name: str, where: str, state: str, detail: str = "") -> None:
+        self.statuses[name] = TargetStatus(name, where, state, detail)
+        if state == SKIPPED:
+            logger.warning("sglang-cp-symm: %s (sglang %s) left untouched: %s", where, self.release, detail)
+            if self.settings.strict:
+                raise StrictModeError(f"{where} (sglang {self.release}) was skipped: {detail}")
+
+    # -- applying ------------------------------------------------------------------
+    def apply(self, settings: Settings, release: Optional[Release]) -> None:
+        with self._lock:
+            if self.active:
+                return
+            self.settings, self.release = settings, release
+            self.statuses = {}
+            self.active = True
+            if release is None:
+                self._set("sglang", "sglang", SKIPPED, "sglang is not installed in this environment")
+                return
+            if not is_supported(release):
+                self._set(
+                    "sglang",
+                    f"sglang {release}",
+                    SKIPPED,
+                    f"release not in the register ({FIRST_SUPPORTED}..{LAST_SUPPORTED}); "
+                    "upgrade sglang-cp-symm or pin a supported sglang",
+                )
+                return
+            for target in targets_for(release):
+                if target.fixed_upstream_in(release):
+                    self._set(target.name, target.dotted, UPSTREAM, target.fixed_by)
+                else:
+                    self._set(target.name, target.dotted, WAITING)
+                    self._when_imported(target.module)
+            if POOL_FIX.applies_to(release):
+                self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", WAITING)
+                self._when_imported(POOL_FIX.module)
+            else:
+                self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", UPSTREAM, POOL_FIX.fixed_by)
+
+    def _when_imported(self, module_name: str) -> None:
+        if module_name in self._hooked_modules:
+            if module_name in sys.modules:
+                self._on_import(sys.modules[module_name])
+            return
+        self._hooked_modules.add(module_name)
+        wrapt.register_post_import_hook(self._on_import, module_name)
+
+    def _on_import(self, module: Any) -> None:
+        with self._lock:
+            if not self.active or self.release is None:
+                return
+            for target in targets_for(self.release):
+                if target.module == module.__name__ and self.statuses.get(target.name, None) is not None:
+                    if self.statuses[target.name].state == WAITING:
+                        self._patch_target(target, module)
+            if module.__name__ == POOL_FIX.module and self.statuses[POOL_FIX.name].state == WAITING:
+                self._patch_pool(module)
+
+    def _patch_target(self, target: Target, module: Any) -> None:
+        try:
+            owner, attr, current = _resolve(module, target.function)
+        except (AttributeError, KeyError):
+            self._set(target.name, target.dotted, ABSENT)
+            return
+        original = _unwrap(current)
+        if not inspect.isfunction(original):
+            self._set(target.name, target.dotted, SKIPPED, "not a plain function")
+            return
+        if SYMMETRIC_CONTEXT_NAME in original.__code__.co_names:
+            self._set(target.name, target.dotted, UPSTREAM, "the function already opens the context")
+            return
+        try:
+            self._inject_names(module)
+            new_fn = compile_rewritten(original, target, module)
+        except (ShapeMismatch, OSError, ImportError, AttributeError) as exc:
+            self._set(target.name, target.dotted, SKIPPED, str(exc))
+            return
+        wrapt.wrap_function_wrapper(module, target.function, _call_rewritten(new_fn))
+        wrapper = _resolve(module, target.function)[2]
+        self._undo.append(lambda o=owner, a=attr, v=current: setattr(o, a, v))
+        if not isinstance(owner, type):
+            self._rebind_copies(original, wrapper, module)
+        self.rewritten[target.name] = new_fn
+        self._set(target.name, target.dotted, PATCHED)
+
+    def _inject_names(self, module: Any) -> None:
+        """Make the names the rewritten code uses resolvable in the target module's globals."""
+        for name, source_module in REQUIRED_NAMES.items():
+            if name in module.__dict__:
+                continue
+            value = getattr(importlib.import_module(source_module), name)
+            setattr(module, name, value)
+            self._undo.append(lambda m=module, n=name: m.__dict__.pop(n, None))
+
+    def _rebind_copies(self, original: Any, wrapper: Any, owner_module: Any) -> None:
+        for mod in list(sys.modules.values()):
+            if mod is None or mod is owner_module:
+                continue
+            try:
+                items = list(vars(mod).items())
+            except TypeError:
+                continue
+            for name, value in items:
+                if value is original:
+                    setattr(mod, name, wrapper)
+                    self._undo.append(lambda m=mod, n=name, w=wrapper, v=original: (
+                        getattr(m, n, None) is w and setattr(m, n, v)))
+
+    def _patch_pool(self, module: Any) -> None:
+        where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"
+        cls = getattr(module, POOL_FIX.context_class, None)
+        if not isinstance(cls, type) or "__init__" not in cls.__dict__:
+            self._set(POOL_FIX.name, where, SKIPPED, "SymmetricMemoryContext has another shape")
+            return
+        original = cls.__dict__["__init__"]
+
+        def route_to_group_pool(wrapped, instance, args, kwargs):
+            wrapped(*args, **kwargs)
+            try:
+                group_pool.route_context_to_group_pool(instance, module)
+            except Exception as exc:  # keep sglang's own pool rather than fail a forward pass
+                logger.warning("sglang-cp-symm: CP pool not used for this context: %s", exc)
+
+        wrapt.wrap_function_wrapper(cls, "__init__", route_to_group_pool)
+        self._undo.append(lambda: setattr(cls, "__init__", original))
+        self._set(POOL_FIX.name, where, PATCHED)
+
+    # -- undoing -------------------------------------------------------------------
+    def unpatch(self) -> None:
+        with self._lock:
+            while self._undo:
+                self._undo.pop()()
+            self.rewritten.clear()
+            self.statuses = {}
+            self.active = False
+
+
+PATCHER = Patcher()

@@ -1,0 +1,97 @@
+"""A symmetric pool of the attention-CP group's own, for allocators that register at creation.
+
+Up to sglang 0.5.11 the pool's allocator (``nccl_alloc_plug``) calls
+``ncclCommWindowRegister`` once, when ``ncclMemAlloc`` creates a segment, with the
+communicator whose context is open at that moment. The 4 GiB pre-allocation is
+created under the TP group, so a CP buffer later carved from it lies in the pool
+but is registered with the TP communicator only: no error, and no symmetric
+kernel for the CP all-gather (sglang PR #21392 describes this and fixes it in
+0.5.12).
+
+The fix here changes nothing in the allocator: contexts opened for the
+attention-CP group (when it is not the TP group itself) allocate from a second
+``torch.cuda.MemPool`` built on sglang's own compiled allocator. Every segment of
+that pool is created inside a CP context, so ``nccl_alloc_plug`` registers it with
+the CP communicator. All CP ranks allocate the same sizes in the same order (the
+register only moves rank-uniform allocations), so the collective registration
+stays in step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional
+
+logger = logging.getLogger("sglang_cp_symm")
+
+_pools: Dict[int, Any] = {}
+_uses: Dict[int, int] = {}
+
+
+def _attention_cp_group() -> Optional[Any]:
+    try:
+        from sglang.srt.layers.dp_attention import get_attention_cp_group
+
+        return get_attention_cp_group()
+    except Exception:  # not initialised (no CP), or a release without it
+        return None
+
+
+def _tp_group() -> Optional[Any]:
+    try:
+        from sglang.srt.distributed.parallel_state import get_tp_group
+
+        return get_tp_group()
+    except Exception:
+        return None
+
+
+def needs_own_pool(group: Any) -> bool:
+    """True for the attention-CP group when it is a group of its own (not the TP group object)."""
+    cp = _attention_cp_group()
+    return cp is not None and group is cp and group is not _tp_group()
+
+
+def pool_for(group: Any, allocator: Any) -> Any:
+    """The CP group's pool, created on first use from sglang's own pluggable allocator."""
+    import torch
+
+    key = id(group)
+    pool = _pools.get(key)
+    if pool is None:
+        pool = torch.cuda.MemPool(allocator)
+        _pools[key] = pool
+    _uses[key] = _uses.get(key, 0) + 1
+    return pool
+
+
+def route_context_to_group_pool(context: Any, allocator_module: Any) -> bool:
+    """Point a freshly built ``SymmetricMemoryContext`` of the CP group at that group's pool.
+
+    Returns True when the context was re-pointed. The context's own ``__enter__``
+    still sets ``SGLANG_TMP_NCCL_COMM_VALUE`` to the CP communicator, which is the
+    communicator ``nccl_alloc_plug`` registers new segments with.
+    """
+    group = getattr(context, "group_coordinator", None)
+    if group is None or not needs_own_pool(group):
+        return False
+    allocator = getattr(allocator_module, "_allocator", None)
+    if allocator is None or not hasattr(context, "_pool_id"):
+        return False
+    context._pool_id = pool_for(group, allocator).id
+    return True
+
+
+def group_pools() -> Dict[int, Any]:
+    """The pools made so far, keyed by ``id(group)``; for the status report and the GPU test."""
+    return dict(_pools)
+
+
+def pool_stats(pool: Any) -> dict:
+    """Segments and bytes of a ``torch.cuda.MemPool``, read from its snapshot (no allocation, no collective)."""
+    segments = pool.snapshot()
+    return {
+        "segments": len(segments),
+        "reserved_bytes": sum(s["total_size"] for s in segments),
+        "allocated_bytes": sum(s["allocated_size"] for s in segments),
+    }

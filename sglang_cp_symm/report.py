@@ -1,0 +1,48 @@
+"""What the plugin did in this process: one INFO line, and the same as data.
+
+sglang's scheduler process loads plugins before it configures logging, so a
+line logged then would be dropped by Python's default WARNING threshold. When no
+handler is configured anywhere yet, the plugin's logger gets its own stderr
+handler, so the start-up line is never lost and never printed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger("sglang_cp_symm")
+
+
+def ensure_visible() -> None:
+    if logging.getLogger().handlers or logger.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def status_dict(patcher, settings) -> dict:
+    return {
+        "pid": os.getpid(),
+        "sglang": None if patcher.release is None else str(patcher.release),
+        "settings": settings.describe(),
+        "mode": mode_of(settings),
+        "targets": {
+            name: {"where": s.where, "state": s.state, "detail": s.detail}
+            for name, s in sorted(patcher.statuses.items())
+        },
+    }
+
+
+def mode_of(settings) -> str:
+    if not settings.enabled:
+        return "off"
+    return "strict" if settings.strict else "on"
+
+
+def status_line(patcher, settings) -> str:
+    parts = ", ".join(f"{name}={status}" for name, status in sorted(patcher.statuses.items()))
+    return f"sglang-cp-symm: sglang {patcher.release or 'not installed'}, mode {mode_of(settings)}; {parts or 'no targets'}"

@@ -1,0 +1,179 @@
+"""Move exactly one statement of a target function into the symmetric-memory context.
+
+The edit is made on the function's source text, located with the ``ast`` module:
+the single statement that assigns the all-gather's output buffer is indented one
+level and preceded by::
+
+    with use_symmetric_memory(
+        <group>, disabled=not is_allocation_symmetric()
+    ):
+
+Nothing else moves. In particular the ``F.pad`` that only shorter ranks run stays
+outside, because window registration is collective and a pool miss on some
+ranks only would hang all of them. The same text edit yields the runtime
+function (``patching``) and the source diffs in ``patches/``, so the two cannot
+drift apart.
+
+Every assumption is checked; a function of another shape raises ``ShapeMismatch``
+with the reason, and the caller leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from dataclasses import dataclass
+
+from .targets import (
+    ALLOCATION_SYMMETRIC_MODULE,
+    ALLOCATION_SYMMETRIC_NAME,
+    SYMMETRIC_CONTEXT_MODULE,
+    SYMMETRIC_CONTEXT_NAME,
+    Target,
+)
+
+
+class ShapeMismatch(Exception):
+    """The function does not have the shape the register describes."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Where the output allocation is, relative to the text that was parsed."""
+
+    first_line: int  # 0-based index of the allocation statement's first line
+    last_line: int  # 0-based index of its last line (inclusive)
+    indent: str
+    group_text: str
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """``padded_x`` for ``padded_x``, ``padded_x.contiguous()`` and ``padded_x[:n]``."""
+    while True:
+        if isinstance(node, ast.Name):
+            return node.id
+        if isinstance(node, ast.Call):
+            node = node.func
+        elif isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        else:
+            return None
+
+
+def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
+    """The one call that takes (output, input) as its first two positional arguments."""
+    calls = [
+        node
+        for node in ast.walk(func)
+        if isinstance(node, ast.Call)
+        and len(node.args) >= 2
+        and isinstance(node.args[0], ast.Name)
+        and node.args[0].id == target.output
+        and _root_name(node.args[1]) == target.input
+    ]
+    if len(calls) != 1:
+        raise ShapeMismatch(
+            f"expected one all-gather call taking ({target.output}, {target.input}); found {len(calls)}"
+        )
+    return calls[0]
+
+
+def _is_symmetric_context(item: ast.withitem) -> bool:
+    call = item.context_expr
+    if isinstance(call, ast.Name):  # `ctx = use_symmetric_memory(...) if ... ; with ctx:`
+        return True
+    return isinstance(call, ast.Call) and _root_name(call.func) == SYMMETRIC_CONTEXT_NAME
+
+
+def already_in_context(func: ast.AST, target: Target) -> bool:
+    """True when the output is assigned inside a ``with`` whose context is a symmetric one."""
+    for node in ast.walk(func):
+        if isinstance(node, ast.With) and any(_is_symmetric_context(i) for i in node.items):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id == target.output for t in inner.targets
+                ):
+                    return True
+    return False
+
+
+def find_output_edit(func_source: str, target: Target) -> Edit:
+    """Locate the output allocation in a function's source (as ``inspect.getsource`` returns it)."""
+    text = textwrap.dedent(func_source)
+    try:
+        module = ast.parse(text)
+    except SyntaxError as exc:  # pragma: no cover - sources shipped in wheels parse
+        raise ShapeMismatch(f"source does not parse: {exc}") from None
+    funcs = [n for n in module.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if len(funcs) != 1:
+        raise ShapeMismatch("source is not a single function definition")
+    func = funcs[0]
+    if func.decorator_list:
+        raise ShapeMismatch("decorated functions are not rewritten")
+    if already_in_context(func, target):
+        raise ShapeMismatch("the output is already allocated in a symmetric context")
+    call = find_gather_call(func, target)
+    if isinstance(call.func, ast.Attribute):
+        receiver = ast.unparse(call.func.value)
+        if receiver != ast.unparse(ast.parse(target.group, mode="eval").body):
+            raise ShapeMismatch(
+                f"the all-gather runs on {receiver!r}, not on the register's group {target.group!r}"
+            )
+
+    assigns = [
+        node
+        for node in ast.walk(func)
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id == target.output
+    ]
+    if len(assigns) != 1:
+        raise ShapeMismatch(f"expected one assignment of {target.output}; found {len(assigns)}")
+    assign = assigns[0]
+    if not isinstance(assign.value, ast.Call):
+        raise ShapeMismatch(f"{target.output} is not assigned from an allocating call")
+    if assign not in func.body:
+        raise ShapeMismatch(f"the assignment of {target.output} is nested; only a top-level statement is moved")
+
+    lines = text.splitlines()
+    first = assign.lineno - 1
+    last = assign.end_lineno - 1
+    line = lines[first]
+    indent = line[: len(line) - len(line.lstrip())]
+    return Edit(first_line=first, last_line=last, indent=indent, group_text=target.group)
+
+
+def context_lines(edit: Edit) -> list[str]:
+    i = edit.indent
+    return [
+        f"{i}with {SYMMETRIC_CONTEXT_NAME}(",
+        f"{i}    {edit.group_text}, disabled=not {ALLOCATION_SYMMETRIC_NAME}()",
+        f"{i}):",
+    ]
+
+
+def apply_edit(lines: list[str], edit: Edit, offset: int = 0) -> list[str]:
+    """Return ``lines`` with the allocation (at ``edit`` + ``offset``) moved into the context."""
+    first, last = edit.first_line + offset, edit.last_line + offset
+    moved = [("    " + l) if l.strip() else l for l in lines[first : last + 1]]
+    return lines[:first] + context_lines(edit) + moved + lines[last + 1 :]
+
+
+def rewrite_function_source(func_source: str, target: Target) -> str:
+    """The function's source with the output allocation inside the symmetric context (dedented)."""
+    edit = find_output_edit(func_source, target)
+    text = textwrap.dedent(func_source)
+    new_text = "\n".join(apply_edit(text.splitlines(), edit)) + "\n"
+    # Self-check: the result parses and now has the output inside a symmetric context.
+    check = ast.parse(new_text).body[0]
+    if not already_in_context(check, target):  # pragma: no cover - guarded by construction
+        raise ShapeMismatch("rewrite did not place the output in the context")
+    return new_text
+
+
+#: Names the rewritten code uses, and where sglang defines them.
+REQUIRED_NAMES = {
+    SYMMETRIC_CONTEXT_NAME: SYMMETRIC_CONTEXT_MODULE,
+    ALLOCATION_SYMMETRIC_NAME: ALLOCATION_SYMMETRIC_MODULE,
+}

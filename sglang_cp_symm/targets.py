@@ -1,0 +1,168 @@
+"""The register: every attention-CP all-gather sglang-cp-symm knows, per sglang release.
+
+This is data, not mechanism. Runtime patching (``patching``), the generated
+``patches/`` and the ``doctor`` all read it, so a new sglang release is supported
+by editing this file alone. Each entry follows the vllm-ascend form: what the
+target is, why it is patched, the upstream change that fixed it, and when the
+patch can be dropped.
+
+Sources for the facts below (read from the released wheels, see
+``../shared/notes/sglang-internals-by-release.md``):
+- 0.5.10 added ``layers/utils/cp_utils.py``; both ``reorganized`` gathers allocate
+  their output outside ``use_symmetric_memory``.
+- sglang PR #22914 (0.5.11) folded the NSA helpers into cp_utils and brought the
+  context to ``cp_all_gather_reorganized_into_tensor``, but missed the KV-cache
+  variant; PR #24040 (0.5.12) says so in its description and fixes it.
+- sglang PR #21392 (0.5.12) registers every pool segment with every communicator
+  at context exit; before it, a segment is registered only with the communicator
+  whose context created it.
+- From 0.5.14 ``layers/cp/`` holds the CP-v2 gathers (already in the context);
+  from 0.5.20 ``cp_utils`` is a stub that raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .versions import Release
+
+R = Release.parse
+
+#: The releases the register has been checked against. Outside it nothing is patched.
+FIRST_SUPPORTED = R("0.5.10")
+LAST_SUPPORTED = R("0.5.23")
+
+SYMMETRIC_CONTEXT_MODULE = "sglang.srt.distributed.device_communicators.pynccl_allocator"
+SYMMETRIC_CONTEXT_NAME = "use_symmetric_memory"
+ALLOCATION_SYMMETRIC_MODULE = "sglang.srt.layers.dp_attention"
+ALLOCATION_SYMMETRIC_NAME = "is_allocation_symmetric"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One function whose all-gather output must be allocated in the CP group's symmetric context.
+
+    ``output`` and ``input`` name the variables the function hands to the
+    all-gather as receive and send buffer; ``group`` is the expression, as the
+    function itself writes it, that names the attention-CP group coordinator.
+    """
+
+    name: str
+    module: str
+    function: str
+    output: str
+    input: str
+    group: str
+    first: Release
+    last: Release
+    fixed_in: Optional[Release]
+    fixed_by: str
+    drop_when: str
+
+    def exists_in(self, release: Release) -> bool:
+        return self.first <= release <= self.last
+
+    def fixed_upstream_in(self, release: Release) -> bool:
+        return self.fixed_in is not None and release >= self.fixed_in
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.module}.{self.function}"
+
+
+@dataclass(frozen=True)
+class PoolFix:
+    """Releases whose allocator registers a pool segment only with the communicator that created it."""
+
+    name: str
+    module: str
+    context_class: str
+    first: Release
+    last: Release
+    fixed_by: str
+    drop_when: str
+
+    def applies_to(self, release: Release) -> bool:
+        return self.first <= release <= self.last
+
+
+CP_UTILS = "sglang.srt.layers.utils.cp_utils"
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        name="cp_utils.reorganized",
+        module=CP_UTILS,
+        function="cp_all_gather_reorganized_into_tensor",
+        output="input_tensor_full",
+        input="input_tensor",
+        group="get_attention_cp_group()",
+        first=R("0.5.10"),
+        last=R("0.5.19"),
+        fixed_in=R("0.5.11"),
+        fixed_by="sglang PR #22914 (0.5.11)",
+        drop_when="sglang >= 0.5.11",
+    ),
+    Target(
+        name="cp_utils.reorganized_kv_cache",
+        module=CP_UTILS,
+        function="cp_all_gather_reorganized_into_tensor_kv_cache",
+        output="input_tensor_full",
+        input="input_tensor",
+        group="get_attention_cp_group()",
+        first=R("0.5.10"),
+        last=R("0.5.19"),
+        fixed_in=R("0.5.12"),
+        fixed_by="sglang PR #24040 (0.5.12)",
+        drop_when="sglang >= 0.5.12",
+    ),
+    Target(
+        name="cp.zigzag",
+        module="sglang.srt.layers.cp.zigzag",
+        function="ZigzagCPStrategy._all_gather_reorganized",
+        output="gathered",
+        input="x",
+        group="group",
+        first=R("0.5.14"),
+        last=R("0.5.23"),
+        fixed_in=R("0.5.14"),
+        fixed_by="written with the context (CP-v2, 0.5.14)",
+        drop_when="never needed an output patch",
+    ),
+    Target(
+        name="cp.interleave",
+        module="sglang.srt.layers.cp.interleave",
+        function="InterleaveCPStrategy._gather_interleaved_tensor",
+        output="gathered",
+        input="padded_x",
+        group="get_parallel().attn_cp_group",
+        first=R("0.5.17"),
+        last=R("0.5.23"),
+        fixed_in=R("0.5.17"),
+        fixed_by="written with the context (CP-v2, 0.5.17)",
+        drop_when="never needed an output patch",
+    ),
+)
+
+POOL_FIX = PoolFix(
+    name="pool.attention_cp_registration",
+    module=SYMMETRIC_CONTEXT_MODULE,
+    context_class="SymmetricMemoryContext",
+    first=R("0.5.10"),
+    last=R("0.5.11"),
+    fixed_by="sglang PR #21392 (0.5.12)",
+    drop_when="sglang >= 0.5.12",
+)
+
+
+def is_supported(release: Release) -> bool:
+    return FIRST_SUPPORTED <= release <= LAST_SUPPORTED
+
+
+def targets_for(release: Release) -> tuple[Target, ...]:
+    """The targets whose code exists in ``release`` (patched or reported as upstream)."""
+    return tuple(t for t in TARGETS if t.exists_in(release))
+
+
+def needs_output_patch(release: Release) -> tuple[Target, ...]:
+    return tuple(t for t in targets_for(release) if not t.fixed_upstream_in(release))
