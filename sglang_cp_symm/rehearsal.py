@@ -1,0 +1,284 @@
+"""Run the real CP all-gathers of the installed sglang across processes on CPU, and watch the allocations.
+
+This is the plugin's dress rehearsal for machines without a GPU (and the
+engine of its tests and of ``sglang-cp-symm demo``). It uses sglang's own code:
+``init_distributed_environment`` with gloo, a real ``GroupCoordinator`` for the
+attention-CP group installed where ``get_attention_cp_group()`` finds it, and
+the unmodified (or patched) ``cp_utils`` functions on real tensors.
+
+Two things cannot exist without a GPU, and are replaced, only they:
+- sglang's ``SymmetricMemoryContext`` needs a CUDA ``MemPool`` and an NCCL
+  communicator. ``RecordingContext`` stands in: it records which group's
+  context is open (and, like torch, refuses to nest on one pool).
+- the custom op ``sglang::reg_all_gather_into_tensor`` has a CUDA kernel only;
+  a CPU kernel calls the group's own ``_all_gather_into_tensor`` (gloo) and
+  records the output and input tensors it was handed.
+
+A ``TorchDispatchMode`` records every tensor the function allocates (any op
+output that does not alias an input) and whether a symmetric context was open at
+that moment, so a case can prove that the very buffer handed to the all-gather
+as output, and nothing else, was allocated inside the attention-CP group's
+context.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import threading
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional
+
+TARGET_FUNCTIONS = (
+    "cp_all_gather_reorganized_into_tensor",
+    "cp_all_gather_reorganized_into_tensor_kv_cache",
+)
+
+# -- observation -------------------------------------------------------------------------
+
+_state = threading.local()
+
+
+def _open_group() -> Optional[str]:
+    stack = getattr(_state, "stack", None)
+    return stack[-1] if stack else None
+
+
+class RecordingContext:
+    """Stand-in for sglang's ``SymmetricMemoryContext`` on CPU (see module docstring)."""
+
+    def __init__(self, group_coordinator: Any):
+        self.group_name = getattr(group_coordinator, "unique_name", None) or repr(group_coordinator)
+
+    def __enter__(self):
+        stack = _state.__dict__.setdefault("stack", [])
+        if stack:
+            raise RuntimeError("beginAllocateToPool: already recording to mempool_id (nested symmetric context)")
+        stack.append(self.group_name)
+        return self
+
+    def __exit__(self, *exc):
+        _state.stack.pop()
+        return False
+
+
+@dataclass
+class Allocation:
+    op: str
+    ptr: int
+    nbytes: int
+    context: Optional[str]
+
+
+@dataclass
+class CallRecord:
+    allocations: List[Allocation] = field(default_factory=list)
+    gathers: List[tuple] = field(default_factory=list)  # (output ptr, input ptr, context open at the gather)
+
+
+def _storage_ptr(t) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def make_allocation_mode(record: CallRecord):
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class AllocationRecorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {
+                _storage_ptr(t)
+                for t in tree_flatten((args, kwargs or {}))[0]
+                if isinstance(t, torch.Tensor)
+            }
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() and _storage_ptr(t) not in inputs:
+                    record.allocations.append(
+                        Allocation(str(func), _storage_ptr(t), t.untyped_storage().nbytes(), _open_group())
+                    )
+            return out
+
+    return AllocationRecorder()
+
+
+# -- one process -------------------------------------------------------------------------
+
+
+def _install_cpu_stand_ins(records: Dict[str, CallRecord]):
+    """Replace what needs a GPU (see module docstring); returns the attention-CP group."""
+    import torch
+    from sglang.srt.distributed import parallel_state as ps
+    from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
+
+    pa.SymmetricMemoryContext = RecordingContext
+    pa.is_symmetric_memory_enabled = lambda: True
+
+    lib = torch.library.Library("sglang", "IMPL")
+
+    def all_gather_cpu(output, input, group_name):
+        current = records.get("current")
+        if current is not None:
+            current.gathers.append((_storage_ptr(output), _storage_ptr(input), _open_group()))
+        ps._groups[group_name]()._all_gather_into_tensor(output, input)
+
+    lib.impl("reg_all_gather_into_tensor", all_gather_cpu, "CPU")
+    return lib
+
+
+def _split_lengths(rng: random.Random, total: int, cp: int) -> List[int]:
+    """Uneven per-rank token counts summing to ``total``, each at most ceil(total / cp)."""
+    max_len = (total + cp - 1) // cp
+    lengths = [max_len] * cp
+    excess = max_len * cp - total
+    while excess:
+        r = rng.randrange(cp)
+        if lengths[r] > 0:
+            lengths[r] -= 1
+            excess -= 1
+    return lengths
+
+
+def _case_tensor(case_seed: int, rank: int, rows: int, shape_rest, dtype):
+    import torch
+
+    gen = torch.Generator().manual_seed(case_seed * 1009 + rank)
+    return torch.randn((rows, *shape_rest), generator=gen, dtype=torch.float32).to(dtype)
+
+
+def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool, queue) -> None:
+    try:
+        import torch
+
+        records: Dict[str, CallRecord] = {}
+        from sglang.srt.distributed import parallel_state as ps
+
+        ps.init_distributed_environment(
+            world_size=world,
+            rank=rank,
+            distributed_init_method=f"tcp://127.0.0.1:{port}",
+            local_rank=rank,
+            backend="gloo",
+        )
+        group = ps.init_model_parallel_group(
+            [list(range(world))], rank, "gloo", use_pynccl=False, use_custom_allreduce=False, group_name="attn_cp"
+        )
+        ps._ATTN_CP = group
+        lib = _install_cpu_stand_ins(records)  # noqa: F841 (keep the registration alive)
+
+        from sglang.srt.layers.utils import cp_utils
+
+        originals = {name: getattr(cp_utils, name) for name in TARGET_FUNCTIONS}
+        status = None
+        if patch:
+            import sglang_cp_symm
+
+            status = sglang_cp_symm.patch()
+        patched = {name: getattr(cp_utils, name) for name in TARGET_FUNCTIONS}
+
+        rng = random.Random(seed)
+        results = []
+        dtypes = [torch.float32, torch.bfloat16, torch.float16]
+        for case in range(cases):
+            total = rng.randint(2 * world, 64 * world + 7)
+            lengths = _split_lengths(rng, total, world)
+            name = TARGET_FUNCTIONS[case % 2]
+            rest = (rng.choice([1, 3, 16]),) if name.endswith("tensor") else (rng.choice([1, 2, 4]), rng.choice([8, 24]))
+            dtype = dtypes[case % len(dtypes)]
+            max_len = (total + world - 1) // world
+            meta = cp_utils.ContextParallelMetadata(max_rank_len=[max_len] * world, per_rank_actual_token=lengths)
+            forward_batch = SimpleNamespace(attn_cp_metadata=meta)
+            local = _case_tensor(seed + case, rank, lengths[rank], rest, dtype)
+            expected = torch.cat([_case_tensor(seed + case, r, lengths[r], rest, dtype) for r in range(world)])
+
+            outcome = {"case": case, "function": name, "total": total, "lengths": lengths, "dtype": str(dtype)}
+            for label, fn in (("unpatched", originals[name]), ("patched", patched[name])):
+                record = CallRecord()
+                records["current"] = record
+                with make_allocation_mode(record):
+                    out = fn(local, total, world, forward_batch, None)
+                records["current"] = None
+                gather_out = record.gathers[0][0] if len(record.gathers) == 1 else None
+                inside = [a for a in record.allocations if a.context is not None]
+                outcome[label] = {
+                    "equal_expected": bool(torch.equal(out, expected)),
+                    "gathers": len(record.gathers),
+                    "inside": [(a.op, a.nbytes, a.context, a.ptr == gather_out) for a in inside],
+                    "outside": [(a.op, a.nbytes) for a in record.allocations if a.context is None],
+                    "output_in_context": gather_out is not None and any(a.ptr == gather_out for a in inside),
+                    "result": out,
+                }
+            outcome["bit_identical"] = bool(torch.equal(outcome["patched"].pop("result"), outcome["unpatched"].pop("result")))
+            results.append(outcome)
+        queue.put((rank, {"status": status, "results": results}))
+        torch.distributed.barrier()
+    except BaseException:
+        queue.put((rank, {"error": traceback.format_exc()}))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True, timeout: float = 300) -> Dict[int, dict]:
+    """Spawn ``cp_size`` processes, run ``cases`` random gathers in each, and return each rank's report."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [
+        ctx.Process(target=_worker, args=(r, cp_size, port, cases, seed, patch, queue), daemon=True)
+        for r in range(cp_size)
+    ]
+    for p in procs:
+        p.start()
+    reports: Dict[int, dict] = {}
+    try:
+        for _ in procs:
+            rank, report = queue.get(timeout=timeout)
+            reports[rank] = report
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    return reports
+
+
+def run_demo(cp_size: int = 2, cases: int = 20) -> int:
+    """``sglang-cp-symm demo``: the same gathers with the plugin off and on, and what changed."""
+    from .versions import installed_sglang
+
+    print(f"sglang {installed_sglang()}: {cases} random all-gathers on {cp_size} CPU processes (gloo), real cp_utils functions")
+    reports = run(cp_size=cp_size, cases=cases, patch=True)
+    errors = [r["error"] for r in reports.values() if "error" in r]
+    if errors:
+        print(errors[0])
+        return 1
+    rank0 = reports[0]
+    print("plugin status:", {k: v["state"] for k, v in rank0["status"]["targets"].items()})
+    ok = True
+    for fn in TARGET_FUNCTIONS:
+        rows = [c for rep in reports.values() for c in rep["results"] if c["function"] == fn]
+        if not rows:
+            continue
+        for label in ("unpatched", "patched"):
+            n_in = sum(c[label]["output_in_context"] for c in rows)
+            n_other = sum(sum(1 for i in c[label]["inside"] if not i[3]) for c in rows)
+            print(f"  {fn:<48} {label:<9}: output buffer in the CP symmetric context in {n_in}/{len(rows)} calls; "
+                  f"other allocations in the context: {n_other}")
+        same = all(c["bit_identical"] and c["patched"]["equal_expected"] for c in rows)
+        ok &= same
+        print(f"  {fn:<48} results bit-identical to unpatched and correct: {same}")
+        example = rows[0]["patched"]
+        print(f"    e.g. case {rows[0]['case']} lengths {rows[0]['lengths']}: inside={example['inside']} outside={example['outside']}")
+    return 0 if ok else 1
