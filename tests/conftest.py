@@ -1,0 +1,59 @@
+"""Shared helpers: run code in a fresh interpreter against one real sglang release.
+
+Each release lives in ``.envs/sglang-X`` (built by ``ci/envs.sh``): the real
+wheel with its pinned transformers, on top of ``.venv``. Every test that touches
+sglang runs in a subprocess, so import order and process-wide state are those of
+a real sglang process and never leak from one test into another.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STUBS = ROOT / "tests" / "stubs"
+RELEASES = [line.split()[0] for line in (ROOT / "ci" / "releases.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def release_dir(release: str) -> Path:
+    return ROOT / ".envs" / f"sglang-{release}"
+
+
+def require_release(release: str) -> Path:
+    path = release_dir(release)
+    if not (path / "sglang").is_dir():
+        message = f"no environment for sglang {release}: run ci/envs.sh"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def run_python(release: str | None, code: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter; ``release`` None runs without sglang."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_")}
+    paths = []
+    if release is not None:
+        paths = [str(require_release(release)), str(STUBS)]
+    full_env["PYTHONPATH"] = os.pathsep.join(paths)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=str(ROOT / "tests"),
+    )
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    return result.stdout.strip().splitlines()[-1]

@@ -1,0 +1,60 @@
+"""Stage A: the target register is consistent, and the release parser reads real version strings."""
+
+import pytest
+
+from sglang_cp_symm.targets import (
+    FIRST_SUPPORTED,
+    LAST_SUPPORTED,
+    POOL_FIX,
+    TARGETS,
+    is_supported,
+    needs_output_patch,
+    targets_for,
+)
+from sglang_cp_symm.versions import Release
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [("0.5.10", (0, 5, 10)), ("0.5.10.post1", (0, 5, 10)), ("0.5.23rc0", (0, 5, 23)), ("v0.5.11.dev3+g1a2b", (0, 5, 11))],
+)
+def test_release_parse(text, expected):
+    assert Release.parse(text) == expected
+
+
+def test_release_parse_rejects_garbage():
+    with pytest.raises(ValueError):
+        Release.parse("latest")
+
+
+def test_every_target_is_well_formed():
+    names = [t.name for t in TARGETS]
+    assert len(names) == len(set(names))
+    for t in TARGETS:
+        assert t.first <= t.last
+        assert FIRST_SUPPORTED <= t.first and t.last <= LAST_SUPPORTED
+        assert t.fixed_by and t.drop_when and t.output and t.input and t.group
+
+
+@pytest.mark.parametrize(
+    "release,patched",
+    [
+        ("0.5.10", {"cp_utils.reorganized", "cp_utils.reorganized_kv_cache"}),
+        ("0.5.11", {"cp_utils.reorganized_kv_cache"}),
+        ("0.5.12", set()),
+        ("0.5.19", set()),
+        ("0.5.23", set()),
+    ],
+)
+def test_output_patch_exactly_where_upstream_lacks_it(release, patched):
+    assert {t.name for t in needs_output_patch(Release.parse(release))} == patched
+
+
+def test_pool_fix_only_before_pr_21392():
+    assert POOL_FIX.applies_to(Release.parse("0.5.10")) and POOL_FIX.applies_to(Release.parse("0.5.11"))
+    assert not POOL_FIX.applies_to(Release.parse("0.5.12"))
+
+
+def test_support_window():
+    assert not is_supported(Release.parse("0.5.9")) and not is_supported(Release.parse("0.5.24"))
+    assert {t.name for t in targets_for(Release.parse("0.5.23"))} == {"cp.zigzag", "cp.interleave"}
