@@ -11,7 +11,10 @@ def _status(args) -> int:
     from . import patch, status
     from .settings import read_settings
 
-    report = patch() if args.apply else status()
+    if args.apply:
+        patch()
+        _import_waiting_targets()
+    report = status()
     if not args.apply:
         report["note"] = "nothing applied in this process; pass --apply to patch and import the targets here"
     if args.json:
@@ -26,6 +29,23 @@ def _status(args) -> int:
         if "note" in report:
             print(report["note"])
     return 0
+
+
+def _import_waiting_targets() -> None:
+    """Import the modules whose targets wait, so that the report shows what a scheduler would get."""
+    import importlib
+
+    from .patching import PATCHER, WAITING
+
+    for target_status in list(PATCHER.statuses.values()):
+        if target_status.state == WAITING:
+            module = target_status.where.rsplit(".", 1)[0]
+            while module:
+                try:
+                    importlib.import_module(module)
+                    break
+                except ImportError:  # `Class.method` targets: step up to the module
+                    module = module.rpartition(".")[0]
 
 
 def _demo(args) -> int:

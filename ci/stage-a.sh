@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Stage A (CPU, seconds): settings, register, source rewrite. Needs only .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash ci/envs.sh >/dev/null
+.venv/bin/python -m pytest -q tests/test_settings.py tests/test_register.py tests/test_rewrite.py "$@"
