@@ -99,6 +99,16 @@ def _call_rewritten(new_fn: Callable) -> Callable:
     return wrapper
 
 
+def _restore_copy(module: Any, name: str, wrapper: Any, original: Any) -> Callable[[], None]:
+    """Undo one rebinding, unless someone rebound that name again since (then it is theirs)."""
+
+    def restore() -> None:
+        if getattr(module, name, None) is wrapper:
+            setattr(module, name, original)
+
+    return restore
+
+
 class Patcher:
     """The process-wide patch state: what was changed, so that it can be reported and undone."""
 
@@ -165,9 +175,9 @@ class Patcher:
             if not self.active or self.release is None:
                 return
             for target in targets_for(self.release):
-                if target.module == module.__name__ and self.statuses.get(target.name, None) is not None:
-                    if self.statuses[target.name].state == WAITING:
-                        self._patch_target(target, module)
+                status = self.statuses.get(target.name)
+                if target.module == module.__name__ and status is not None and status.state == WAITING:
+                    self._patch_target(target, module)
             if module.__name__ == POOL_FIX.module and self.statuses[POOL_FIX.name].state == WAITING:
                 self._patch_pool(module)
 
@@ -218,8 +228,7 @@ class Patcher:
             for name, value in items:
                 if value is original:
                     setattr(mod, name, wrapper)
-                    self._undo.append(lambda m=mod, n=name, w=wrapper, v=original: (
-                        getattr(m, n, None) is w and setattr(m, n, v)))
+                    self._undo.append(_restore_copy(mod, name, wrapper, original))
 
     def _patch_pool(self, module: Any) -> None:
         where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"

@@ -25,7 +25,6 @@ from typing import Any, Dict, Optional
 logger = logging.getLogger("sglang_cp_symm")
 
 _pools: Dict[int, Any] = {}
-_uses: Dict[int, int] = {}
 
 
 def _attention_cp_group() -> Optional[Any]:
@@ -61,7 +60,6 @@ def pool_for(group: Any, allocator: Any) -> Any:
     if pool is None:
         pool = torch.cuda.MemPool(allocator)
         _pools[key] = pool
-    _uses[key] = _uses.get(key, 0) + 1
     return pool
 
 
