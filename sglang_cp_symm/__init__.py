@@ -11,18 +11,25 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import dataclasses
+
+from .nccl_policy import NcclVersion
 from .patching import PATCHER
 from .report import status_dict
 from .settings import Settings, read_settings
 from .versions import installed_sglang
 
 
-def patch(settings: Settings | None = None) -> dict:
-    """Apply the patches regardless of ``SGLANG_CP_SYMM`` (an explicit call is the opt-in)."""
+def patch(settings: Settings | None = None, nccl: str | None = None) -> dict:
+    """Apply the patches regardless of ``SGLANG_CP_SYMM`` (an explicit call is the opt-in).
+
+    ``nccl`` ("2.27.7") decides the NCCL policy as if that NCCL were loaded; by default
+    the loaded library is read.
+    """
     chosen = settings or read_settings()
     if not chosen.enabled:
-        chosen = Settings(enabled=True, strict=chosen.strict, problems=chosen.problems)
-    PATCHER.apply(chosen, installed_sglang())
+        chosen = dataclasses.replace(chosen, enabled=True)
+    PATCHER.apply(chosen, installed_sglang(), None if nccl is None else NcclVersion.parse(nccl))
     return status()
 
 

@@ -51,7 +51,7 @@ def _import_waiting_targets() -> None:
 def _demo(args) -> int:
     from .rehearsal import run_demo
 
-    return run_demo(cp_size=args.cp_size, cases=args.cases)
+    return run_demo(cp_size=args.cp_size, cases=args.cases, send=args.send, nccl=args.as_nccl)
 
 
 def main(argv=None) -> int:
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     p_demo = sub.add_parser("demo", help="run the real CP all-gathers across processes on CPU, plugin off then on")
     p_demo.add_argument("--cp-size", type=int, default=2)
     p_demo.add_argument("--cases", type=int, default=20)
+    p_demo.add_argument("--send", action="store_true", help="ask for send-buffer staging too")
+    p_demo.add_argument("--as-nccl", default=None, help="decide the NCCL policy as for this version (e.g. 2.27.7)")
     p_demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -27,7 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import wrapt
 
 from . import pool as group_pool
-from .rewrite import REQUIRED_NAMES, ShapeMismatch, rewrite_function_source
+from .nccl_policy import Decision, NcclVersion, decide, loaded_nccl_version, sm90_or_later
+from .rewrite import REQUIRED_NAMES, STAGE_SEND_NAME, ShapeMismatch, rewrite_function_source
 from .settings import Settings
 from .targets import (
     FIRST_SUPPORTED,
@@ -42,7 +43,8 @@ from .versions import Release
 
 logger = logging.getLogger("sglang_cp_symm")
 
-PATCHED, UPSTREAM, ABSENT, SKIPPED, WAITING = "patched", "upstream", "absent", "skipped", "waiting for import"
+PATCHED, UPSTREAM, ABSENT, SKIPPED, WAITING, HELD = (
+    "patched", "upstream", "absent", "skipped", "waiting for import", "held back")
 
 
 class StrictModeError(RuntimeError):
@@ -57,7 +59,9 @@ class TargetStatus:
     detail: str = ""
 
     def __str__(self) -> str:
-        return f"{self.state}: {self.detail}" if self.state == SKIPPED else self.state
+        if self.state in (SKIPPED, HELD):
+            return f"{self.state}: {self.detail}"
+        return f"{self.state} ({self.detail})" if self.state == PATCHED and self.detail else self.state
 
 
 def _resolve(owner: Any, dotted: str) -> Tuple[Any, str, Any]:
@@ -72,12 +76,12 @@ def _unwrap(value: Any) -> Any:
     return value.__wrapped__ if isinstance(value, wrapt.FunctionWrapper) else value
 
 
-def compile_rewritten(original: Callable, target: Target, module: Any) -> Callable:
+def compile_rewritten(original: Callable, target: Target, module: Any, output: bool = True, send: bool = False) -> Callable:
     """Build the rewritten function, with the module's live globals and its original line numbers."""
     if original.__code__.co_freevars:
         raise ShapeMismatch("the function closes over variables; it is not rewritten")
     lines, first_line = inspect.getsourcelines(original)
-    new_source = rewrite_function_source("".join(lines), target)
+    new_source = rewrite_function_source("".join(lines), target, output=output, send=send)
     tree = ast.parse(new_source)
     ast.increment_lineno(tree, first_line - 1)
     code = compile(tree, inspect.getsourcefile(original) or "<sglang-cp-symm>", "exec")
@@ -118,6 +122,9 @@ class Patcher:
         self.settings = Settings()
         self.release: Optional[Release] = None
         self.statuses: Dict[str, TargetStatus] = {}
+        self.decision: Optional[Decision] = None
+        self.nccl_source = ""
+        self._plan: Dict[str, Tuple[bool, bool]] = {}  # target name -> (patch output, stage send)
         self._hooked_modules: set = set()
         self._undo: List[Callable[[], None]] = []
         self.rewritten: Dict[str, Callable] = {}
@@ -131,13 +138,20 @@ class Patcher:
                 raise StrictModeError(f"{where} (sglang {self.release}) was skipped: {detail}")
 
     # -- applying ------------------------------------------------------------------
-    def apply(self, settings: Settings, release: Optional[Release]) -> None:
+    def apply(self, settings: Settings, release: Optional[Release], nccl: Optional[NcclVersion] = None) -> None:
+        """Apply the register for ``release``. ``nccl`` overrides the detected NCCL (rehearsals, tests)."""
         with self._lock:
             if self.active:
                 return
             self.settings, self.release = settings, release
-            self.statuses = {}
+            self.statuses, self._plan = {}, {}
             self.active = True
+            if nccl is None:
+                nccl, self.nccl_source = loaded_nccl_version()
+            else:
+                self.nccl_source = "given"
+            hopper, _ = sm90_or_later()
+            self.decision = decide(nccl, settings.send, settings.allow_nccl_race, hopper)
             if release is None:
                 self._set("sglang", "sglang", SKIPPED, "sglang is not installed in this environment")
                 return
@@ -151,11 +165,16 @@ class Patcher:
                 )
                 return
             for target in targets_for(release):
-                if target.fixed_upstream_in(release):
-                    self._set(target.name, target.dotted, UPSTREAM, target.fixed_by)
-                else:
+                output_needed = not target.fixed_upstream_in(release)
+                plan = (output_needed and self.decision.patch_outputs, self.decision.stage_send)
+                if any(plan):
+                    self._plan[target.name] = plan
                     self._set(target.name, target.dotted, WAITING)
                     self._when_imported(target.module)
+                elif output_needed:
+                    self._set(target.name, target.dotted, HELD, self.decision.reason)
+                else:
+                    self._set(target.name, target.dotted, UPSTREAM, target.fixed_by)
             if POOL_FIX.applies_to(release):
                 self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", WAITING)
                 self._when_imported(POOL_FIX.module)
@@ -191,12 +210,15 @@ class Patcher:
         if not inspect.isfunction(original):
             self._set(target.name, target.dotted, SKIPPED, "not a plain function")
             return
-        if SYMMETRIC_CONTEXT_NAME in original.__code__.co_names:
-            self._set(target.name, target.dotted, UPSTREAM, "the function already opens the context")
-            return
+        output, send = self._plan[target.name]
+        if output and SYMMETRIC_CONTEXT_NAME in original.__code__.co_names:
+            output = False  # the release already opens the context here: never nest it
+            if not send:
+                self._set(target.name, target.dotted, UPSTREAM, "the function already opens the context")
+                return
         try:
-            self._inject_names(module)
-            new_fn = compile_rewritten(original, target, module)
+            self._inject_names(module, send)
+            new_fn = compile_rewritten(original, target, module, output=output, send=send)
         except (ShapeMismatch, OSError, ImportError, AttributeError) as exc:
             self._set(target.name, target.dotted, SKIPPED, str(exc))
             return
@@ -206,11 +228,14 @@ class Patcher:
         if not isinstance(owner, type):
             self._rebind_copies(original, wrapper, module)
         self.rewritten[target.name] = new_fn
-        self._set(target.name, target.dotted, PATCHED)
+        self._set(target.name, target.dotted, PATCHED, "+".join(k for k, on in (("output", output), ("send", send)) if on))
 
-    def _inject_names(self, module: Any) -> None:
+    def _inject_names(self, module: Any, send: bool) -> None:
         """Make the names the rewritten code uses resolvable in the target module's globals."""
-        for name, source_module in REQUIRED_NAMES.items():
+        needed = dict(REQUIRED_NAMES)
+        if send:
+            needed[STAGE_SEND_NAME] = "sglang_cp_symm.send_staging"
+        for name, source_module in needed.items():
             if name in module.__dict__:
                 continue
             value = getattr(importlib.import_module(source_module), name)
@@ -255,7 +280,8 @@ class Patcher:
             while self._undo:
                 self._undo.pop()()
             self.rewritten.clear()
-            self.statuses = {}
+            self.statuses, self._plan = {}, {}
+            self.decision = None
             self.active = False
 
 

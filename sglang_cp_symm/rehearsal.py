@@ -34,10 +34,43 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
 
-TARGET_FUNCTIONS = (
-    "cp_all_gather_reorganized_into_tensor",
-    "cp_all_gather_reorganized_into_tensor_kv_cache",
+@dataclass(frozen=True)
+class Gather:
+    """One real gather function the rehearsal drives: where it lives and what metadata it reads."""
+
+    module: str
+    function: str
+    metadata_attr: str
+    metadata_class: str
+    kv_cache: bool  # 3-D [tokens, heads, dim] input instead of 2-D [tokens, hidden]
+
+    @property
+    def label(self) -> str:
+        return f"{self.module.rsplit('.', 1)[-1]}.{self.function}"
+
+
+CP_UTILS = "sglang.srt.layers.utils.cp_utils"
+NSA_UTILS = "sglang.srt.layers.attention.nsa.utils"
+GATHERS = (
+    Gather(CP_UTILS, "cp_all_gather_reorganized_into_tensor", "attn_cp_metadata", "ContextParallelMetadata", False),
+    Gather(CP_UTILS, "cp_all_gather_reorganized_into_tensor_kv_cache", "attn_cp_metadata", "ContextParallelMetadata", True),
+    Gather(NSA_UTILS, "cp_attn_tp_all_gather_reorganazied_into_tensor", "nsa_cp_metadata", "NSAContextParallelMetadata", False),
 )
+
+
+def available_gathers() -> list:
+    """The gathers of ``GATHERS`` that the installed release has, with the (module, function) objects."""
+    import importlib
+
+    found = []
+    for g in GATHERS:
+        try:
+            module = importlib.import_module(g.module)
+        except ImportError:
+            continue
+        if hasattr(module, g.function) and hasattr(module, g.metadata_class):
+            found.append((g, module))
+    return found
 
 # -- observation -------------------------------------------------------------------------
 
@@ -79,6 +112,10 @@ class Allocation:
 class CallRecord:
     allocations: List[Allocation] = field(default_factory=list)
     gathers: List[tuple] = field(default_factory=list)  # (output ptr, input ptr, context open at the gather)
+
+
+#: Some releases (0.5.9) assert that a stream is passed; the CPU path of the gather never uses it.
+NO_STREAM = SimpleNamespace(note="CPU rehearsal: no CUDA streams")
 
 
 def _storage_ptr(t) -> int:
@@ -152,7 +189,7 @@ def _case_tensor(case_seed: int, rank: int, rows: int, shape_rest, dtype):
     return torch.randn((rows, *shape_rest), generator=gen, dtype=torch.float32).to(dtype)
 
 
-def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool, queue) -> None:
+def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool, send: bool, nccl, queue) -> None:
     try:
         import torch
 
@@ -172,15 +209,15 @@ def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool
         ps._ATTN_CP = group
         lib = _install_cpu_stand_ins(records)  # noqa: F841 (keep the registration alive)
 
-        from sglang.srt.layers.utils import cp_utils
-
-        originals = {name: getattr(cp_utils, name) for name in TARGET_FUNCTIONS}
+        gathers = available_gathers()
+        originals = {g.label: getattr(m, g.function) for g, m in gathers}
         status = None
         if patch:
             import sglang_cp_symm
+            from sglang_cp_symm.settings import Settings
 
-            status = sglang_cp_symm.patch()
-        patched = {name: getattr(cp_utils, name) for name in TARGET_FUNCTIONS}
+            status = sglang_cp_symm.patch(Settings(enabled=True, send=send), nccl=nccl)
+        patched = {g.label: getattr(m, g.function) for g, m in gathers}
 
         rng = random.Random(seed)
         results = []
@@ -188,30 +225,31 @@ def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool
         for case in range(cases):
             total = rng.randint(2 * world, 64 * world + 7)
             lengths = _split_lengths(rng, total, world)
-            name = TARGET_FUNCTIONS[case % 2]
-            rest = (rng.choice([1, 3, 16]),) if name.endswith("tensor") else (rng.choice([1, 2, 4]), rng.choice([8, 24]))
+            gather, module = gathers[case % len(gathers)]
+            rest = (rng.choice([1, 2, 4]), rng.choice([8, 24])) if gather.kv_cache else (rng.choice([1, 3, 16]),)
             dtype = dtypes[case % len(dtypes)]
             max_len = (total + world - 1) // world
-            meta = cp_utils.ContextParallelMetadata(max_rank_len=[max_len] * world, per_rank_actual_token=lengths)
-            forward_batch = SimpleNamespace(attn_cp_metadata=meta)
+            meta = getattr(module, gather.metadata_class)(max_rank_len=[max_len] * world, per_rank_actual_token=lengths)
+            forward_batch = SimpleNamespace(**{gather.metadata_attr: meta})
             local = _case_tensor(seed + case, rank, lengths[rank], rest, dtype)
             expected = torch.cat([_case_tensor(seed + case, r, lengths[r], rest, dtype) for r in range(world)])
 
-            outcome = {"case": case, "function": name, "total": total, "lengths": lengths, "dtype": str(dtype)}
-            for label, fn in (("unpatched", originals[name]), ("patched", patched[name])):
+            outcome = {"case": case, "function": gather.label, "total": total, "lengths": lengths, "dtype": str(dtype)}
+            for label, fn in (("unpatched", originals[gather.label]), ("patched", patched[gather.label])):
                 record = CallRecord()
                 records["current"] = record
                 with make_allocation_mode(record):
-                    out = fn(local, total, world, forward_batch, None)
+                    out = fn(local, total, world, forward_batch, NO_STREAM)
                 records["current"] = None
-                gather_out = record.gathers[0][0] if len(record.gathers) == 1 else None
+                gather_out, gather_in = record.gathers[0][:2] if len(record.gathers) == 1 else (None, None)
                 inside = [a for a in record.allocations if a.context is not None]
                 outcome[label] = {
                     "equal_expected": bool(torch.equal(out, expected)),
                     "gathers": len(record.gathers),
-                    "inside": [(a.op, a.nbytes, a.context, a.ptr == gather_out) for a in inside],
+                    "inside": [(a.op, a.nbytes, a.context, a.ptr == gather_out, a.ptr == gather_in) for a in inside],
                     "outside": [(a.op, a.nbytes) for a in record.allocations if a.context is None],
                     "output_in_context": gather_out is not None and any(a.ptr == gather_out for a in inside),
+                    "input_in_context": gather_in is not None and any(a.ptr == gather_in for a in inside),
                     "result": out,
                 }
             outcome["bit_identical"] = bool(torch.equal(outcome["patched"].pop("result"), outcome["unpatched"].pop("result")))
@@ -228,15 +266,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True, timeout: float = 300) -> Dict[int, dict]:
-    """Spawn ``cp_size`` processes, run ``cases`` random gathers in each, and return each rank's report."""
+def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True, send: bool = False,
+        nccl: Optional[str] = None, timeout: float = 300) -> Dict[int, dict]:
+    """Spawn ``cp_size`` processes, run ``cases`` random gathers in each, and return each rank's report.
+
+    ``send`` asks for send-buffer staging; ``nccl`` decides the NCCL policy as if that version
+    were loaded (there is no NCCL on a CPU machine), e.g. "2.27.7" where staging is engaged.
+    """
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     port = free_port()
     procs = [
-        ctx.Process(target=_worker, args=(r, cp_size, port, cases, seed, patch, queue), daemon=True)
+        ctx.Process(target=_worker, args=(r, cp_size, port, cases, seed, patch, send, nccl, queue), daemon=True)
         for r in range(cp_size)
     ]
     for p in procs:
@@ -254,12 +297,14 @@ def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True,
     return reports
 
 
-def run_demo(cp_size: int = 2, cases: int = 20) -> int:
+def run_demo(cp_size: int = 2, cases: int = 20, send: bool = False, nccl: Optional[str] = None) -> int:
     """``sglang-cp-symm demo``: the same gathers with the plugin off and on, and what changed."""
     from .versions import installed_sglang
 
-    print(f"sglang {installed_sglang()}: {cases} random all-gathers on {cp_size} CPU processes (gloo), real cp_utils functions")
-    reports = run(cp_size=cp_size, cases=cases, patch=True)
+    mode = f", send staging requested, policy as for NCCL {nccl or 'unknown'}" if send else ""
+    print(f"sglang {installed_sglang()}: {cases} random all-gathers on {cp_size} CPU processes (gloo), "
+          f"the release's own functions{mode}")
+    reports = run(cp_size=cp_size, cases=cases, patch=True, send=send, nccl=nccl)
     errors = [r["error"] for r in reports.values() if "error" in r]
     if errors:
         print(errors[0])
@@ -267,15 +312,14 @@ def run_demo(cp_size: int = 2, cases: int = 20) -> int:
     rank0 = reports[0]
     print("plugin status:", {k: v["state"] for k, v in rank0["status"]["targets"].items()})
     ok = True
-    for fn in TARGET_FUNCTIONS:
+    for fn in sorted({c["function"] for c in rank0["results"]}):
         rows = [c for rep in reports.values() for c in rep["results"] if c["function"] == fn]
-        if not rows:
-            continue
         for label in ("unpatched", "patched"):
-            n_in = sum(c[label]["output_in_context"] for c in rows)
-            n_other = sum(sum(1 for i in c[label]["inside"] if not i[3]) for c in rows)
-            print(f"  {fn:<48} {label:<9}: output buffer in the CP symmetric context in {n_in}/{len(rows)} calls; "
-                  f"other allocations in the context: {n_other}")
+            n_out = sum(c[label]["output_in_context"] for c in rows)
+            n_in = sum(c[label]["input_in_context"] for c in rows)
+            n_other = sum(sum(1 for i in c[label]["inside"] if not (i[3] or i[4])) for c in rows)
+            print(f"  {fn:<48} {label:<9}: in the CP symmetric context: output {n_out}/{len(rows)}, "
+                  f"send buffer {n_in}/{len(rows)}, anything else {n_other}")
         same = all(c["bit_identical"] and c["patched"]["equal_expected"] for c in rows)
         ok &= same
         print(f"  {fn:<48} results bit-identical to unpatched and correct: {same}")

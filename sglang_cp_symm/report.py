@@ -30,6 +30,17 @@ def status_dict(patcher, settings) -> dict:
         "sglang": None if patcher.release is None else str(patcher.release),
         "settings": settings.describe(),
         "mode": mode_of(settings),
+        "nccl": None if patcher.decision is None else {
+            "version": None if patcher.decision.nccl is None else str(patcher.decision.nccl),
+            "read_from": patcher.nccl_source,
+            "patch_outputs": patcher.decision.patch_outputs,
+            "stage_send": patcher.decision.stage_send,
+            "kernel_engaged": patcher.decision.kernel_engaged,
+            "hazard": patcher.decision.hazard,
+            "reason": patcher.decision.reason,
+            "recommendation": patcher.decision.recommendation,
+            "source": patcher.decision.source,
+        },
         "targets": {
             name: {"where": s.where, "state": s.state, "detail": s.detail}
             for name, s in sorted(patcher.statuses.items())
@@ -45,4 +56,6 @@ def mode_of(settings) -> str:
 
 def status_line(patcher, settings) -> str:
     parts = ", ".join(f"{name}={status}" for name, status in sorted(patcher.statuses.items()))
-    return f"sglang-cp-symm: sglang {patcher.release or 'not installed'}, mode {mode_of(settings)}; {parts or 'no targets'}"
+    policy = f"; {patcher.decision.line()}" if patcher.decision is not None else ""
+    return (f"sglang-cp-symm: sglang {patcher.release or 'not installed'}, mode {mode_of(settings)}; "
+            f"{parts or 'no targets'}{policy}")

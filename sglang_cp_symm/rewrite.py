@@ -99,17 +99,7 @@ def already_in_context(func: ast.AST, target: Target) -> bool:
 
 def find_output_edit(func_source: str, target: Target) -> Edit:
     """Locate the output allocation in a function's source (as ``inspect.getsource`` returns it)."""
-    text = textwrap.dedent(func_source)
-    try:
-        module = ast.parse(text)
-    except SyntaxError as exc:  # pragma: no cover - sources shipped in wheels parse
-        raise ShapeMismatch(f"source does not parse: {exc}") from None
-    funcs = [n for n in module.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    if len(funcs) != 1:
-        raise ShapeMismatch("source is not a single function definition")
-    func = funcs[0]
-    if func.decorator_list:
-        raise ShapeMismatch("decorated functions are not rewritten")
+    text, func = _parse_single_function(func_source)
     if already_in_context(func, target):
         raise ShapeMismatch("the output is already allocated in a symmetric context")
     call = find_gather_call(func, target)
@@ -144,6 +134,57 @@ def find_output_edit(func_source: str, target: Target) -> Edit:
     return Edit(first_line=first, last_line=last, indent=indent, group_text=target.group)
 
 
+@dataclass(frozen=True)
+class SendEdit:
+    """Where the all-gather's input argument is, relative to the text that was parsed."""
+
+    line: int  # 0-based
+    start_col: int
+    end_col: int
+    arg_text: str
+    group_text: str  # "None": the helper resolves the attention-CP group itself
+    stream_text: str
+
+
+STAGE_SEND_NAME = "cp_symm_stage_send"
+
+
+def _parse_single_function(func_source: str) -> tuple[str, ast.AST]:
+    text = textwrap.dedent(func_source)
+    try:
+        module = ast.parse(text)
+    except SyntaxError as exc:  # pragma: no cover - sources shipped in wheels parse
+        raise ShapeMismatch(f"source does not parse: {exc}") from None
+    funcs = [n for n in module.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    if len(funcs) != 1:
+        raise ShapeMismatch("source is not a single function definition")
+    if funcs[0].decorator_list:
+        raise ShapeMismatch("decorated functions are not rewritten")
+    return text, funcs[0]
+
+
+def find_send_edit(func_source: str, target: Target) -> SendEdit:
+    """Locate the all-gather's input argument, to route it through a staged symmetric buffer."""
+    text, func = _parse_single_function(func_source)
+    call = find_gather_call(func, target)
+    arg = call.args[1]
+    if arg.lineno != arg.end_lineno:
+        raise ShapeMismatch("the all-gather's input spans several lines")
+    group = ast.unparse(call.func.value) if isinstance(call.func, ast.Attribute) else "None"
+    stream = ast.unparse(call.args[2]) if len(call.args) >= 3 else "None"
+    line = text.splitlines()[arg.lineno - 1]
+    # ast columns count UTF-8 bytes; the sources we patch are ASCII on these lines.
+    return SendEdit(arg.lineno - 1, arg.col_offset, arg.end_col_offset,
+                    line[arg.col_offset:arg.end_col_offset], group, stream)
+
+
+def apply_send_edit(lines: list[str], edit: SendEdit, offset: int = 0) -> list[str]:
+    index = edit.line + offset
+    line = lines[index]
+    staged = f"{STAGE_SEND_NAME}({edit.arg_text}, {edit.group_text}, {edit.stream_text})"
+    return lines[:index] + [line[: edit.start_col] + staged + line[edit.end_col :]] + lines[index + 1 :]
+
+
 def context_lines(edit: Edit) -> list[str]:
     i = edit.indent
     return [
@@ -160,15 +201,25 @@ def apply_edit(lines: list[str], edit: Edit, offset: int = 0) -> list[str]:
     return lines[:first] + context_lines(edit) + moved + lines[last + 1 :]
 
 
-def rewrite_function_source(func_source: str, target: Target) -> str:
-    """The function's source with the output allocation inside the symmetric context (dedented)."""
-    edit = find_output_edit(func_source, target)
-    text = textwrap.dedent(func_source)
-    new_text = "\n".join(apply_edit(text.splitlines(), edit)) + "\n"
-    # Self-check: the result parses and now has the output inside a symmetric context.
-    check = ast.parse(new_text).body[0]
-    if not already_in_context(check, target):  # pragma: no cover - guarded by construction
+def rewrite_function_source(func_source: str, target: Target, output: bool = True, send: bool = False) -> str:
+    """The function's source (dedented) with the output allocation inside the symmetric context
+    (``output``) and/or the all-gather's input routed through a staged symmetric buffer (``send``).
+
+    The send edit changes one line in place, so the output edit's line numbers stay valid.
+    """
+    if not (output or send):
+        raise ValueError("nothing to rewrite")
+    lines = textwrap.dedent(func_source).splitlines()
+    if send:
+        lines = apply_send_edit(lines, find_send_edit(func_source, target))
+    if output:
+        lines = apply_edit(lines, find_output_edit(func_source, target))
+    new_text = "\n".join(lines) + "\n"
+    check = ast.parse(new_text).body[0]  # self-check: it parses, and the edits are there
+    if output and not already_in_context(check, target):  # pragma: no cover - guarded by construction
         raise ShapeMismatch("rewrite did not place the output in the context")
+    if send and STAGE_SEND_NAME not in new_text:  # pragma: no cover
+        raise ShapeMismatch("rewrite did not stage the send buffer")
     return new_text
 
 

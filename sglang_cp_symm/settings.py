@@ -15,6 +15,8 @@ from typing import Mapping
 
 ENABLE = "SGLANG_CP_SYMM"
 STRICT = "SGLANG_CP_SYMM_STRICT"
+SEND = "SGLANG_CP_SYMM_SEND"
+ALLOW_NCCL_RACE = "SGLANG_CP_SYMM_ALLOW_NCCL_RACE"
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -29,10 +31,13 @@ class SettingsError(ValueError):
 class Settings:
     enabled: bool = False
     strict: bool = False
+    send: bool = False  # stage the all-gather's send buffer too, where the NCCL policy allows
+    allow_nccl_race: bool = False  # engage symmetric kernels even on NCCL 2.28.0-2.30.6 (Hopper race)
     problems: tuple[str, ...] = field(default=())
 
     def describe(self) -> dict:
-        return {"enabled": self.enabled, "strict": self.strict, "problems": list(self.problems)}
+        return {"enabled": self.enabled, "strict": self.strict, "send": self.send,
+                "allow_nccl_race": self.allow_nccl_race, "problems": list(self.problems)}
 
 
 def _flag(environ: Mapping[str, str], name: str, problems: list[str]) -> bool:
@@ -53,4 +58,6 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
     problems: list[str] = []
     enabled = _flag(env, ENABLE, problems)
     strict = _flag(env, STRICT, problems)
-    return Settings(enabled=enabled, strict=strict, problems=tuple(problems))
+    send = _flag(env, SEND, problems)
+    allow_race = _flag(env, ALLOW_NCCL_RACE, problems)
+    return Settings(enabled=enabled, strict=strict, send=send, allow_nccl_race=allow_race, problems=tuple(problems))

@@ -8,6 +8,8 @@ patch can be dropped.
 
 Sources for the facts below (read from the released wheels, see
 ``../shared/notes/sglang-internals-by-release.md``):
+- 0.5.9 registers the NSA prefill-CP gathers of ``layers/attention/nsa/utils.py``
+  (sglang PR #17756); 0.5.6-0.5.8 gather there on the attention-TP group without it.
 - 0.5.10 added ``layers/utils/cp_utils.py``; both ``reorganized`` gathers allocate
   their output outside ``use_symmetric_memory``.
 - sglang PR #22914 (0.5.11) folded the NSA helpers into cp_utils and brought the
@@ -30,7 +32,7 @@ from .versions import Release
 R = Release.parse
 
 #: The releases the register has been checked against. Outside it nothing is patched.
-FIRST_SUPPORTED = R("0.5.10")
+FIRST_SUPPORTED = R("0.5.9")
 LAST_SUPPORTED = R("0.5.23")
 
 SYMMETRIC_CONTEXT_MODULE = "sglang.srt.distributed.device_communicators.pynccl_allocator"
@@ -88,8 +90,36 @@ class PoolFix:
 
 
 CP_UTILS = "sglang.srt.layers.utils.cp_utils"
+NSA_UTILS = "sglang.srt.layers.attention.nsa.utils"
+WRITTEN_WITH_CONTEXT = "never needed an output patch"
 
 TARGETS: tuple[Target, ...] = (
+    Target(
+        name="nsa.reorganized",
+        module=NSA_UTILS,
+        function="cp_attn_tp_all_gather_reorganazied_into_tensor",
+        output="input_tensor_all",
+        input="input_",
+        group="get_attention_cp_group()",
+        first=R("0.5.9"),
+        last=R("0.5.10"),
+        fixed_in=R("0.5.9"),
+        fixed_by="sglang PR #17756 (0.5.9)",
+        drop_when=WRITTEN_WITH_CONTEXT,
+    ),
+    Target(
+        name="nsa.rerange_output",
+        module=NSA_UTILS,
+        function="cp_all_gather_rerange_output",
+        output="output_tensor",
+        input="input_tensor",
+        group="get_attention_cp_group()",
+        first=R("0.5.9"),
+        last=R("0.5.10"),
+        fixed_in=R("0.5.9"),
+        fixed_by="sglang PR #17756 (0.5.9)",
+        drop_when=WRITTEN_WITH_CONTEXT,
+    ),
     Target(
         name="cp_utils.reorganized",
         module=CP_UTILS,
@@ -117,6 +147,19 @@ TARGETS: tuple[Target, ...] = (
         drop_when="sglang >= 0.5.12",
     ),
     Target(
+        name="cp_utils.rerange_output",
+        module=CP_UTILS,
+        function="cp_all_gather_rerange_output",
+        output="output_tensor",
+        input="input_tensor",
+        group="get_attention_cp_group()",
+        first=R("0.5.11"),
+        last=R("0.5.19"),
+        fixed_in=R("0.5.11"),
+        fixed_by="sglang PR #22914 (0.5.11)",
+        drop_when=WRITTEN_WITH_CONTEXT,
+    ),
+    Target(
         name="cp.zigzag",
         module="sglang.srt.layers.cp.zigzag",
         function="ZigzagCPStrategy._all_gather_reorganized",
@@ -127,7 +170,7 @@ TARGETS: tuple[Target, ...] = (
         last=R("0.5.23"),
         fixed_in=R("0.5.14"),
         fixed_by="written with the context (CP-v2, 0.5.14)",
-        drop_when="never needed an output patch",
+        drop_when=WRITTEN_WITH_CONTEXT,
     ),
     Target(
         name="cp.interleave",
@@ -140,7 +183,20 @@ TARGETS: tuple[Target, ...] = (
         last=R("0.5.23"),
         fixed_in=R("0.5.17"),
         fixed_by="written with the context (CP-v2, 0.5.17)",
-        drop_when="never needed an output patch",
+        drop_when=WRITTEN_WITH_CONTEXT,
+    ),
+    Target(
+        name="cp.interleave_gather",
+        module="sglang.srt.layers.cp.interleave",
+        function="attn_cp_interleave_gather",
+        output="gathered",
+        input="hidden_states",
+        group="get_parallel().attn_cp_group",
+        first=R("0.5.22"),
+        last=R("0.5.23"),
+        fixed_in=R("0.5.22"),
+        fixed_by="written with the context (0.5.22)",
+        drop_when=WRITTEN_WITH_CONTEXT,
     ),
 )
 
@@ -148,7 +204,7 @@ POOL_FIX = PoolFix(
     name="pool.attention_cp_registration",
     module=SYMMETRIC_CONTEXT_MODULE,
     context_class="SymmetricMemoryContext",
-    first=R("0.5.10"),
+    first=R("0.5.9"),
     last=R("0.5.11"),
     fixed_by="sglang PR #21392 (0.5.12)",
     drop_when="sglang >= 0.5.12",

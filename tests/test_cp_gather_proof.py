@@ -16,28 +16,37 @@ from conftest import last_line, run_python
 
 pytestmark = pytest.mark.release
 
-NEEDS_PATCH = {
-    "0.5.10": {"cp_all_gather_reorganized_into_tensor", "cp_all_gather_reorganized_into_tensor_kv_cache"},
-    "0.5.11": {"cp_all_gather_reorganized_into_tensor_kv_cache"},
-    "0.5.12": set(),
-}
-RUNS = [("0.5.10", cp) for cp in range(2, 9)] + [("0.5.11", cp) for cp in (2, 5, 8)] + [("0.5.12", cp) for cp in (2, 8)]
+KV = "cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache"
+HIDDEN = "cp_utils.cp_all_gather_reorganized_into_tensor"
+NSA = "utils.cp_attn_tp_all_gather_reorganazied_into_tensor"
+NEEDS_PATCH = {"0.5.9": set(), "0.5.10": {HIDDEN, KV}, "0.5.11": {KV}, "0.5.12": set()}
+PRESENT = {"0.5.9": {NSA}, "0.5.10": {HIDDEN, KV, NSA}, "0.5.11": {HIDDEN, KV}, "0.5.12": {HIDDEN, KV}}
+RUNS = ([("0.5.10", cp) for cp in range(2, 9)] + [("0.5.11", cp) for cp in (2, 5, 8)]
+        + [("0.5.12", cp) for cp in (2, 8)] + [("0.5.9", 3)])
+SEND_RUNS = [("0.5.9", 2), ("0.5.10", 3), ("0.5.11", 8), ("0.5.12", 5)]
 
 
-@pytest.mark.parametrize("release,cp_size", RUNS)
-def test_output_and_only_output_in_cp_symmetric_context(release, cp_size):
-    cases = 24 if cp_size <= 4 else 12
+def rehearse(release, cp_size, cases, send=False):
+    args = f"cp_size={cp_size}, cases={cases}, seed={cp_size * 97}" + (", send=True, nccl='2.27.7'" if send else "")
     out = last_line(run_python(release, f"""
         import json
         from sglang_cp_symm import rehearsal
         if __name__ == "__main__":
-            reports = rehearsal.run(cp_size={cp_size}, cases={cases}, seed={cp_size * 97})
-            print(json.dumps(reports))
+            print(json.dumps(rehearsal.run({args})))
     """, timeout=600))
     reports = json.loads(out)
     assert sorted(reports) == [str(r) for r in range(cp_size)]
-    for rank, report in reports.items():
+    for report in reports.values():
         assert "error" not in report, report.get("error")
+    assert {c["function"] for c in reports["0"]["results"]} == PRESENT[release]
+    return reports
+
+
+@pytest.mark.parametrize("release,cp_size", RUNS)
+def test_output_and_only_output_in_cp_symmetric_context(release, cp_size):
+    reports = rehearse(release, cp_size, 24 if cp_size <= 4 else 12)
+    assert sorted(reports) == [str(r) for r in range(cp_size)]
+    for rank, report in reports.items():
         states = {k: v["state"] for k, v in report["status"]["targets"].items()}
         for case in report["results"]:
             fn = case["function"]
@@ -50,15 +59,44 @@ def test_output_and_only_output_in_cp_symmetric_context(release, cp_size):
             assert patched["gathers"] == 1
             assert patched["output_in_context"], case
             assert len(patched["inside"]) == 1, patched["inside"]
-            op, nbytes, group, is_output = patched["inside"][0]
-            assert is_output and group.startswith("attn_cp")
+            op, nbytes, group, is_output, is_input = patched["inside"][0]
+            assert is_output and not is_input and group.startswith("attn_cp")
             # the rank-dependent F.pad, when it runs, stays outside
             assert not any("pad" in i[0] for i in patched["inside"])
             # and the unpatched function really lacked it where the register says so
             assert unpatched["output_in_context"] is (fn not in NEEDS_PATCH[release]), case
-        expected_state = {f"cp_utils.{'reorganized_kv_cache' if n.endswith('kv_cache') else 'reorganized'}": "patched"
+        expected_state = {"cp_utils.reorganized_kv_cache" if n == KV else "cp_utils.reorganized": "patched"
                           for n in NEEDS_PATCH[release]}
         assert {k: v for k, v in states.items() if v == "patched" and k.startswith("cp_utils")} == expected_state
     # uneven shares were exercised, including lengths not divisible by cp_size
     totals = [c["total"] for c in reports["0"]["results"]]
     assert any(t % cp_size for t in totals)
+
+
+@pytest.mark.parametrize("release,cp_size", SEND_RUNS)
+def test_send_mode_stages_an_equal_input_buffer_in_the_context(release, cp_size):
+    """With SGLANG_CP_SYMM_SEND=1 and a policy that engages it (NCCL 2.27.x given, as no NCCL exists on
+    CPU): the tensor handed to the all-gather as input was allocated in the attention-CP context, has
+    the same size on every rank, the output is still there too, and results stay bit-identical."""
+    reports = rehearse(release, cp_size, 12, send=True)
+    per_case_sizes = {}
+    for rank, report in reports.items():
+        assert all(t["state"] == "patched" for n, t in report["status"]["targets"].items() if n != "pool.attention_cp_registration")
+        for case in report["results"]:
+            patched = case["patched"]
+            assert case["bit_identical"] and patched["equal_expected"], case
+            assert patched["output_in_context"] and patched["input_in_context"], case
+            assert len(patched["inside"]) == 2, patched["inside"]
+            staged = [i for i in patched["inside"] if i[4]]
+            assert len(staged) == 1 and staged[0][2].startswith("attn_cp")
+            per_case_sizes.setdefault(case["case"], set()).add(staged[0][1])
+            assert not case["unpatched"]["input_in_context"]
+    # the staged send buffer has one size per case on every rank: rank-uniform pool growth
+    assert per_case_sizes and all(len(sizes) == 1 for sizes in per_case_sizes.values())
+
+
+def test_send_mode_off_changes_nothing_for_the_input():
+    reports = rehearse("0.5.11", 2, 8)
+    for report in reports.values():
+        for case in report["results"]:
+            assert not case["patched"]["input_in_context"]

@@ -18,14 +18,20 @@ NONKV = "cp_all_gather_reorganized_into_tensor"
 ON = {"SGLANG_CP_SYMM": "1"}
 
 EXPECTED = {
+    "0.5.9": {"nsa.reorganized": "upstream", "nsa.rerange_output": "upstream",
+              "pool.attention_cp_registration": "patched"},
     "0.5.10": {"cp_utils.reorganized": "patched", "cp_utils.reorganized_kv_cache": "patched",
+               "nsa.reorganized": "upstream", "nsa.rerange_output": "upstream",
                "pool.attention_cp_registration": "patched"},
     "0.5.11": {"cp_utils.reorganized": "upstream", "cp_utils.reorganized_kv_cache": "patched",
-               "pool.attention_cp_registration": "patched"},
+               "cp_utils.rerange_output": "upstream", "pool.attention_cp_registration": "patched"},
     "0.5.12": {"cp_utils.reorganized": "upstream", "cp_utils.reorganized_kv_cache": "upstream",
+               "cp_utils.rerange_output": "upstream", "pool.attention_cp_registration": "upstream"},
+    "0.5.23": {"cp.zigzag": "upstream", "cp.interleave": "upstream", "cp.interleave_gather": "upstream",
                "pool.attention_cp_registration": "upstream"},
-    "0.5.23": {"cp.zigzag": "upstream", "cp.interleave": "upstream", "pool.attention_cp_registration": "upstream"},
 }
+MODULES = {"0.5.9": "sglang.srt.layers.attention.nsa.utils",
+           "0.5.10": f"{CP_UTILS}, sglang.srt.layers.attention.nsa.utils"}
 
 
 def states(release, code, env=ON):
@@ -36,7 +42,7 @@ def states(release, code, env=ON):
 def test_status_per_release(release):
     got = states(release, f"""
         import json, sglang_cp_symm.plugin as p, sglang_cp_symm as s
-        import {CP_UTILS}
+        import {MODULES.get(release, CP_UTILS)}
         import sglang.srt.distributed.device_communicators.pynccl_allocator
         assert p.activate()
         print(json.dumps({{k: v['state'] for k, v in s.status()['targets'].items()}}))
@@ -149,7 +155,7 @@ def test_real_entry_point_through_sglang_load_plugins(release):
         import json
         from sglang.srt.plugins import load_plugins
         load_plugins()                       # sglang's own loader finds the installed entry point
-        import {CP_UTILS}                    # as the scheduler's imports do after it
+        import {MODULES.get(release, CP_UTILS)}   # as the scheduler's imports do after it
         import sglang.srt.distributed.device_communicators.pynccl_allocator
         import sglang_cp_symm as s
         print(json.dumps({{k: v['state'] for k, v in s.status()['targets'].items()}}))
@@ -207,4 +213,5 @@ def test_register_claims_hold_in_the_release_source(release):
             found[t.name] = "upstream" if already_in_context(node, t) else "patched"
         print(json.dumps(found))
     """)
-    assert out == {k: v for k, v in EXPECTED[release].items() if not k.startswith("pool.")}
+    assert out == {k: ("upstream" if v == "upstream" else "patched") for k, v in EXPECTED[release].items()
+                   if not k.startswith("pool.")}
