@@ -23,13 +23,10 @@ context.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
-import sys
 import threading
 import traceback
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Dict, List, Optional
@@ -207,7 +204,7 @@ def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool
             [list(range(world))], rank, "gloo", use_pynccl=False, use_custom_allreduce=False, group_name="attn_cp"
         )
         ps._ATTN_CP = group
-        lib = _install_cpu_stand_ins(records)  # noqa: F841 (keep the registration alive)
+        keep_alive = {"cpu_all_gather_kernel": _install_cpu_stand_ins(records)}
 
         gathers = available_gathers()
         originals = {g.label: getattr(m, g.function) for g, m in gathers}
@@ -255,6 +252,7 @@ def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool
             outcome["bit_identical"] = bool(torch.equal(outcome["patched"].pop("result"), outcome["unpatched"].pop("result")))
             results.append(outcome)
         queue.put((rank, {"status": status, "results": results}))
+        keep_alive.clear()
         torch.distributed.barrier()
     except BaseException:
         queue.put((rank, {"error": traceback.format_exc()}))

@@ -21,7 +21,11 @@ from contextlib import nullcontext
 from types import SimpleNamespace
 
 
-def main(mode: str) -> dict:
+def setup(mode: str):
+    """One GPU, two one-rank NCCL groups (TP and attention-CP), sglang's real pool; the plugin per ``mode``.
+
+    Returns (torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, use_symmetric_memory).
+    """
     import torch
     from sglang.srt.distributed import parallel_state as ps
     from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
@@ -54,9 +58,12 @@ def main(mode: str) -> dict:
 
     if mode != "unpatched":
         import sglang_cp_symm
-        from sglang_cp_symm.patching import PATCHER
+        from sglang_cp_symm.settings import Settings
 
-        sglang_cp_symm.patch()
+        # "send": staging on; the race allowance only lets the policy stage on this machine's NCCL 2.28,
+        # a one-rank communicator runs no symmetric kernel across GPUs.
+        send = mode == "send"
+        sglang_cp_symm.patch(Settings(enabled=True, send=send, allow_nccl_race=send))
         if mode == "shared-pool":
             cls = pa.SymmetricMemoryContext
             cls.__init__ = cls.__init__.__wrapped__  # output patch only: no CP pool
@@ -66,6 +73,11 @@ def main(mode: str) -> dict:
     # sglang's pre-allocation, as ModelRunner does it: under the TP group, then freed (cached in the pool).
     with use_symmetric_memory(tp):
         torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    return torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, use_symmetric_memory
+
+
+def main(mode: str) -> dict:
+    torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, use_symmetric_memory = setup(mode)
     shared_after_prealloc = len(pa._mem_pool.snapshot())
 
     seen = {}
@@ -73,6 +85,7 @@ def main(mode: str) -> dict:
 
     def observe(output, input, stream):
         seen["out"] = output.untyped_storage().data_ptr()
+        seen["in"] = input.untyped_storage().data_ptr()
         seen["comm_env"] = os.environ.get("SGLANG_TMP_NCCL_COMM_VALUE")
         return original_gather(output, input, stream)
 
@@ -80,22 +93,35 @@ def main(mode: str) -> dict:
     fn = cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache
     x = torch.randn(8192, 1, 576, device="cuda", dtype=torch.bfloat16)  # DeepSeek-style latent KV, 8K tokens
     meta = cp_utils.ContextParallelMetadata(max_rank_len=[8192], per_rank_actual_token=[8192])
-    out = fn(x, 8192, 1, SimpleNamespace(attn_cp_metadata=meta), torch.cuda.current_stream())
+    batch = SimpleNamespace(attn_cp_metadata=meta)
+    out = fn(x, 8192, 1, batch, torch.cuda.current_stream())
     torch.cuda.synchronize()
 
-    def blocks(pool):
-        return {b["address"]: s["address"] for s in (pool.snapshot() if pool else []) for b in s["blocks"]}
+    def in_pool(ptr, pool):
+        """By address range: once freed, a block may have merged into its neighbour in the snapshot."""
+        return any(s["address"] <= ptr < s["address"] + s["total_size"] for s in (pool.snapshot() if pool else []))
 
     from sglang_cp_symm import pool as cp_pools
 
     own = cp_pools.group_pools().get(id(cp))
+    first = {"output_in_cp_pool": in_pool(seen["out"], own), "input_in_cp_pool": in_pool(seen["in"], own)}
+    # Many more calls: a staging or output buffer that leaked would grow the pool.
+    reserved_after_first = cp_pools.pool_stats(own)["reserved_bytes"] if own else 0
+    for _ in range(200):
+        fn(x, 8192, 1, batch, torch.cuda.current_stream())
+    torch.cuda.synchronize()
     return {
         "mode": mode,
         "sglang": __import__("sglang").__version__,
         "nccl": ".".join(map(str, torch.cuda.nccl.version())),
         "correct": bool(torch.equal(out, x)),
-        "output_in_shared_pool": seen["out"] in blocks(pa._mem_pool),
-        "output_in_cp_pool": own is not None and seen["out"] in blocks(own),
+        "output_in_shared_pool": in_pool(seen["out"], pa._mem_pool),
+        "output_in_cp_pool": first["output_in_cp_pool"],
+        "input_in_cp_pool": first["input_in_cp_pool"],
+        "input_in_shared_pool": in_pool(seen["in"], pa._mem_pool),
+        "cp_pool_reserved_after_1_call": reserved_after_first,
+        "cp_pool_reserved_after_201_calls": cp_pools.pool_stats(own)["reserved_bytes"] if own else 0,
+        "cp_pool_allocated_after_201_calls": cp_pools.pool_stats(own)["allocated_bytes"] if own else 0,
         "shared_pool_segments": len(pa._mem_pool.snapshot()),
         "shared_segments_after_prealloc": shared_after_prealloc,
         "cp_pool_segments": len(own.snapshot()) if own else 0,

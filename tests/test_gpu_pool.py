@@ -7,7 +7,9 @@ three fresh processes on sglang 0.5.11, where both defects exist:
   the shared pool, carved from the segment the TP pre-allocation created, so
   registered with the TP communicator only;
 - the plugin: the output is in the CP group's own pool, whose only segment was
-  created while sglang's context had set the CP communicator.
+  created while sglang's context had set the CP communicator;
+- the plugin with send staging: the all-gather's input is in that pool too, and
+  201 calls leave the pool's reserved bytes as one call did (no leak).
 Skipped where no CUDA GPU exists. Needs sglang importable (on the device machine:
 the carried wheels, see docs/gpu-runs.md), not the CPU release environments.
 """
@@ -51,3 +53,11 @@ def test_plugin_output_lands_in_a_segment_created_under_the_cp_communicator():
     assert r["correct"] and r["output_in_cp_pool"] and not r["output_in_shared_pool"]
     assert r["cp_pool_segments"] >= 1 and r["comm_when_gathering_is_cp"]
     assert r["shared_pool_segments"] == r["shared_segments_after_prealloc"]  # the TP pool did not grow
+
+
+def test_send_mode_stages_the_input_in_the_cp_pool_without_leaking():
+    r = probe("send")
+    assert r["correct"] and r["output_in_cp_pool"] and r["input_in_cp_pool"]
+    assert not r["input_in_shared_pool"] and r["comm_when_gathering_is_cp"]
+    assert r["cp_pool_reserved_after_201_calls"] == r["cp_pool_reserved_after_1_call"] > 0
+    assert r["cp_pool_allocated_after_201_calls"] == 0  # every staged and output buffer was returned
