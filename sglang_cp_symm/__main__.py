@@ -54,6 +54,17 @@ def _demo(args) -> int:
     return run_demo(cp_size=args.cp_size, cases=args.cases, send=args.send, nccl=args.as_nccl)
 
 
+def _patches(args) -> int:
+    from pathlib import Path
+
+    from .patchfiles import write_patches
+
+    written = write_patches(Path(args.wheel_dir), Path(args.out))
+    for path in written:
+        print(path)
+    return 0 if written else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sglang-cp-symm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +78,10 @@ def main(argv=None) -> int:
     p_demo.add_argument("--send", action="store_true", help="ask for send-buffer staging too")
     p_demo.add_argument("--as-nccl", default=None, help="decide the NCCL policy as for this version (e.g. 2.27.7)")
     p_demo.set_defaults(func=_demo)
+    p_patches = sub.add_parser("patches", help="generate patches/ from the register and the release wheels")
+    p_patches.add_argument("--wheel-dir", required=True, help="folder of sglang-X wheels (pip download --no-deps)")
+    p_patches.add_argument("--out", default="patches")
+    p_patches.set_defaults(func=_patches)
     args = parser.parse_args(argv)
     return args.func(args)
 

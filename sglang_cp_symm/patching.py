@@ -258,21 +258,29 @@ class Patcher:
     def _patch_pool(self, module: Any) -> None:
         where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"
         cls = getattr(module, POOL_FIX.context_class, None)
-        if not isinstance(cls, type) or "__init__" not in cls.__dict__:
-            self._set(POOL_FIX.name, where, SKIPPED, "SymmetricMemoryContext has another shape")
+        shape = group_pool.context_shape(cls) if isinstance(cls, type) else None
+        if shape is None or "__init__" not in cls.__dict__ or "__enter__" not in cls.__dict__:
+            self._set(POOL_FIX.name, where, SKIPPED, "SymmetricMemoryContext names its pool in an unknown way")
             return
-        original = cls.__dict__["__init__"]
+        originals = {name: cls.__dict__[name] for name in ("__init__", "__enter__")}
 
         def route_to_group_pool(wrapped, instance, args, kwargs):
             wrapped(*args, **kwargs)
             try:
-                group_pool.route_context_to_group_pool(instance, module)
+                group_pool.route_context_to_group_pool(instance, module, shape)
             except Exception as exc:  # keep sglang's own pool rather than fail a forward pass
                 logger.warning("sglang-cp-symm: CP pool not used for this context: %s", exc)
 
+        def reenter(wrapped, instance, args, kwargs):
+            group_pool.reenter_group_pool(instance)
+            return wrapped(*args, **kwargs)
+
         wrapt.wrap_function_wrapper(cls, "__init__", route_to_group_pool)
-        self._undo.append(lambda: setattr(cls, "__init__", original))
-        self._set(POOL_FIX.name, where, PATCHED)
+        if shape == group_pool.MEM_POOL_CTX_SHAPE:
+            wrapt.wrap_function_wrapper(cls, "__enter__", reenter)
+        for name, value in originals.items():
+            self._undo.append(lambda n=name, v=value: setattr(cls, n, v))
+        self._set(POOL_FIX.name, where, PATCHED, shape)
 
     # -- undoing -------------------------------------------------------------------
     def unpatch(self) -> None:

@@ -63,7 +63,21 @@ def pool_for(group: Any, allocator: Any) -> Any:
     return pool
 
 
-def route_context_to_group_pool(context: Any, allocator_module: Any) -> bool:
+#: How a release's ``SymmetricMemoryContext`` names its pool (read from ``__init__``'s code at patch time).
+POOL_ID_SHAPE = "_pool_id"  # 0.5.11: self._pool_id = get_nccl_mem_pool().id
+MEM_POOL_CTX_SHAPE = "_mem_pool_ctx"  # 0.5.9-0.5.10: self._mem_pool_ctx = torch.cuda.use_mem_pool(get_nccl_mem_pool())
+
+
+def context_shape(context_class: Any) -> Optional[str]:
+    names = getattr(getattr(context_class, "__init__", None), "__code__", None)
+    names = names.co_names if names is not None else ()
+    for shape in (POOL_ID_SHAPE, MEM_POOL_CTX_SHAPE):
+        if shape in names:
+            return shape
+    return None
+
+
+def route_context_to_group_pool(context: Any, allocator_module: Any, shape: str) -> bool:
     """Point a freshly built ``SymmetricMemoryContext`` of the CP group at that group's pool.
 
     Returns True when the context was re-pointed. The context's own ``__enter__``
@@ -74,10 +88,32 @@ def route_context_to_group_pool(context: Any, allocator_module: Any) -> bool:
     if group is None or not needs_own_pool(group):
         return False
     allocator = getattr(allocator_module, "_allocator", None)
-    if allocator is None or not hasattr(context, "_pool_id"):
+    if allocator is None:
         return False
-    context._pool_id = pool_for(group, allocator).id
+    own = pool_for(group, allocator)
+    if shape == POOL_ID_SHAPE:
+        context._pool_id = own.id
+    else:
+        import torch
+
+        context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
+        context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
     return True
+
+
+def reenter_group_pool(context: Any) -> None:
+    """Before a 0.5.9-0.5.10 context is entered again: rebuild its one-shot pool context on the CP pool.
+
+    Those releases rebuild ``_mem_pool_ctx`` from the shared pool on re-entry
+    (``if self.exited``); doing it first, on the CP pool, keeps the group's buffers in
+    its own pool across ``disable_/restore_symmetric_memory_context``.
+    """
+    own = getattr(context, "_cp_symm_pool", None)
+    if own is not None and getattr(context, "exited", False):
+        import torch
+
+        context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
+        context.exited = False
 
 
 def group_pools() -> Dict[int, Any]:

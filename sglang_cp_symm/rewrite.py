@@ -37,6 +37,10 @@ class ShapeMismatch(Exception):
     """The function does not have the shape the register describes."""
 
 
+class NoGatherCall(ShapeMismatch):
+    """The function makes no all-gather of (output, input) at all (a helper of that name, or a stub)."""
+
+
 @dataclass(frozen=True)
 class Edit:
     """Where the output allocation is, relative to the text that was parsed."""
@@ -72,9 +76,8 @@ def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
         and _root_name(node.args[1]) == target.input
     ]
     if len(calls) != 1:
-        raise ShapeMismatch(
-            f"expected one all-gather call taking ({target.output}, {target.input}); found {len(calls)}"
-        )
+        error = NoGatherCall if not calls else ShapeMismatch
+        raise error(f"expected one all-gather call taking ({target.output}, {target.input}); found {len(calls)}")
     return calls[0]
 
 

@@ -42,8 +42,10 @@ def run_python(release: str | None, code: str, env: dict | None = None, timeout:
     paths = []
     if release is not None:
         paths = [str(require_release(release)), str(STUBS)]
-    full_env["PYTHONPATH"] = os.pathsep.join(paths)
-    full_env.update(env or {})
+    extra = dict(env or {})
+    prepend = extra.pop("PYTHONPATH_PREPEND", None)
+    full_env["PYTHONPATH"] = os.pathsep.join(([prepend] if prepend else []) + paths)
+    full_env.update(extra)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
