@@ -204,17 +204,17 @@ def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool
             [list(range(world))], rank, "gloo", use_pynccl=False, use_custom_allreduce=False, group_name="attn_cp"
         )
         ps._ATTN_CP = group
-        keep_alive = {"cpu_all_gather_kernel": _install_cpu_stand_ins(records)}
 
         gathers = available_gathers()
         originals = {g.label: getattr(m, g.function) for g, m in gathers}
         status = None
-        if patch:
+        if patch:  # before the stand-ins, so the pool fix meets sglang's real SymmetricMemoryContext
             import sglang_cp_symm
             from sglang_cp_symm.settings import Settings
 
             status = sglang_cp_symm.patch(Settings(enabled=True, send=send), nccl=nccl)
         patched = {g.label: getattr(m, g.function) for g, m in gathers}
+        keep_alive = {"cpu_all_gather_kernel": _install_cpu_stand_ins(records)}
 
         rng = random.Random(seed)
         results = []
