@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/envs.sh >/dev/null
-.venv/bin/python -m pytest -q tests/test_settings.py tests/test_register.py tests/test_rewrite.py tests/test_nccl_policy.py "$@"
+.venv/bin/python -m pytest -q tests/test_settings.py tests/test_register.py tests/test_rewrite.py tests/test_nccl_policy.py \
+  tests/test_verdict.py "$@"

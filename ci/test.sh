@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/envs.sh
+bash ci/fetch-wheels.sh
 .venv/bin/python -m pytest -q tests -m "not gpu" "$@"

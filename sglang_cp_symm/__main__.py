@@ -1,4 +1,4 @@
-"""Command line: ``sglang-cp-symm status`` and ``sglang-cp-symm demo`` (also ``python -m sglang_cp_symm``)."""
+"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``patches``."""
 
 from __future__ import annotations
 
@@ -54,6 +54,12 @@ def _demo(args) -> int:
     return run_demo(cp_size=args.cp_size, cases=args.cases, send=args.send, nccl=args.as_nccl)
 
 
+def _doctor(args) -> int:
+    from .doctor import run
+
+    return run(as_json=args.json, check=args.check, nccl=args.nccl)
+
+
 def _patches(args) -> int:
     from pathlib import Path
 
@@ -78,6 +84,12 @@ def main(argv=None) -> int:
     p_demo.add_argument("--send", action="store_true", help="ask for send-buffer staging too")
     p_demo.add_argument("--as-nccl", default=None, help="decide the NCCL policy as for this version (e.g. 2.27.7)")
     p_demo.set_defaults(func=_demo)
+    p_doctor = sub.add_parser("doctor", help="what will happen on this machine's sglang and NCCL")
+    p_doctor.add_argument("--json", action="store_true")
+    p_doctor.add_argument("--check", action="store_true",
+                          help="exit 1 when the plugin is on but patches nothing or engages no symmetric kernel")
+    p_doctor.add_argument("--nccl", default=None, help="judge as if this NCCL were loaded (e.g. 2.30.7)")
+    p_doctor.set_defaults(func=_doctor)
     p_patches = sub.add_parser("patches", help="generate patches/ from the register and the release wheels")
     p_patches.add_argument("--wheel-dir", required=True, help="folder of sglang-X wheels (pip download --no-deps)")
     p_patches.add_argument("--out", default="patches")
