@@ -175,9 +175,12 @@ class Patcher:
                     self._set(target.name, target.dotted, HELD, self.decision.reason)
                 else:
                     self._set(target.name, target.dotted, UPSTREAM, target.fixed_by)
-            if POOL_FIX.applies_to(release):
+            if POOL_FIX.applies_to(release) and self.decision.patch_outputs:
                 self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", WAITING)
                 self._when_imported(POOL_FIX.module)
+            elif POOL_FIX.applies_to(release):
+                # Registering CP buffers with the CP communicator would engage the racy kernel too.
+                self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", HELD, self.decision.reason)
             else:
                 self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", UPSTREAM, POOL_FIX.fixed_by)
 

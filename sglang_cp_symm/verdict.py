@@ -39,7 +39,8 @@ def verdict(release: Release, target: Target, nccl: Optional[NcclVersion], setti
     upstream = target.fixed_upstream_in(release)
     patched_output = plugin and not upstream and decision.patch_outputs
     in_pool = upstream or patched_output
-    cp_registered = in_pool and (plugin or not POOL_FIX.applies_to(release))
+    pool_fix_on = plugin and decision.patch_outputs  # held back with the outputs on a racy NCCL
+    cp_registered = in_pool and (pool_fix_on or not POOL_FIX.applies_to(release))
     send = bool(plugin and decision.stage_send)
     if nccl is None:
         kernel, line = None, None

@@ -219,3 +219,23 @@ def test_register_claims_hold_in_the_release_source(release):
     """)
     assert out == {k: ("upstream" if v == "upstream" else "patched") for k, v in EXPECTED[release].items()
                    if not k.startswith("pool.")}
+
+
+def test_racy_nccl_holds_back_outputs_and_the_pool_fix():
+    """NCCL 2.29.7 (given: no NCCL on CPU): output registration alone would engage the racy kernel,
+    so the plugin changes nothing unless SGLANG_CP_SYMM_ALLOW_NCCL_RACE=1."""
+    code = f"""
+        import json, {CP_UTILS} as m, wrapt
+        import sglang.srt.distributed.device_communicators.pynccl_allocator
+        import sglang_cp_symm as s
+        from sglang_cp_symm.settings import read_settings
+        st = s.patch(read_settings(), nccl="2.29.7")
+        print(json.dumps([{{k: v["state"] for k, v in st["targets"].items()}},
+                          isinstance(m.{KV}, wrapt.FunctionWrapper), st["nccl"]["hazard"] is not None]))
+    """
+    held, wrapped, hazard = json.loads(last_line(run_python("0.5.11", code, env=ON)))
+    assert held["cp_utils.reorganized_kv_cache"] == "held back" and not wrapped and hazard
+    assert held["pool.attention_cp_registration"] == "held back"
+    allowed, wrapped, _ = json.loads(last_line(run_python("0.5.11", code, env={**ON, "SGLANG_CP_SYMM_ALLOW_NCCL_RACE": "1"})))
+    assert allowed["cp_utils.reorganized_kv_cache"] == "patched" and wrapped
+    assert allowed["pool.attention_cp_registration"] == "patched"

@@ -54,5 +54,15 @@ def test_without_plugin_on_0_5_11_the_upstream_output_is_in_a_tp_registered_segm
     assert v.output_in_pool and not v.output_cp_registered and v.kernel is False   # R2
 
 
+def test_on_a_racy_nccl_the_pool_fix_is_held_back_with_the_outputs():
+    # R2 + N3 + N4: on 0.5.11 the upstream-allocated gather sits in a TP-registered segment; the CP pool
+    # would register it with the CP communicator and so engage the racy kernel: held back too.
+    hidden = next(t for t in TARGETS if t.name == "cp_utils.reorganized")
+    v = verdict(Release.parse("0.5.11"), hidden, NcclVersion.parse("2.29.7"), ON)
+    assert v.output_in_pool and not v.output_cp_registered and v.kernel is False and v.hazard is None
+    accepted = verdict(Release.parse("0.5.11"), hidden, NcclVersion.parse("2.29.7"), RACE)
+    assert accepted.output_cp_registered and accepted.kernel and accepted.hazard
+
+
 def test_unknown_nccl_gives_unknown_kernel():
     assert verdict(Release.parse("0.5.11"), KV, None, ON).kernel is None
