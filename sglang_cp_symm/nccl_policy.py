@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Tuple
 
@@ -179,13 +180,12 @@ def loaded_nccl_version() -> Tuple[Optional[NcclVersion], str]:
             return NcclVersion.parse(code.value), path
     except OSError:
         pass
-    try:
-        import torch
-
-        if torch.cuda.is_available() or hasattr(torch.cuda, "nccl"):
+    torch = sys.modules.get("torch")  # never import torch here: this runs in every process (.pth path)
+    if torch is not None:
+        try:
             return NcclVersion.parse(torch.cuda.nccl.version()), "torch.cuda.nccl.version()"
-    except Exception:
-        pass
+        except Exception:
+            pass
     return None, "no libnccl found"
 
 
@@ -199,11 +199,13 @@ def torch_nccl_version() -> Optional[NcclVersion]:
 
 
 def sm90_or_later() -> Tuple[bool, str]:
-    """Whether the GPU is Hopper or later; assumed so unless CUDA is already up (never initialise it here)."""
-    try:
-        import torch
+    """Whether the GPU is Hopper or later; assumed so unless CUDA is already up.
 
-        if torch.cuda.is_initialized():
+    Never initialises CUDA (a scheduler must pick its device first) and never imports torch.
+    """
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_initialized():
             major, _ = torch.cuda.get_device_capability()
             return major >= 9, f"compute capability {major}.x"
     except Exception:

@@ -239,3 +239,13 @@ def test_racy_nccl_holds_back_outputs_and_the_pool_fix():
     allowed, wrapped, _ = json.loads(last_line(run_python("0.5.11", code, env={**ON, "SGLANG_CP_SYMM_ALLOW_NCCL_RACE": "1"})))
     assert allowed["cp_utils.reorganized_kv_cache"] == "patched" and wrapped
     assert allowed["pool.attention_cp_registration"] == "patched"
+
+
+def test_bootstrap_does_not_import_torch_in_unrelated_interpreters():
+    """With SGLANG_CP_SYMM=1 on 0.5.10, the .pth runs in every interpreter of the environment: it must
+    stay cheap there (no torch, no sglang) until an sglang target is actually imported."""
+    out = last_line(run_python("0.5.10", """
+        import sys, sglang_cp_symm
+        print(sorted(m for m in ("torch", "sglang") if m in sys.modules), sglang_cp_symm.status()["mode"])
+    """, env=ON))
+    assert out == "[] on"
