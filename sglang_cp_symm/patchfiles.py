@@ -72,13 +72,15 @@ def _add_imports(text: str, names: Dict[str, str]) -> str:
     return "\n".join(lines[:at] + added + lines[at:]) + "\n"
 
 
-def _pool_helpers_source() -> str:
-    parts = [inspect.getsource(f) for f in (pool._attention_cp_group, pool._tp_group, pool.needs_own_pool, pool.pool_for)]
+def _pool_helpers_source(release: Release) -> str:
+    parts = [inspect.getsource(f) for f in (pool._gather_group, pool._tp_group, pool.needs_own_pool, pool.pool_for)]
+    getter = POOL_FIX.group_getter(release)
     chooser = (
         "def _cp_symm_pool(group_coordinator):\n"
         '    """The pool a symmetric context of this group allocates from: the CP group\'s own, else the shared one."""\n'
         "    shared = get_nccl_mem_pool()  # also builds _allocator on first use\n"
-        "    return pool_for(group_coordinator, _allocator) if needs_own_pool(group_coordinator) else shared\n"
+        f"    own = needs_own_pool(group_coordinator, {getter!r})\n"
+        "    return pool_for(group_coordinator, _allocator) if own else shared\n"
     )
     return (f"\n\n# --- {MARK}: a symmetric pool of the attention-CP group's own ---\n"
             "# Generated from sglang_cp_symm.pool: this allocator registers a segment only with the\n"
@@ -87,14 +89,14 @@ def _pool_helpers_source() -> str:
             "_pools = {}\n\n\n" + "\n\n".join(parts) + "\n\n" + chooser)
 
 
-def _add_pool_fix(text: str) -> str:
+def _add_pool_fix(text: str, release: Release) -> str:
     """Every ``get_nccl_mem_pool()`` in ``SymmetricMemoryContext`` becomes ``_cp_symm_pool(<its group>)``.
 
     That covers both shapes of the class: 0.5.11 (``self._pool_id = get_nccl_mem_pool().id``) and
     0.5.9-0.5.10 (``torch.cuda.use_mem_pool(get_nccl_mem_pool())`` in ``__init__`` and on re-entry).
     """
     tree = ast.parse(text)
-    for name in ("_pools", "needs_own_pool", "pool_for", "_attention_cp_group", "_tp_group", "_cp_symm_pool"):
+    for name in ("_pools", "needs_own_pool", "pool_for", "_gather_group", "_tp_group", "_cp_symm_pool"):
         if _bound_at_module_level(tree, name):
             raise PatchError(f"{ALLOCATOR_PATH} already defines {name}")
     cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == POOL_FIX.context_class), None)
@@ -112,7 +114,7 @@ def _add_pool_fix(text: str) -> str:
     for lineno, start, end, group in sorted(calls, reverse=True):
         line = lines[lineno - 1]
         lines[lineno - 1] = line[:start] + f"_cp_symm_pool({group})" + line[end:]
-    return "\n".join(lines) + "\n" + _pool_helpers_source()
+    return "\n".join(lines) + "\n" + _pool_helpers_source(release)
 
 
 def _send_helper_source() -> str:
@@ -158,7 +160,7 @@ def patched_files(read: Callable[[str], Optional[str]], release: Release, send: 
         files[path].append(_add_imports(text, needed))
     if POOL_FIX.applies_to(release):
         files.setdefault(ALLOCATOR_PATH, [current(ALLOCATOR_PATH)])
-        files[ALLOCATOR_PATH].append(_add_pool_fix(files[ALLOCATOR_PATH][-1]))
+        files[ALLOCATOR_PATH].append(_add_pool_fix(files[ALLOCATOR_PATH][-1], release))
     if send:
         current(ALLOCATOR_PATH)
         files[ALLOCATOR_PATH].append(files[ALLOCATOR_PATH][-1] + _send_helper_source())

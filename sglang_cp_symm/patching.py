@@ -267,10 +267,12 @@ class Patcher:
             return
         originals = {name: cls.__dict__[name] for name in ("__init__", "__enter__")}
 
+        getter = POOL_FIX.group_getter(self.release)
+
         def route_to_group_pool(wrapped, instance, args, kwargs):
             wrapped(*args, **kwargs)
             try:
-                group_pool.route_context_to_group_pool(instance, module, shape)
+                group_pool.route_context_to_group_pool(instance, module, shape, getter)
             except Exception as exc:  # keep sglang's own pool rather than fail a forward pass
                 logger.warning("sglang-cp-symm: CP pool not used for this context: %s", exc)
 

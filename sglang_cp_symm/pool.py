@@ -1,5 +1,8 @@
 """A symmetric pool of the attention-CP group's own, for allocators that register at creation.
 
+(Before 0.5.9 the CP all-gathers run on the attention-TP group; "the CP group" below means
+whichever group the release's CP all-gathers use, see ``PoolFix.group_getter``.)
+
 Up to sglang 0.5.11 the pool's allocator (``nccl_alloc_plug``) calls
 ``ncclCommWindowRegister`` once, when ``ncclMemAlloc`` creates a segment, with the
 communicator whose context is open at that moment. The 4 GiB pre-allocation is
@@ -27,11 +30,13 @@ logger = logging.getLogger("sglang_cp_symm")
 _pools: Dict[int, Any] = {}
 
 
-def _attention_cp_group() -> Optional[Any]:
+def _gather_group(getter: str) -> Optional[Any]:
+    """The group the CP all-gathers run on: ``get_attention_cp_group`` (0.5.9+) or, before attention CP
+    had a group of its own, ``get_attention_tp_group`` (0.5.6-0.5.8), both in ``dp_attention``."""
     try:
-        from sglang.srt.layers.dp_attention import get_attention_cp_group
+        import importlib
 
-        return get_attention_cp_group()
+        return getattr(importlib.import_module("sglang.srt.layers.dp_attention"), getter)()
     except Exception:  # not initialised (no CP), or a release without it
         return None
 
@@ -45,9 +50,9 @@ def _tp_group() -> Optional[Any]:
         return None
 
 
-def needs_own_pool(group: Any) -> bool:
-    """True for the attention-CP group when it is a group of its own (not the TP group object)."""
-    cp = _attention_cp_group()
+def needs_own_pool(group: Any, getter: str = "get_attention_cp_group") -> bool:
+    """True for the group the CP all-gathers run on, when it is a group of its own (not the TP group object)."""
+    cp = _gather_group(getter)
     return cp is not None and group is cp and group is not _tp_group()
 
 
@@ -77,7 +82,8 @@ def context_shape(context_class: Any) -> Optional[str]:
     return None
 
 
-def route_context_to_group_pool(context: Any, allocator_module: Any, shape: str) -> bool:
+def route_context_to_group_pool(context: Any, allocator_module: Any, shape: str,
+                                getter: str = "get_attention_cp_group") -> bool:
     """Point a freshly built ``SymmetricMemoryContext`` of the CP group at that group's pool.
 
     Returns True when the context was re-pointed. The context's own ``__enter__``
@@ -85,7 +91,7 @@ def route_context_to_group_pool(context: Any, allocator_module: Any, shape: str)
     communicator ``nccl_alloc_plug`` registers new segments with.
     """
     group = getattr(context, "group_coordinator", None)
-    if group is None or not needs_own_pool(group):
+    if group is None or not needs_own_pool(group, getter):
         return False
     allocator = getattr(allocator_module, "_allocator", None)
     if allocator is None:

@@ -166,6 +166,27 @@ def _install_cpu_stand_ins(records: Dict[str, CallRecord]):
     return lib
 
 
+def _cpu_group(ps, world: int, rank: int):
+    """A real ``GroupCoordinator`` over gloo for the CP gathers, without pynccl (which needs CUDA).
+
+    0.5.9+ let ``init_model_parallel_group`` turn pynccl off; 0.5.6-0.5.8 force it on there, so the
+    coordinator is built directly with the same arguments and pynccl off.
+    """
+    import inspect
+
+    ranks = [list(range(world))]
+    if "use_pynccl" in inspect.signature(ps.init_model_parallel_group).parameters:
+        return ps.init_model_parallel_group(
+            ranks, rank, "gloo", use_pynccl=False, use_custom_allreduce=False, group_name="attn_cp"
+        )
+    wanted = dict(group_ranks=ranks, local_rank=rank, torch_distributed_backend="gloo", use_pynccl=False,
+                  use_pymscclpp=False, use_custom_allreduce=False, use_torch_symm_mem_all_reduce=False,
+                  use_hpu_communicator=False, use_xpu_communicator=False, use_npu_communicator=False,
+                  use_message_queue_broadcaster=False, group_name="attn_cp")
+    accepted = inspect.signature(ps.GroupCoordinator.__init__).parameters
+    return ps.GroupCoordinator(**{k: v for k, v in wanted.items() if k in accepted})
+
+
 def _split_lengths(rng: random.Random, total: int, cp: int) -> List[int]:
     """Uneven per-rank token counts summing to ``total``, each at most ceil(total / cp)."""
     max_len = (total + cp - 1) // cp
@@ -200,10 +221,12 @@ def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool
             local_rank=rank,
             backend="gloo",
         )
-        group = ps.init_model_parallel_group(
-            [list(range(world))], rank, "gloo", use_pynccl=False, use_custom_allreduce=False, group_name="attn_cp"
-        )
+        group = _cpu_group(ps, world, rank)
         ps._ATTN_CP = group
+        from sglang.srt.layers import dp_attention
+
+        if hasattr(dp_attention, "_ATTN_TP_GROUP"):  # 0.5.6-0.5.8 gather NSA prefill CP on the attention-TP group
+            dp_attention._ATTN_TP_GROUP = group
 
         gathers = available_gathers()
         originals = {g.label: getattr(m, g.function) for g, m in gathers}

@@ -64,8 +64,13 @@ def _root_name(node: ast.AST) -> str | None:
             return None
 
 
+def _group_kind(text: str) -> str:
+    """"tp" for a gather on the attention-TP group (0.5.6-0.5.8), else "cp"; from the call's own text."""
+    return "tp" if ("attention_tp" in text or "attn_tp" in text) else "cp"
+
+
 def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
-    """The one call that takes (output, input) as its first two positional arguments."""
+    """The one call on the target's kind of group that takes (output, input) as its first two arguments."""
     calls = [
         node
         for node in ast.walk(func)
@@ -74,6 +79,7 @@ def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
         and isinstance(node.args[0], ast.Name)
         and node.args[0].id == target.output
         and _root_name(node.args[1]) == target.input
+        and _group_kind(ast.unparse(node.func)) == _group_kind(target.group)
     ]
     if len(calls) != 1:
         error = NoGatherCall if not calls else ShapeMismatch
@@ -100,6 +106,40 @@ def already_in_context(func: ast.AST, target: Target) -> bool:
     return False
 
 
+def _blocks(node: ast.AST):
+    """Every statement list in ``node`` (bodies, else branches, handlers...)."""
+    for child in ast.walk(node):
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(child, field, None)
+            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
+                yield block
+
+
+def _assigns_output(stmt: ast.stmt, target: Target) -> bool:
+    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == target.output)
+
+
+def _allocation_before(func: ast.AST, call: ast.Call, target: Target) -> ast.Assign:
+    """The statement that allocates the buffer handed to ``call``: the nearest assignment of the output
+    before the gather, in the gather's own block (0.5.8 allocates it inside an ``if``)."""
+    holders = [(block, index) for block in _blocks(func) for index, stmt in enumerate(block)
+               if any(node is call for node in ast.walk(stmt))]
+    if not holders:  # pragma: no cover - a call always sits in some statement
+        raise ShapeMismatch("the all-gather is not in a statement block")
+    # The innermost statement holding the call: the one with the shortest span.
+    block, index = min(holders, key=lambda h: h[0][h[1]].end_lineno - h[0][h[1]].lineno)
+    for previous in reversed(block[:index]):
+        if _assigns_output(previous, target):
+            if not isinstance(previous.value, ast.Call):
+                raise ShapeMismatch(f"{target.output} is not assigned from an allocating call")
+            return previous
+        if any(isinstance(n, ast.Name) and n.id == target.output and isinstance(n.ctx, ast.Store)
+               for n in ast.walk(previous)):
+            break  # assigned in a nested statement: not a plain allocation
+    raise ShapeMismatch(f"no allocation of {target.output} right before the all-gather in its block")
+
+
 def find_output_edit(func_source: str, target: Target) -> Edit:
     """Locate the output allocation in a function's source (as ``inspect.getsource`` returns it)."""
     text, func = _parse_single_function(func_source)
@@ -113,22 +153,7 @@ def find_output_edit(func_source: str, target: Target) -> Edit:
                 f"the all-gather runs on {receiver!r}, not on the register's group {target.group!r}"
             )
 
-    assigns = [
-        node
-        for node in ast.walk(func)
-        if isinstance(node, ast.Assign)
-        and len(node.targets) == 1
-        and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id == target.output
-    ]
-    if len(assigns) != 1:
-        raise ShapeMismatch(f"expected one assignment of {target.output}; found {len(assigns)}")
-    assign = assigns[0]
-    if not isinstance(assign.value, ast.Call):
-        raise ShapeMismatch(f"{target.output} is not assigned from an allocating call")
-    if assign not in func.body:
-        raise ShapeMismatch(f"the assignment of {target.output} is nested; only a top-level statement is moved")
-
+    assign = _allocation_before(func, call, target)
     lines = text.splitlines()
     first = assign.lineno - 1
     last = assign.end_lineno - 1
@@ -145,7 +170,7 @@ class SendEdit:
     start_col: int
     end_col: int
     arg_text: str
-    group_text: str  # "None": the helper resolves the attention-CP group itself
+    group_text: str
     stream_text: str
 
 
@@ -173,7 +198,8 @@ def find_send_edit(func_source: str, target: Target) -> SendEdit:
     arg = call.args[1]
     if arg.lineno != arg.end_lineno:
         raise ShapeMismatch("the all-gather's input spans several lines")
-    group = ast.unparse(call.func.value) if isinstance(call.func, ast.Attribute) else "None"
+    # The group the gather runs on: its receiver, or for a function-form gather the register's group.
+    group = ast.unparse(call.func.value) if isinstance(call.func, ast.Attribute) else target.group
     stream = ast.unparse(call.args[2]) if len(call.args) >= 3 else "None"
     line = text.splitlines()[arg.lineno - 1]
     # ast columns count UTF-8 bytes; the sources we patch are ASCII on these lines.

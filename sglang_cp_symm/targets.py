@@ -8,8 +8,9 @@ patch can be dropped.
 
 Sources for the facts below (read from the released wheels, see
 ``../shared/notes/sglang-internals-by-release.md``):
-- 0.5.9 registers the NSA prefill-CP gathers of ``layers/attention/nsa/utils.py``
-  (sglang PR #17756); 0.5.6-0.5.8 gather there on the attention-TP group without it.
+- 0.5.6-0.5.8 run the NSA prefill-CP gathers of ``layers/attention/nsa/utils.py`` on the
+  attention-TP group with their outputs outside the pool (0.5.8 adds a round-robin gather);
+  0.5.9 moved them to the attention-CP group and registered them (sglang PR #17756).
 - 0.5.10 added ``layers/utils/cp_utils.py``; both ``reorganized`` gathers allocate
   their output outside ``use_symmetric_memory``.
 - sglang PR #22914 (0.5.11) folded the NSA helpers into cp_utils and brought the
@@ -32,7 +33,9 @@ from .versions import Release
 R = Release.parse
 
 #: The releases the register has been checked against. Outside it nothing is patched.
-FIRST_SUPPORTED = R("0.5.9")
+FIRST_SUPPORTED = R("0.5.6")
+#: 0.5.6-0.5.8 run the NSA prefill-CP gathers on the attention-TP group; 0.5.9 gave CP a group of its own.
+ATTENTION_CP_GROUP_FROM = R("0.5.9")
 LAST_SUPPORTED = R("0.5.23")
 
 SYMMETRIC_CONTEXT_MODULE = "sglang.srt.distributed.device_communicators.pynccl_allocator"
@@ -88,12 +91,42 @@ class PoolFix:
     def applies_to(self, release: Release) -> bool:
         return self.first <= release <= self.last
 
+    def group_getter(self, release: Release) -> str:
+        """The ``dp_attention`` getter of the group the release's CP all-gathers run on."""
+        return "get_attention_tp_group" if release < ATTENTION_CP_GROUP_FROM else "get_attention_cp_group"
+
 
 CP_UTILS = "sglang.srt.layers.utils.cp_utils"
 NSA_UTILS = "sglang.srt.layers.attention.nsa.utils"
 WRITTEN_WITH_CONTEXT = "never needed an output patch"
 
 TARGETS: tuple[Target, ...] = (
+    Target(
+        name="nsa.reorganized_tp",
+        module=NSA_UTILS,
+        function="cp_attn_tp_all_gather_reorganazied_into_tensor",
+        output="input_tensor_all",
+        input="input_",
+        group="get_attention_tp_group()",
+        first=R("0.5.6"),
+        last=R("0.5.8"),
+        fixed_in=R("0.5.9"),
+        fixed_by="sglang PR #17756 (0.5.9)",
+        drop_when="sglang >= 0.5.9",
+    ),
+    Target(
+        name="nsa.rerange_output_tp",
+        module=NSA_UTILS,
+        function="cp_all_gather_rerange_output",
+        output="output_tensor",
+        input="input_tensor",
+        group="get_attention_tp_group()",
+        first=R("0.5.8"),
+        last=R("0.5.8"),
+        fixed_in=R("0.5.9"),
+        fixed_by="sglang PR #17756 (0.5.9)",
+        drop_when="sglang >= 0.5.9",
+    ),
     Target(
         name="nsa.reorganized",
         module=NSA_UTILS,
@@ -204,7 +237,7 @@ POOL_FIX = PoolFix(
     name="pool.attention_cp_registration",
     module=SYMMETRIC_CONTEXT_MODULE,
     context_class="SymmetricMemoryContext",
-    first=R("0.5.9"),
+    first=R("0.5.6"),
     last=R("0.5.11"),
     fixed_by="sglang PR #21392 (0.5.12)",
     drop_when="sglang >= 0.5.12",

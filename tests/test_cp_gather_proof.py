@@ -19,11 +19,11 @@ pytestmark = pytest.mark.release
 KV = "cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache"
 HIDDEN = "cp_utils.cp_all_gather_reorganized_into_tensor"
 NSA = "utils.cp_attn_tp_all_gather_reorganazied_into_tensor"
-NEEDS_PATCH = {"0.5.9": set(), "0.5.10": {HIDDEN, KV}, "0.5.11": {KV}, "0.5.12": set()}
-PRESENT = {"0.5.9": {NSA}, "0.5.10": {HIDDEN, KV, NSA}, "0.5.11": {HIDDEN, KV}, "0.5.12": {HIDDEN, KV}}
+NEEDS_PATCH = {"0.5.8": {NSA}, "0.5.9": set(), "0.5.10": {HIDDEN, KV}, "0.5.11": {KV}, "0.5.12": set()}
+PRESENT = {"0.5.8": {NSA}, "0.5.9": {NSA}, "0.5.10": {HIDDEN, KV, NSA}, "0.5.11": {HIDDEN, KV}, "0.5.12": {HIDDEN, KV}}
 RUNS = ([("0.5.10", cp) for cp in range(2, 9)] + [("0.5.11", cp) for cp in (2, 5, 8)]
-        + [("0.5.12", cp) for cp in (2, 8)] + [("0.5.9", 3)])
-SEND_RUNS = [("0.5.9", 2), ("0.5.10", 3), ("0.5.11", 8), ("0.5.12", 5)]
+        + [("0.5.12", cp) for cp in (2, 8)] + [("0.5.9", 3), ("0.5.8", 2), ("0.5.8", 6)])
+SEND_RUNS = [("0.5.8", 3), ("0.5.9", 2), ("0.5.10", 3), ("0.5.11", 8), ("0.5.12", 5)]
 
 
 def rehearse(release, cp_size, cases, send=False):
@@ -60,14 +60,14 @@ def test_output_and_only_output_in_cp_symmetric_context(release, cp_size):
             assert patched["output_in_context"], case
             assert len(patched["inside"]) == 1, patched["inside"]
             op, nbytes, group, is_output, is_input = patched["inside"][0]
-            assert is_output and not is_input and group.startswith("attn_cp")
+            assert is_output and not is_input and group.startswith("attn_cp")  # the rehearsal's CP group
             # the rank-dependent F.pad, when it runs, stays outside
             assert not any("pad" in i[0] for i in patched["inside"])
             # and the unpatched function really lacked it where the register says so
             assert unpatched["output_in_context"] is (fn not in NEEDS_PATCH[release]), case
-        expected_state = {"cp_utils.reorganized_kv_cache" if n == KV else "cp_utils.reorganized": "patched"
-                          for n in NEEDS_PATCH[release]}
-        assert {k: v for k, v in states.items() if v == "patched" and k.startswith("cp_utils")} == expected_state
+        names = {KV: "cp_utils.reorganized_kv_cache", HIDDEN: "cp_utils.reorganized", NSA: "nsa.reorganized_tp"}
+        expected_state = {names[n]: "patched" for n in NEEDS_PATCH[release]}
+        assert {k: v for k, v in states.items() if v == "patched" and k in names.values()} == expected_state
     # uneven shares were exercised, including lengths not divisible by cp_size
     totals = [c["total"] for c in reports["0"]["results"]]
     assert any(t % cp_size for t in totals)

@@ -58,7 +58,7 @@ def test_every_published_release_matches_the_register():
             if r["state"] != r["expected"]:
                 wrong.append(f"sglang {version_of(wheel)}: {name} is {r['state']} ({r['detail']}), register says {r['expected']}")
     assert not wrong, "\n".join(wrong)
-    assert {"0.5.9", "0.5.10", "0.5.11", "0.5.23"} <= set(checked)
+    assert {"0.5.6", "0.5.8", "0.5.9", "0.5.10", "0.5.11", "0.5.23"} <= set(checked)
 
 
 def test_patches_are_regenerated_byte_identical(tmp_path):
@@ -108,6 +108,7 @@ def test_every_patch_applies_cleanly_to_its_release_and_posts(tmp_path):
 
 
 @pytest.mark.parametrize("release,series", [("0.5.10", ["0001"]), ("0.5.11", ["0001"]), ("0.5.9", ["0001"]),
+                                            ("0.5.8", ["0001"]), ("0.5.8", ["0001", "0002"]),
                                             ("0.5.10", ["0001", "0002"]), ("0.5.12", ["0002"])])
 def test_patched_source_tree_behaves_like_the_runtime_patch(tmp_path, release, series):
     """Apply the diff to a copy of the release's own sglang, run it with the plugin OFF, and find what the

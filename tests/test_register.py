@@ -39,6 +39,8 @@ def test_every_target_is_well_formed():
 @pytest.mark.parametrize(
     "release,patched",
     [
+        ("0.5.6", {"nsa.reorganized_tp"}),
+        ("0.5.8", {"nsa.reorganized_tp", "nsa.rerange_output_tp"}),
         ("0.5.9", set()),
         ("0.5.10", {"cp_utils.reorganized", "cp_utils.reorganized_kv_cache"}),
         ("0.5.11", {"cp_utils.reorganized_kv_cache"}),
@@ -52,12 +54,15 @@ def test_output_patch_exactly_where_upstream_lacks_it(release, patched):
 
 
 def test_pool_fix_only_before_pr_21392():
-    assert all(POOL_FIX.applies_to(Release.parse(v)) for v in ("0.5.9", "0.5.10", "0.5.11"))
+    assert all(POOL_FIX.applies_to(Release.parse(v)) for v in ("0.5.6", "0.5.8", "0.5.9", "0.5.10", "0.5.11"))
+    assert POOL_FIX.group_getter(Release.parse("0.5.8")) == "get_attention_tp_group"
+    assert POOL_FIX.group_getter(Release.parse("0.5.9")) == "get_attention_cp_group"
     assert not POOL_FIX.applies_to(Release.parse("0.5.12"))
 
 
 def test_support_window():
-    assert not is_supported(Release.parse("0.5.8")) and not is_supported(Release.parse("0.5.24"))
+    assert not is_supported(Release.parse("0.5.5")) and not is_supported(Release.parse("0.5.24"))
+    assert is_supported(Release.parse("0.5.6")) and is_supported(Release.parse("0.5.8"))
     assert is_supported(Release.parse("0.5.9"))
     assert {t.name for t in targets_for(Release.parse("0.5.9"))} == {"nsa.reorganized", "nsa.rerange_output"}
     assert {t.name for t in targets_for(Release.parse("0.5.23"))} == {"cp.zigzag", "cp.interleave", "cp.interleave_gather"}

@@ -18,6 +18,8 @@ NONKV = "cp_all_gather_reorganized_into_tensor"
 ON = {"SGLANG_CP_SYMM": "1"}
 
 EXPECTED = {
+    "0.5.8": {"nsa.reorganized_tp": "patched", "nsa.rerange_output_tp": "patched",
+              "pool.attention_cp_registration": "patched"},
     "0.5.9": {"nsa.reorganized": "upstream", "nsa.rerange_output": "upstream",
               "pool.attention_cp_registration": "patched"},
     "0.5.10": {"cp_utils.reorganized": "patched", "cp_utils.reorganized_kv_cache": "patched",
@@ -30,7 +32,8 @@ EXPECTED = {
     "0.5.23": {"cp.zigzag": "upstream", "cp.interleave": "upstream", "cp.interleave_gather": "upstream",
                "pool.attention_cp_registration": "upstream"},
 }
-MODULES = {"0.5.9": "sglang.srt.layers.attention.nsa.utils",
+MODULES = {"0.5.8": "sglang.srt.layers.attention.nsa.utils",
+           "0.5.9": "sglang.srt.layers.attention.nsa.utils",
            "0.5.10": f"{CP_UTILS}, sglang.srt.layers.attention.nsa.utils"}
 
 
@@ -51,7 +54,8 @@ def test_status_per_release(release):
     shape = got.pop("pool shape")
     assert got == EXPECTED[release]
     # the pool fix recognised how this release's SymmetricMemoryContext names its pool
-    assert shape == {"0.5.9": "_mem_pool_ctx", "0.5.10": "_mem_pool_ctx", "0.5.11": "_pool_id"}.get(release, shape)
+    assert shape == {"0.5.8": "_mem_pool_ctx", "0.5.9": "_mem_pool_ctx", "0.5.10": "_mem_pool_ctx",
+                     "0.5.11": "_pool_id"}.get(release, shape)
 
 
 @pytest.mark.parametrize("release", ["0.5.10", "0.5.11", "0.5.12"])

@@ -57,10 +57,42 @@ def test_already_fixed_function_is_refused():
     [
         (SHAPED.replace("input_tensor_full, input_tensor, stream", "input_tensor, input_tensor_full, stream"), "expected one all-gather"),
         (SHAPED.replace("get_attention_cp_group()", "get_tp_group()"), "not on the register's group"),
-        (SHAPED.replace("    return input_tensor_full", "    input_tensor_full = None\n    return input_tensor_full"), "one assignment"),
+        (SHAPED.replace("input_tensor_full = torch.empty(", "input_tensor_full = buffers[0]; unused = (").replace(
+            "buffers[0]; unused", "buffers[0]\n    unused"), "not assigned from an allocating call"),
+        (SHAPED.replace("input_tensor_full = torch.empty(", "other = torch.empty("), "no allocation of input_tensor_full"),
         ("@decorate\n" + SHAPED.lstrip(), "decorated"),
     ],
 )
 def test_other_shapes_are_refused_with_a_reason(source, reason):
     with pytest.raises(ShapeMismatch, match=reason):
         rewrite_function_source(source, KV)
+
+
+ROUND_ROBIN = '''
+def rerange(input_tensor, cp_size, forward_batch, stream):
+    if round_robin():
+        output_tensor = input_tensor.new_empty((input_tensor.shape[0] * cp_size,))
+        attn_tp_all_gather_into_tensor(
+            output_tensor,
+            input_tensor,
+        )
+        output_tensor = output_tensor.view(cp_size, -1)
+        return output_tensor
+    output_tensor = gather_other_way(input_tensor)
+    output_tensor = output_tensor.view(-1)
+    return output_tensor
+'''
+
+
+def test_the_allocation_right_before_the_gather_moves_even_inside_a_branch():
+    """0.5.8's round-robin branch: several assignments of output_tensor; only the one that allocates the
+    buffer handed to the gather, in the gather's own block, moves."""
+    from sglang_cp_symm.targets import TARGETS as ALL
+
+    rr = next(t for t in ALL if t.name == "nsa.rerange_output_tp")
+    new = rewrite_function_source(ROUND_ROBIN, rr, output=True, send=True)
+    with_node = next(n for n in ast.walk(ast.parse(new)) if isinstance(n, ast.With))
+    assert ast.unparse(with_node.body[0]) == "output_tensor = input_tensor.new_empty((input_tensor.shape[0] * cp_size,))"
+    assert "get_attention_tp_group()" in ast.unparse(with_node.items[0].context_expr)
+    assert "cp_symm_stage_send(input_tensor, get_attention_tp_group(), None)" in new
+    assert new.count("with use_symmetric_memory(") == 1
