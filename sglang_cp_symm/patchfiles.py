@@ -146,7 +146,7 @@ def patched_files(read: Callable[[str], Optional[str]], release: Release, send: 
     for target in TARGETS:
         if not target.exists_in(release):
             continue
-        path = "sglang/" + module_path(target.module)[len("sglang/"):]
+        path = module_path(target.module)
         state, detail = target_state(read(path), target)
         if state not in (NEEDS_PATCH, UPSTREAM):
             raise PatchError(f"{target.dotted} in sglang {release}: {state}: {detail}")

@@ -146,7 +146,7 @@ def make_allocation_mode(record: CallRecord):
 
 
 def _install_cpu_stand_ins(records: Dict[str, CallRecord]):
-    """Replace what needs a GPU (see module docstring); returns the attention-CP group."""
+    """Replace what needs a GPU (see module docstring); returns the op library, to be kept alive."""
     import torch
     from sglang.srt.distributed import parallel_state as ps
     from sglang.srt.distributed.device_communicators import pynccl_allocator as pa

@@ -79,7 +79,7 @@ def survey(read: Callable[[str], Optional[str]], release: Release) -> Dict[str, 
     cache: Dict[str, Optional[str]] = {}
     report = {}
     for target in TARGETS:
-        path = f"sglang/{module_path(target.module)[len('sglang/'):]}"
+        path = module_path(target.module)
         if path not in cache:
             cache[path] = read(path)
         state, detail = target_state(cache[path], target)
