@@ -92,6 +92,7 @@ TABLE: Tuple[NcclLine, ...] = (
 )
 
 SAFE_UPGRADE = "2.30.7"
+SLOW_ON_HOPPER = V("2.29.7")
 
 
 def line_for(version: NcclVersion) -> NcclLine:
@@ -135,6 +136,8 @@ def decide(nccl: Optional[NcclVersion], send_requested: bool, allow_race: bool, 
     racy = line.race and sm90_or_later
     hazard = (f"NCCL {nccl} symmetric kernels can read their input before it is written on Hopper "
               f"(2.28.0-2.30.6; fixed in {SAFE_UPGRADE})") if racy else None
+    if hazard and nccl == SLOW_ON_HOPPER:
+        hazard += f"; {SLOW_ON_HOPPER} also has a Hopper symmetric-kernel slowdown (reported, NCCL issue #2058)"
     if not line.window_api:
         return Decision(nccl, False, False, False, False, None,
                         "this NCCL has no symmetric windows, so there is nothing to register",

@@ -70,3 +70,9 @@ def test_unknown_nccl_patches_outputs_and_stages_nothing():
 def test_one_line_says_what_and_why():
     line = decide(V("2.28.9"), True, False).line()
     assert "NCCL 2.28.9" in line and "send staging off" in line and "hazard" in line and "2.30.7" in line
+
+
+def test_2_29_7_names_its_hopper_slowdown_too():
+    # 2.29.7 symmetric-kernel slowdown on Hopper, fixed in 2.30.7 (reported, NCCL issue #2058)
+    assert "slowdown" in decide(V("2.29.7"), False, False).hazard
+    assert "slowdown" not in decide(V("2.29.6"), False, False).hazard
