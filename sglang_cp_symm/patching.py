@@ -127,7 +127,6 @@ class Patcher:
         self._plan: Dict[str, Tuple[bool, bool]] = {}  # target name -> (patch output, stage send)
         self._hooked_modules: set = set()
         self._undo: List[Callable[[], None]] = []
-        self.rewritten: Dict[str, Callable] = {}
 
     # -- reporting -----------------------------------------------------------------
     def _set(self, name: str, where: str, state: str, detail: str = "") -> None:
@@ -230,7 +229,6 @@ class Patcher:
         self._undo.append(lambda o=owner, a=attr, v=current: setattr(o, a, v))
         if not isinstance(owner, type):
             self._rebind_copies(original, wrapper, module)
-        self.rewritten[target.name] = new_fn
         self._set(target.name, target.dotted, PATCHED, "+".join(k for k, on in (("output", output), ("send", send)) if on))
 
     def _inject_names(self, module: Any, send: bool) -> None:
@@ -292,7 +290,6 @@ class Patcher:
         with self._lock:
             while self._undo:
                 self._undo.pop()()
-            self.rewritten.clear()
             self.statuses, self._plan = {}, {}
             self.decision = None
             self.active = False

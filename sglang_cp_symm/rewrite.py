@@ -207,8 +207,8 @@ def find_send_edit(func_source: str, target: Target) -> SendEdit:
                     line[arg.col_offset:arg.end_col_offset], group, stream)
 
 
-def apply_send_edit(lines: list[str], edit: SendEdit, offset: int = 0) -> list[str]:
-    index = edit.line + offset
+def apply_send_edit(lines: list[str], edit: SendEdit) -> list[str]:
+    index = edit.line
     line = lines[index]
     staged = f"{STAGE_SEND_NAME}({edit.arg_text}, {edit.group_text}, {edit.stream_text})"
     return lines[:index] + [line[: edit.start_col] + staged + line[edit.end_col :]] + lines[index + 1 :]
@@ -223,9 +223,9 @@ def context_lines(edit: Edit) -> list[str]:
     ]
 
 
-def apply_edit(lines: list[str], edit: Edit, offset: int = 0) -> list[str]:
-    """Return ``lines`` with the allocation (at ``edit`` + ``offset``) moved into the context."""
-    first, last = edit.first_line + offset, edit.last_line + offset
+def apply_edit(lines: list[str], edit: Edit) -> list[str]:
+    """Return ``lines`` with the allocation at ``edit`` moved into the context."""
+    first, last = edit.first_line, edit.last_line
     moved = [("    " + l) if l.strip() else l for l in lines[first : last + 1]]
     return lines[:first] + context_lines(edit) + moved + lines[last + 1 :]
 
