@@ -17,6 +17,7 @@ fi
 stamp=.venv/.base-$(sha256sum ci/base-requirements.txt | cut -c1-12)
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -c <(echo torch==2.13.0) -r ci/base-requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q --no-deps compressed-tensors==0.20.0 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import torch, wrapt; assert torch.__version__.startswith('2.13.0'), torch.__version__"
   touch "$stamp"
 fi

@@ -182,6 +182,17 @@ class Patcher:
                 self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", HELD, self.decision.reason)
             else:
                 self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", UPSTREAM, POOL_FIX.fixed_by)
+            # Last: the watchdog wraps the context class on top of the pool fix, and unpatch() takes it off first.
+            self._install_warmup_and_watchdog(settings, release)
+
+    def _install_warmup_and_watchdog(self, settings: Settings, release: Release) -> None:
+        """The warm-up and the pool watchdog (``hooks``), whatever the NCCL policy decided for the targets:
+        upstream's own CP buffers (0.5.12+) and held-back ones grow the pool just the same."""
+        from .hooks import INSTALLER
+        from .watchdog import ensure_run_id
+
+        ensure_run_id()  # set before sglang spawns its children, so that every rank writes to one folder
+        INSTALLER.install(settings, release)
 
     def _when_imported(self, module_name: str) -> None:
         if module_name in self._hooked_modules:
@@ -288,6 +299,9 @@ class Patcher:
     # -- undoing -------------------------------------------------------------------
     def unpatch(self) -> None:
         with self._lock:
+            from .hooks import INSTALLER
+
+            INSTALLER.uninstall()
             while self._undo:
                 self._undo.pop()()
             self.statuses, self._plan = {}, {}

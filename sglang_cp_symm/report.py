@@ -45,6 +45,23 @@ def status_dict(patcher, settings) -> dict:
             name: {"where": s.where, "state": s.state, "detail": s.detail}
             for name, s in sorted(patcher.statuses.items())
         },
+        **warmup_and_watchdog(),
+    }
+
+
+def warmup_and_watchdog() -> dict:
+    """The warm-up's and the watchdog's state in this process, and the ranks' records of this launch."""
+    from .hooks import INSTALLER
+    from .warmup import STATE
+    from .watchdog import RUN_ID, WATCHDOG, read_run, report_dir
+
+    run_id = os.environ.get(RUN_ID)
+    ranks = read_run(report_dir(), run_id) if run_id else None
+    return {
+        "hooks": INSTALLER.describe(),
+        "warmup": dict(STATE.result) or None,
+        "watchdog": WATCHDOG.describe(),
+        "ranks": ranks["ranks"] if ranks else {},
     }
 
 
@@ -58,4 +75,15 @@ def status_line(patcher, settings) -> str:
     parts = ", ".join(f"{name}={status}" for name, status in sorted(patcher.statuses.items()))
     policy = f"; {patcher.decision.line()}" if patcher.decision is not None else ""
     return (f"sglang-cp-symm: sglang {patcher.release or 'not installed'}, mode {mode_of(settings)}; "
-            f"{parts or 'no targets'}{policy}")
+            f"{parts or 'no targets'}{policy}; {hooks_line(settings)}")
+
+
+def hooks_line(settings) -> str:
+    from .hooks import INSTALLER
+
+    states = INSTALLER.describe()
+    warm = "off (SGLANG_CP_SYMM_WARMUP=0)" if not settings.warmup else (
+        f"on, {settings.warmup_tokens} tokens" if settings.warmup_tokens else "on, longest prefill")
+    watch = "off (SGLANG_CP_SYMM_WATCHDOG=0)" if not settings.watchdog else "on"
+    problems = [f"{name} {state}" for name, state in sorted(states.items()) if state.startswith("skipped")]
+    return f"warm-up {warm}; watchdog {watch}" + (f" ({'; '.join(problems)})" if problems else "")

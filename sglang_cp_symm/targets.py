@@ -255,3 +255,61 @@ def targets_for(release: Release) -> tuple[Target, ...]:
 
 def needs_output_patch(release: Release) -> tuple[Target, ...]:
     return tuple(t for t in targets_for(release) if not t.fixed_upstream_in(release))
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A place the warm-up or the watchdog attaches to (installed by ``hooks``; logic in ``warmup``/``watchdog``).
+
+    ``feature`` names the switch that turns it on: ``warmup`` (SGLANG_CP_SYMM_WARMUP),
+    ``watchdog`` (SGLANG_CP_SYMM_WATCHDOG) or ``report`` (either: the per-rank warm-up
+    line needs it as much as the growth count does). The release sweep checks, on
+    every published wheel of the supported range, that ``needle`` occurs in
+    ``module``'s source (``tests/test_patches_and_sweep.py``).
+    """
+
+    name: str
+    module: str
+    attribute: str
+    needle: str
+    feature: str
+    first: Release
+    last: Release
+    why: str
+
+    def applies_to(self, release: Release) -> bool:
+        return self.first <= release <= self.last
+
+    def wanted(self, settings) -> bool:
+        if self.feature == "warmup":
+            return settings.warmup
+        if self.feature == "watchdog":
+            return settings.watchdog
+        return settings.warmup or settings.watchdog
+
+
+#: Where the warm-up and the watchdog attach, per release. sglang's own named warm-up mechanism
+#: (``entrypoints/warmup.py``: ``@warmup(name)`` into ``_warmup_registry``, run by http_server's
+#: ``lifespan`` through ``execute_warmups`` before the general warm-up marks the server Up) exists in
+#: every supported release; the offline ``Engine`` runs no named warm-ups in any of them.
+HOOKS = (
+    Hook("warmup.named", "sglang.srt.entrypoints.warmup", "warmup", "_warmup_registry", "warmup",
+         FIRST_SUPPORTED, LAST_SUPPORTED,
+         "registers cp_symm_max_tokens with sglang's own @warmup decorator"),
+    Hook("warmup.cli", "sglang.srt.server_args", "ServerArgs.from_cli_args", "def from_cli_args", "warmup",
+         FIRST_SUPPORTED, LAST_SUPPORTED,
+         "adds cp_symm_max_tokens to --warmups, which the HTTP server runs before it reports ready"),
+    Hook("warmup.first_request", "sglang.srt.managers.tokenizer_manager", "TokenizerManager.generate_request",
+         "async def generate_request", "warmup", FIRST_SUPPORTED, LAST_SUPPORTED,
+         "the offline Engine (and any launch without --warmups) warms up before its first request"),
+    Hook("watchdog.rank", "sglang.srt.managers.scheduler", "Scheduler.handle_generate_request",
+         "def handle_generate_request", "report", FIRST_SUPPORTED, LAST_SUPPORTED,
+         "each rank sees the warm-up requests and their completion marker: the per-rank report"),
+    Hook("watchdog.context", SYMMETRIC_CONTEXT_MODULE, "SymmetricMemoryContext", "class SymmetricMemoryContext",
+         "watchdog", FIRST_SUPPORTED, LAST_SUPPORTED,
+         "__enter__/__exit__ measure every pool growth, before the collective registration"),
+)
+
+
+def hook(name: str) -> Hook:
+    return next(h for h in HOOKS if h.name == name)

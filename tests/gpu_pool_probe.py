@@ -11,7 +11,12 @@ creates no NCCL communicator for a one-rank group and opens no symmetric context
 for it (``use_symmetric_memory`` returns ``nullcontext`` when ``world_size == 1``
 or ``--enable-symm-mem`` is off), so the probe makes a one-rank NCCL communicator
 per group with sglang's own ``NCCLLibrary`` and lets ``use_symmetric_memory``
-open sglang's real context for such a group.
+open sglang's real context for such a group. The group's CP all-gather then runs
+``ncclAllGather`` on that communicator on the caller's stream, as sglang's pynccl
+communicator does when symmetric memory is on (``GroupCoordinator._all_gather_into_tensor``):
+stream-ordered, so a freed pool block is reusable at once. (torch.distributed's
+path, which a one-rank group would otherwise take, keeps each output alive until
+its own NCCL stream is done, and so needs more pool than a server does.)
 """
 
 import json
@@ -35,12 +40,27 @@ def setup(mode: str):
     ps.init_distributed_environment(
         world_size=1, rank=0, distributed_init_method="tcp://127.0.0.1:29517", local_rank=0, backend="nccl"
     )
+    from sglang.srt.distributed.device_communicators.pynccl_wrapper import (
+        buffer_type,
+        cudaStream_t,
+        ncclDataTypeEnum,
+    )
+
     lib = NCCLLibrary()
+
+    def stream_ordered_gather(comm):
+        def gather(output, input, stream=None):
+            stream = stream or torch.cuda.current_stream()
+            lib.ncclAllGather(buffer_type(input.data_ptr()), buffer_type(output.data_ptr()), input.numel(),
+                              ncclDataTypeEnum.from_torch(input.dtype), comm, cudaStream_t(stream.cuda_stream))
+
+        return gather
 
     def group(name):
         g = ps.init_model_parallel_group([[0]], 0, "nccl", use_pynccl=False, use_custom_allreduce=False, group_name=name)
         comm = lib.ncclCommInitRank(1, lib.ncclGetUniqueId(), 0)
         g.pynccl_comm = SimpleNamespace(comm=comm, disabled=True)
+        g.cp_all_gather_into_tensor_async = stream_ordered_gather(comm)
         return g, comm
 
     tp, tp_comm = group("tp")

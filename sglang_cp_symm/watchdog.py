@@ -1,0 +1,374 @@
+"""Count every growth of the symmetric pools, per rank, and say where it came from.
+
+Why: a pool growth is an ``ncclMemAlloc`` plus a collective, blocking
+``ncclCommWindowRegister`` (up to 0.5.11 inside the allocation, from 0.5.12 at the
+context's exit). It costs milliseconds, and if one rank grows while another does
+not, every rank of the communicator waits forever. After the warm-up there should
+be none; one that happens anyway is what an operator needs to see.
+
+How: ``SymmetricMemoryContext.__enter__``/``__exit__`` are wrapped (``hooks``).
+Entering reads one number, the device's reserved bytes, from PyTorch's allocator
+statistics (host memory only: safe during CUDA-graph capture, no CUDA call);
+leaving reads it again, and only if it rose are the pools' snapshots taken to
+confirm and measure the growth. The growth is logged before the original
+``__exit__`` runs, so on 0.5.12+ the line is out before the collective registration
+that would hang. A monitor thread reports a thread that stays inside a symmetric
+context for longer than ``HANG_REPORT_AFTER_S``: that is a rank waiting for its
+peers in a registration, the hang itself.
+
+Phases: ``start`` (pre-allocation, CUDA-graph capture), ``warm-up`` (from the first
+warm-up request's arrival on this rank to its completion marker), ``serving``
+(afterwards, or from the first other request when no warm-up ran). Growths in
+``serving`` are the ones that matter; each is logged at WARNING and, where
+sglang's metrics are on, counted in ``sglang_cp_symm_pool_growths_total``.
+
+Each rank also writes its record (``write_rank_record``) to a folder per server
+launch; ``compare_ranks`` reads them all and names uneven segment counts, the
+precursor of the registration hang, since no single rank can see it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+logger = logging.getLogger("sglang_cp_symm")
+
+START, WARMUP, SERVING = "start", "warm-up", "serving"
+HANG_REPORT_AFTER_S = 60.0
+_MONITOR_PERIOD_S = 5.0
+_KEEP_EVENTS = 50
+_SKIP_FILES = ("sglang_cp_symm", "wrapt", "contextlib.py", "pynccl_allocator.py")
+
+
+@dataclass
+class Growth:
+    phase: str
+    grown_bytes: int
+    segments_before: int
+    segments_after: int
+    site: str
+    at: float
+
+    def line(self, rank: str) -> str:
+        return (f"sglang-cp-symm: {rank}: symmetric pool grew by {self.grown_bytes / 2**20:.1f} MiB "
+                f"(segments {self.segments_before} -> {self.segments_after}) during {self.phase}, at {self.site}")
+
+
+@dataclass
+class WarmupRecord:
+    prompts: List[int] = field(default_factory=list)
+    seconds: float = 0.0
+    before: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    after: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    growths: int = 0
+
+
+def call_site(frame) -> str:
+    """The first frame outside the context machinery: the ``with`` statement that opened the context."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not any(part in filename for part in _SKIP_FILES):
+            return f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back
+    return "unknown"
+
+
+def torch_reserved_bytes() -> int:
+    """Bytes PyTorch's CUDA allocator holds on the current device, every pool included (MemPools too).
+
+    Read from the allocator's statistics, which live in host memory: no CUDA call,
+    so it is safe inside CUDA-graph capture. ``_cuda_memoryStats`` is what
+    ``torch.cuda.memory_reserved`` reads, without its flattening of the whole dict.
+    """
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return 0
+    try:
+        return int(torch._C._cuda_memoryStats(torch.cuda.current_device())["reserved_bytes"]["all"]["current"])
+    except (AttributeError, KeyError, TypeError):
+        return int(torch.cuda.memory_reserved())
+
+
+def sglang_pools() -> Dict[str, Any]:
+    """The symmetric pools of this process: sglang's shared pool and the plugin's per-group pools."""
+    pools: Dict[str, Any] = {}
+    allocator = sys.modules.get("sglang.srt.distributed.device_communicators.pynccl_allocator")
+    shared = getattr(allocator, "_mem_pool", None)
+    if shared is not None:
+        pools["shared"] = shared
+    from .pool import group_pools
+
+    for i, (_, pool) in enumerate(sorted(group_pools().items())):
+        pools[f"cp{i}" if i else "cp"] = pool
+    return pools
+
+
+def pool_segments_and_bytes(pool: Any) -> Dict[str, int]:
+    from .pool import pool_stats
+
+    stats = pool_stats(pool)
+    return {"segments": stats["segments"], "bytes": stats["reserved_bytes"]}
+
+
+class PoolWatchdog:
+    """Per-process record of pool growths. The three probes are parameters: CPU tests pass their own."""
+
+    def __init__(self, reserved: Callable[[], int] = torch_reserved_bytes,
+                 pools: Callable[[], Dict[str, Any]] = sglang_pools,
+                 stats: Callable[[Any], Dict[str, int]] = pool_segments_and_bytes) -> None:
+        self._reserved, self._pools, self._stats = reserved, pools, stats
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.phase = START
+        self.rank = f"pid {os.getpid()}"
+        self.rank_info: Dict[str, Any] = {}
+        self.counts = {START: 0, WARMUP: 0, SERVING: 0}
+        self.events: List[Growth] = []
+        self.known: Dict[str, Dict[str, int]] = {}
+        self.warmup = WarmupRecord()
+        self._warmup_started: Optional[float] = None
+        self._inside: Dict[int, List] = {}  # thread id -> [since, reported]
+        self._monitor: Optional[threading.Thread] = None
+        self.hang_reports = 0
+        self.on_growth: List[Callable[[Growth], None]] = []
+
+    # -- the context hooks ------------------------------------------------------------
+    def entered(self) -> None:
+        """After a symmetric context was entered on this thread."""
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+            self._start_monitor()
+        if not stack:
+            self._inside[threading.get_ident()] = [time.monotonic(), False]
+        stack.append(self._reserved())
+
+    def leaving(self, frame) -> Optional[Growth]:
+        """Before the original ``__exit__`` (which, from 0.5.12, registers new segments collectively)."""
+        stack = getattr(self._local, "stack", None)
+        if not stack:
+            return None
+        before = stack.pop()
+        if not stack:
+            self._inside.pop(threading.get_ident(), None)
+        if self._reserved() > before:
+            return self._confirm(frame)
+        return None
+
+    def _confirm(self, frame) -> Optional[Growth]:
+        with self._lock:
+            now = {name: self._stats(pool) for name, pool in self._pools().items()}
+            grown = sum(max(0, s["bytes"] - self.known.get(n, {}).get("bytes", 0)) for n, s in now.items())
+            seg_before = sum(s.get("segments", 0) for s in self.known.values())
+            seg_after = sum(s["segments"] for s in now.values())
+            self.known = now
+            if grown <= 0:
+                return None  # reserved memory rose outside the symmetric pools (another thread)
+            event = Growth(self.phase, grown, seg_before, seg_after, call_site(frame), time.time())
+            self.counts[self.phase] += 1
+            self.events = (self.events + [event])[-_KEEP_EVENTS:]
+        if self.phase == SERVING:
+            logger.warning("%s; every rank of that communicator must grow the same now, or all of them wait "
+                           "in the collective registration (growth #%d after warm-up)",
+                           event.line(self.rank), self.counts[SERVING])
+            write_rank_record(self)
+        else:
+            logger.info(event.line(self.rank))
+        for callback in list(self.on_growth):
+            try:
+                callback(event)
+            except Exception:  # a broken metric must not break a forward pass
+                logger.debug("sglang-cp-symm: growth callback failed", exc_info=True)
+        return event
+
+    # -- the hang monitor ----------------------------------------------------------------
+    def _start_monitor(self) -> None:
+        with self._lock:
+            if self._monitor is not None:
+                return
+            self._monitor = threading.Thread(target=self._watch, name="sglang-cp-symm-watchdog", daemon=True)
+            self._monitor.start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(_MONITOR_PERIOD_S)
+            self.check_stuck(time.monotonic())
+
+    def check_stuck(self, now: float) -> int:
+        """Report, once each, the threads inside a symmetric context for longer than the limit."""
+        reported = 0
+        frames = sys._current_frames()
+        for ident, entry in list(self._inside.items()):
+            since, done = entry
+            if done or now - since < HANG_REPORT_AFTER_S:
+                continue
+            entry[1] = True
+            self.hang_reports += 1
+            reported += 1
+            last = self.events[-1] if self.events else None
+            grew = (f"; its last pool growth was {last.grown_bytes / 2**20:.1f} MiB at {last.site}"
+                    if last is not None else "")
+            logger.error("sglang-cp-symm: %s has been inside a symmetric-memory context at %s for %.0f s. A rank "
+                         "waits there when it registers a new pool segment that another rank of the same "
+                         "communicator did not create (a hang). Compare the ranks' 'symmetric pool grew' lines "
+                         "or run 'sglang-cp-symm doctor --ranks'%s.", self.rank, call_site(frames.get(ident)),
+                         now - since, grew)
+            write_rank_record(self)
+        return reported
+
+    # -- warm-up phases, driven by the scheduler hook -----------------------------------------
+    def begin_warmup(self, tokens: int) -> None:
+        """A warm-up request arrived at this rank; the first one opens the phase."""
+        with self._lock:
+            if self.phase != WARMUP:
+                self.phase = WARMUP
+                self._warmup_started = time.monotonic()
+                self.warmup = WarmupRecord(before=self._pool_state())
+            self.warmup.prompts.append(tokens)
+
+    def finish_warmup(self) -> Optional[str]:
+        """Close the warm-up on this rank; returns its report line (None if no warm-up began here)."""
+        with self._lock:
+            started, self._warmup_started = self._warmup_started, None
+            self.phase = SERVING
+            if started is None:
+                return None
+            record = self.warmup
+            record.seconds = round(time.monotonic() - started, 3)
+            record.after = self._pool_state()
+            record.growths = self.counts[WARMUP]
+        return self.warmup_line()
+
+    def traffic(self) -> None:
+        """A request that is not the warm-up's: from now on growths count as run-time growths."""
+        if self.phase == START:
+            self.phase = SERVING
+
+    def _pool_state(self) -> Dict[str, Dict[str, int]]:
+        try:
+            state = {name: self._stats(pool) for name, pool in self._pools().items()}
+        except Exception as exc:  # a pool without snapshot support
+            logger.debug("sglang-cp-symm: pool snapshot failed: %s", exc)
+            return {}
+        self.known = state
+        return state
+
+    def warmup_line(self) -> str:
+        r = self.warmup
+
+        def fmt(state):
+            if not state:
+                return "none"
+            return ", ".join(f"{n} {s['bytes'] / 2**20:.1f} MiB in {s['segments']} segment(s)"
+                             for n, s in sorted(state.items()))
+
+        return (f"sglang-cp-symm: {self.rank}: warm-up of {len(r.prompts)} prompt(s) "
+                f"({', '.join(map(str, r.prompts))} tokens) took {r.seconds:.2f} s; symmetric pools before: "
+                f"{fmt(r.before)}; after: {fmt(r.after)}; {r.growths} growth(s)")
+
+    def describe(self) -> dict:
+        return {"rank": self.rank, "rank_info": self.rank_info, "phase": self.phase,
+                "growths": dict(self.counts), "growths_after_warmup": self.counts[SERVING],
+                "hang_reports": self.hang_reports, "warmup": asdict(self.warmup),
+                "pools": self.known, "events": [asdict(e) for e in self.events[-10:]]}
+
+
+WATCHDOG = PoolWatchdog()
+
+
+# -- the per-rank records: files that the doctor and status() read ------------------------------
+RUN_ID = "SGLANG_CP_SYMM_RUN_ID"
+
+
+def report_dir() -> str:
+    from .settings import REPORT_DIR
+
+    return os.environ.get(REPORT_DIR) or os.path.join(tempfile.gettempdir(), "sglang-cp-symm")
+
+
+def ensure_run_id() -> str:
+    """One id per server launch, set in the first process and inherited by every process it spawns."""
+    run = os.environ.get(RUN_ID)
+    if not run:
+        run = os.environ[RUN_ID] = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    return run
+
+
+def write_rank_record(watchdog: PoolWatchdog = WATCHDOG) -> Optional[str]:
+    """Write this rank's record as JSON; returns the path, or None (with one warning) when it cannot."""
+    folder = os.path.join(report_dir(), ensure_run_id())
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in watchdog.rank)
+    path = os.path.join(folder, f"{name}.json")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as out:
+            json.dump(watchdog.describe(), out, indent=1)
+        os.replace(tmp, path)
+        return path
+    except OSError as exc:
+        if not getattr(watchdog, "_write_warned", False):
+            watchdog._write_warned = True
+            logger.warning("sglang-cp-symm: cannot write the rank record to %s (%s); set SGLANG_CP_SYMM_REPORT_DIR "
+                           "to a writable folder", folder, exc)
+        return None
+
+
+def read_run(folder: Optional[str] = None, run: Optional[str] = None) -> Optional[dict]:
+    """One launch's rank records (``{"run": id, "folder": path, "ranks": {name: record}}``), or None.
+
+    ``run`` names the launch; by default the one whose folder changed last.
+    """
+    base = folder or report_dir()
+    try:
+        runs = sorted((d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))),
+                      key=lambda d: os.path.getmtime(os.path.join(base, d)))
+    except OSError:
+        return None
+    if run is not None:
+        runs = [d for d in runs if d == run]
+    if not runs:
+        return None
+    run_dir = os.path.join(base, runs[-1])
+    ranks = {}
+    for name in sorted(os.listdir(run_dir)):
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(run_dir, name)) as f:
+                    ranks[name[:-5]] = json.load(f)
+            except (OSError, ValueError):
+                continue  # a record being replaced right now
+    return {"run": runs[-1], "folder": run_dir, "ranks": ranks}
+
+
+def compare_ranks(run: dict) -> List[str]:
+    """Findings across ranks: uneven pool segments are the precursor of the registration hang."""
+    findings = []
+    ranks = run["ranks"]
+    stages: Dict[Any, Dict[str, int]] = {}  # pipeline stages hold different layers, so compare within one
+    for name, r in ranks.items():
+        stage = (r.get("rank_info") or {}).get("pp_rank")
+        stages.setdefault(stage, {})[name] = sum(p.get("segments", 0) for p in r.get("pools", {}).values())
+    for stage, segments in sorted(stages.items(), key=lambda item: str(item[0])):
+        if len(set(segments.values())) > 1:
+            where = "" if stage is None else f" of pipeline stage {stage}"
+            findings.append(f"ranks{where} hold different numbers of symmetric pool segments ("
+                            + ", ".join(f"{n}: {s}" for n, s in sorted(segments.items()))
+                            + "): a rank that grew alone waits in a collective registration")
+    late = {name: r["growths_after_warmup"] for name, r in ranks.items() if r.get("growths_after_warmup")}
+    if late:
+        findings.append("pool growths after the warm-up: " + ", ".join(f"{n}: {c}" for n, c in sorted(late.items()))
+                        + " (raise SGLANG_CP_SYMM_WARMUP_TOKENS or check which call site grew)")
+    stuck = {name: r["hang_reports"] for name, r in ranks.items() if r.get("hang_reports")}
+    if stuck:
+        findings.append("ranks stuck in a symmetric-memory context: " + ", ".join(sorted(stuck)))
+    return findings
