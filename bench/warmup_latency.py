@@ -1,6 +1,6 @@
 """Benchmark (one GPU, not a test): what the warm-up saves the first long request, and what the watchdog costs.
 
-    python3 bench/warmup_latency.py [--max-tokens 8192 32768] [--repeats 3] [--release-label 0.5.11]
+    python3 bench/warmup_latency.py [--max-tokens 8192 32768] [--repeats 3] [--overhead-only]
 
 1. First-request latency. In fresh processes (sglang's allocator, the plugin's CP pool,
    one-rank communicators; see tests/gpu_pool_probe.py), the first call of the patched
@@ -71,7 +71,7 @@ def child_overhead() -> dict:
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
     from sglang_cp_symm.hooks import INSTALLER
-    from sglang_cp_symm.watchdog import torch_reserved_bytes
+    from sglang_cp_symm.watchdog import device_used_bytes
 
     def per_call_us(fn, n=2000, rounds=20):
         times = []
@@ -87,7 +87,8 @@ def child_overhead() -> dict:
             pass
 
     result = {"context_with_watchdog_us": per_call_us(empty_context)}
-    result["probe_torch_reserved_bytes_us"] = per_call_us(torch_reserved_bytes)
+    result["probe_device_used_bytes_us"] = per_call_us(device_used_bytes)
+    result["probe_allocator_stats_us"] = per_call_us(lambda: torch._C._cuda_memoryStats(0))
     result["probe_memory_reserved_us"] = per_call_us(torch.cuda.memory_reserved)
     result["probe_mem_get_info_us"] = per_call_us(torch.cuda.mem_get_info)
     INSTALLER.release("watchdog.context")
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--child", nargs="*")
     parser.add_argument("--max-tokens", type=int, nargs="*", default=[8192, 32768])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--overhead-only", action="store_true", help="only part 2, the watchdog's cost")
     args = parser.parse_args()
     if args.child is not None:
         if args.child[0] == "overhead":
@@ -122,7 +124,7 @@ def main() -> None:
 
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, NCCL {torch.cuda.nccl.version()}")
     print(f"{'tokens':>7} {'KV MiB':>7} {'cold first ms':>14} {'warm first ms':>14} {'hit ms':>7}")
-    for tokens in args.max_tokens:
+    for tokens in [] if args.overhead_only else args.max_tokens:
         cold = [run_child("cold", str(tokens)) for _ in range(args.repeats)]
         warm = [run_child("warm", str(tokens)) for _ in range(args.repeats)]
         fmt = lambda rows, key: "/".join(f"{r[key]:.2f}" for r in rows)  # noqa: E731
@@ -130,9 +132,11 @@ def main() -> None:
               f"{statistics.median(r['hit_median_ms'] for r in warm):>7.3f}")
     o = run_child("overhead")
     print("watchdog: empty symmetric context {:.2f} us with it, {:.2f} us without ({:+.2f} us); probes: "
-          "allocator stats {:.2f} us, torch.cuda.memory_reserved {:.2f} us, torch.cuda.mem_get_info {:.2f} us".format(
+          "device_used_bytes {:.2f} us, allocator stats {:.2f} us, torch.cuda.memory_reserved {:.2f} us, "
+          "torch.cuda.mem_get_info {:.2f} us".format(
               o["context_with_watchdog_us"], o["context_without_watchdog_us"], o["watchdog_us_per_context"],
-              o["probe_torch_reserved_bytes_us"], o["probe_memory_reserved_us"], o["probe_mem_get_info_us"]))
+              o["probe_device_used_bytes_us"], o["probe_allocator_stats_us"], o["probe_memory_reserved_us"],
+              o["probe_mem_get_info_us"]))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ not, every rank of the communicator waits forever. After the warm-up there shoul
 be none; one that happens anyway is what an operator needs to see.
 
 How: ``SymmetricMemoryContext.__enter__``/``__exit__`` are wrapped (``hooks``).
-Entering reads one number, the device's reserved bytes, from PyTorch's allocator
-statistics (host memory only: safe during CUDA-graph capture, no CUDA call);
-leaving reads it again, and only if it rose are the pools' snapshots taken to
-confirm and measure the growth. The growth is logged before the original
+Entering reads one number, the device memory in use (``cudaMemGetInfo``, a few
+microseconds; PyTorch's own ``memory_reserved`` costs 137 us and the raw allocator
+statistics 23 us on an H100, docs/gpu-runs.md); leaving reads it again, and only
+if it rose are the pools' snapshots taken to confirm and measure the growth.
+Contexts opened during CUDA-graph capture are not measured (their allocations go
+to the graph's pool, and capture forbids some CUDA calls). The growth is logged before the original
 ``__exit__`` runs, so on 0.5.12+ the line is out before the collective registration
 that would hang. A monitor thread reports a thread that stays inside a symmetric
 context for longer than ``HANG_REPORT_AFTER_S``: that is a rank waiting for its
@@ -81,21 +83,36 @@ def call_site(frame) -> str:
     return "unknown"
 
 
-def torch_reserved_bytes() -> int:
-    """Bytes PyTorch's CUDA allocator holds on the current device, every pool included (MemPools too).
+def thread_site(ident: int) -> str:
+    """Where another thread is now, without keeping its frames alive.
 
-    Read from the allocator's statistics, which live in host memory: no CUDA call,
-    so it is safe inside CUDA-graph capture. ``_cuda_memoryStats`` is what
-    ``torch.cuda.memory_reserved`` reads, without its flattening of the whole dict.
+    ``sys._current_frames()`` returns a dict that holds the calling frame, whose
+    locals hold the dict: a reference cycle. Kept until the cyclic collector runs,
+    it would keep alive every tensor the other threads' frames held at that moment,
+    pool blocks included, and the pool would grow for nothing (seen on an H100 with
+    a 5 s monitor: 3 to 7 needless segments over a 32K-token sweep). So the site is
+    read at once and the dict dropped before returning.
+    """
+    frames = sys._current_frames()
+    try:
+        return call_site(frames.get(ident))
+    finally:
+        del frames
+
+
+def device_used_bytes() -> int:
+    """Bytes in use on the current device, by every allocator (``cudaMemGetInfo``).
+
+    A new pool segment (``ncclMemAlloc``, ``cuMemCreate`` underneath) raises it; so
+    does anything else allocated meanwhile, which the pools' snapshots then tell
+    apart. Called outside CUDA-graph capture only.
     """
     import torch
 
     if not torch.cuda.is_initialized():
         return 0
-    try:
-        return int(torch._C._cuda_memoryStats(torch.cuda.current_device())["reserved_bytes"]["all"]["current"])
-    except (AttributeError, KeyError, TypeError):
-        return int(torch.cuda.memory_reserved())
+    free, total = torch.cuda.cudart().cudaMemGetInfo(torch.cuda.current_device())
+    return int(total - free)
 
 
 def sglang_pools() -> Dict[str, Any]:
@@ -122,7 +139,7 @@ def pool_segments_and_bytes(pool: Any) -> Dict[str, int]:
 class PoolWatchdog:
     """Per-process record of pool growths. The three probes are parameters: CPU tests pass their own."""
 
-    def __init__(self, reserved: Callable[[], int] = torch_reserved_bytes,
+    def __init__(self, reserved: Callable[[], int] = device_used_bytes,
                  pools: Callable[[], Dict[str, Any]] = sglang_pools,
                  stats: Callable[[Any], Dict[str, int]] = pool_segments_and_bytes) -> None:
         self._reserved, self._pools, self._stats = reserved, pools, stats
@@ -205,25 +222,23 @@ class PoolWatchdog:
 
     def check_stuck(self, now: float) -> int:
         """Report, once each, the threads inside a symmetric context for longer than the limit."""
-        reported = 0
-        frames = sys._current_frames()
-        for ident, entry in list(self._inside.items()):
-            since, done = entry
-            if done or now - since < HANG_REPORT_AFTER_S:
-                continue
+        stuck = [(ident, entry) for ident, entry in list(self._inside.items())
+                 if not entry[1] and now - entry[0] >= HANG_REPORT_AFTER_S]
+        if not stuck:
+            return 0
+        for ident, entry in stuck:
             entry[1] = True
             self.hang_reports += 1
-            reported += 1
             last = self.events[-1] if self.events else None
             grew = (f"; its last pool growth was {last.grown_bytes / 2**20:.1f} MiB at {last.site}"
                     if last is not None else "")
             logger.error("sglang-cp-symm: %s has been inside a symmetric-memory context at %s for %.0f s. A rank "
                          "waits there when it registers a new pool segment that another rank of the same "
                          "communicator did not create (a hang). Compare the ranks' 'symmetric pool grew' lines "
-                         "or run 'sglang-cp-symm doctor --ranks'%s.", self.rank, call_site(frames.get(ident)),
-                         now - since, grew)
-            write_rank_record(self)
-        return reported
+                         "or run 'sglang-cp-symm doctor --ranks'%s.", self.rank, thread_site(ident),
+                         now - entry[0], grew)
+        write_rank_record(self)
+        return len(stuck)
 
     # -- warm-up phases, driven by the scheduler hook -----------------------------------------
     def begin_warmup(self, tokens: int) -> None:

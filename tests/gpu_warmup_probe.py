@@ -66,13 +66,24 @@ def main(mode: str, max_tokens: int) -> dict:
         WATCHDOG.traffic()
     after_warmup = pools()
 
+    import gc
+    import os
+
+    if os.environ.get("CP_SYMM_PROBE_NO_WATCHDOG"):  # diagnosis: the sweep without the watchdog's hook
+        INSTALLER.release("watchdog.context")
+    sync_each = bool(os.environ.get("CP_SYMM_PROBE_SYNC"))  # diagnosis: one call at a time on the GPU
     started = time.perf_counter()
     correct = True
     for n in range(1, max_tokens + 1):
         correct &= gather(n, check=n in (1, 2, 909, 910, 911, max_tokens // 2, max_tokens))
+        if sync_each:
+            torch.cuda.synchronize()
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     after_sweep = pools()
+    gc.collect()
+    live_blocks = [(b["size"], b["state"]) for p in cp_pools.group_pools().values() for seg in p.snapshot()
+                   for b in seg["blocks"] if b["state"] != "inactive"]
     segments = lambda state: sum(s["segments"] for s in state.values())  # noqa: E731
     return {
         "mode": mode,
@@ -89,6 +100,7 @@ def main(mode: str, max_tokens: int) -> dict:
         "pools_after_sweep": after_sweep,
         "growth_sites": sorted({e.site.rsplit("/", 1)[-1] for e in WATCHDOG.events if e.phase == SERVING}),
         "growth_mib": [round(e.grown_bytes / 2**20, 1) for e in WATCHDOG.events if e.phase == SERVING],
+        "live_cp_blocks_after_gc": live_blocks,
         "sweep_seconds": round(seconds, 2),
         "correct": correct,
     }
