@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 import wrapt
 
 from . import warmup as warmup_mod
-from .targets import HOOKS, Hook
+from .targets import HOOKS, Hook, targets_for
 from .watchdog import WATCHDOG
 from .versions import Release
 
@@ -71,7 +71,7 @@ def on_generate_request(wrapped, instance, args, kwargs):
 def on_context_enter(wrapped, instance, args, kwargs):
     result = wrapped(*args, **kwargs)
     if not getattr(instance, "is_graph_capture", False):  # capture allocates into the graph's pool
-        WATCHDOG.entered()
+        WATCHDOG.entered(sys._getframe(1).f_code)  # the frame running the ``with`` statement
     return result
 
 
@@ -124,6 +124,8 @@ class HookInstaller:
                 from . import metrics
 
                 metrics.install(WATCHDOG)
+                for target in targets_for(release) if release is not None else ():
+                    wrapt.register_post_import_hook(lambda module, t=target: _watch_gather(module, t), target.module)
 
     def _on_import(self, module: Any) -> None:
         with self._lock:
@@ -168,6 +170,18 @@ class HookInstaller:
         return dict(self.statuses)
 
 
+def _watch_gather(module: Any, target: Any) -> None:
+    """Measure the contexts this CP all-gather opens, whether the plugin rewrote it or upstream wrote it so."""
+    try:
+        _, _, current = _owner_and_attribute(module, target.function)
+    except (AttributeError, KeyError):
+        return  # not in this release's module: the register reports it as absent
+    function = current.__wrapped__ if isinstance(current, wrapt.FunctionWrapper) else current
+    code = getattr(function, "__code__", None)
+    if code is not None:
+        WATCHDOG.watch(code)
+
+
 def _wrap(module: Any, dotted: str, wrapper: Callable) -> Callable[[], None]:
     owner, attr, original = _owner_and_attribute(module, dotted)
     wrapt.wrap_function_wrapper(module, dotted, wrapper)
@@ -185,7 +199,16 @@ def _attach_one(wrapper: Callable) -> Callable[[Any, Hook], List[Callable[[], No
 
 
 def _attach_context(module: Any, hook: Hook) -> List[Callable[[], None]]:
-    return [_wrap(module, f"{hook.attribute}.__enter__", on_context_enter),
+    from .send_staging import cp_symm_stage_send
+
+    WATCHDOG.watch(cp_symm_stage_send.__code__)
+    WATCHDOG.measuring = True
+
+    def stop_measuring() -> None:
+        WATCHDOG.measuring = False
+
+    return [stop_measuring,
+            _wrap(module, f"{hook.attribute}.__enter__", on_context_enter),
             _wrap(module, f"{hook.attribute}.__exit__", on_context_exit)]
 
 

@@ -40,6 +40,7 @@ from .targets import (
     targets_for,
 )
 from .versions import Release
+from .watchdog import WATCHDOG
 
 logger = logging.getLogger("sglang_cp_symm")
 
@@ -236,6 +237,7 @@ class Patcher:
             self._set(target.name, target.dotted, SKIPPED, str(exc))
             return
         wrapt.wrap_function_wrapper(module, target.function, _call_rewritten(new_fn))
+        WATCHDOG.watch(new_fn.__code__)
         wrapper = _resolve(module, target.function)[2]
         self._undo.append(lambda o=owner, a=attr, v=current: setattr(o, a, v))
         if not isinstance(owner, type):

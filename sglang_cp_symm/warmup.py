@@ -321,6 +321,8 @@ def observe_request(scheduler: Any, request: Any) -> Optional[str]:
     """One request arrived at this rank's scheduler; returns the warm-up line when this closed the warm-up."""
     if not is_warmup_request(request):
         WATCHDOG.traffic()
+        if WATCHDOG.measuring:
+            WATCHDOG.between_requests()
         return None
     WATCHDOG.rank = rank_name(scheduler)
     WATCHDOG.rank_info = {k: getattr(scheduler, k, None) for k in ("tp_rank", "dp_rank", "pp_rank")}

@@ -6,17 +6,26 @@ context's exit). It costs milliseconds, and if one rank grows while another does
 not, every rank of the communicator waits forever. After the warm-up there should
 be none; one that happens anyway is what an operator needs to see.
 
-How: ``SymmetricMemoryContext.__enter__``/``__exit__`` are wrapped (``hooks``).
-Entering reads one number, the device memory in use (``cudaMemGetInfo``, a few
-microseconds; PyTorch's own ``memory_reserved`` costs 137 us and the raw allocator
-statistics 23 us on an H100, docs/gpu-runs.md); leaving reads it again, and only
-if it rose are the pools' snapshots taken to confirm and measure the growth.
-Contexts opened during CUDA-graph capture are not measured (their allocations go
-to the graph's pool, and capture forbids some CUDA calls). The growth is logged before the original
-``__exit__`` runs, so on 0.5.12+ the line is out before the collective registration
-that would hang. A monitor thread reports a thread that stays inside a symmetric
-context for longer than ``HANG_REPORT_AFTER_S``: that is a rank waiting for its
-peers in a registration, the hang itself.
+How, so that it costs almost nothing where nothing grows:
+- Every ``SymmetricMemoryContext.__enter__``/``__exit__`` is wrapped (``hooks``). For a
+  context opened by one of the register's CP all-gathers (recognised by the code
+  object of the frame that opened it: one frame lookup and one set lookup), entering
+  reads the device memory in use (``cudaMemGetInfo``) and leaving reads it again;
+  only if it rose are the pools' snapshots taken to confirm and measure the growth,
+  and the growth is logged with that gather's file and line, before the original
+  ``__exit__`` runs (from 0.5.12 it registers new segments collectively, where a
+  hang would start). Any other context (the TP all-reduces: a few per layer) only
+  notes on which thread it is open, for the hang monitor.
+- Growth anywhere else is caught between requests: each request's arrival at the
+  scheduler reads the device memory once, and a rise is confirmed the same way and
+  reported as outside the CP all-gathers.
+- A monitor thread reports a thread that stays inside a symmetric context for
+  longer than ``HANG_REPORT_AFTER_S``: a rank waiting for its peers in a
+  registration, the hang itself, named with the place it waits.
+Measured on an H100 VM (docs/gpu-runs.md): ``cudaMemGetInfo`` 11 us, PyTorch's
+``memory_reserved`` 192 us, the raw allocator statistics 18 us; measuring every
+context, as a first version did, added 27 us to each. Contexts opened during
+CUDA-graph capture are not measured (their allocations go to the graph's pool).
 
 Phases: ``start`` (pre-allocation, CUDA-graph capture), ``warm-up`` (from the first
 warm-up request's arrival on this rank to its completion marker), ``serving``
@@ -44,6 +53,8 @@ from typing import Any, Callable, Dict, List, Optional
 logger = logging.getLogger("sglang_cp_symm")
 
 START, WARMUP, SERVING = "start", "warm-up", "serving"
+OUTSIDE_AT_GATHER = "outside the CP all-gathers (seen when the next CP all-gather began)"
+OUTSIDE_AT_REQUEST = "outside the CP all-gathers (seen when the next request arrived)"
 HANG_REPORT_AFTER_S = 60.0
 _MONITOR_PERIOD_S = 5.0
 _KEEP_EVENTS = 50
@@ -157,17 +168,29 @@ class PoolWatchdog:
         self._monitor: Optional[threading.Thread] = None
         self.hang_reports = 0
         self.on_growth: List[Callable[[Growth], None]] = []
+        self.watched: set = set()  # code objects of the CP all-gathers whose contexts are measured
+        self.measuring = False  # the context hook is installed (SGLANG_CP_SYMM_WATCHDOG on)
+        self._known_at: Optional[int] = None  # device memory in use when the pools were last read
 
     # -- the context hooks ------------------------------------------------------------
-    def entered(self) -> None:
-        """After a symmetric context was entered on this thread."""
+    def watch(self, code: Any) -> None:
+        """Measure the contexts that the function with this code object opens (a CP all-gather)."""
+        self.watched.add(code)
+
+    def entered(self, opener_code: Any = None) -> None:
+        """After a symmetric context was entered on this thread, by a function with ``opener_code``."""
         stack = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
             self._start_monitor()
         if not stack:
             self._inside[threading.get_ident()] = [time.monotonic(), False]
-        stack.append(self._reserved())
+        if opener_code in self.watched:
+            reading = self._reserved()
+            self._observe(reading, OUTSIDE_AT_GATHER)  # growth since the last reading is not this gather's
+            stack.append(reading)
+        else:
+            stack.append(None)
 
     def leaving(self, frame) -> Optional[Growth]:
         """Before the original ``__exit__`` (which, from 0.5.12, registers new segments collectively)."""
@@ -177,20 +200,39 @@ class PoolWatchdog:
         before = stack.pop()
         if not stack:
             self._inside.pop(threading.get_ident(), None)
-        if self._reserved() > before:
-            return self._confirm(frame)
-        return None
+        if before is None:
+            return None
+        return self._observe(self._reserved(), frame)
 
-    def _confirm(self, frame) -> Optional[Growth]:
+    def between_requests(self) -> Optional[Growth]:
+        """One reading per request arrival: growth outside the measured contexts shows here."""
+        return self._observe(self._reserved(), OUTSIDE_AT_REQUEST)
+
+    def _observe(self, reading: int, site: Any) -> Optional[Growth]:
+        """One reading of the device memory in use; a rise since the pools were last read is confirmed.
+
+        ``site`` is a frame (the gather's, read only if the pools grew) or a description.
+        """
+        if self._known_at is None:  # the first reading: the pools as they are are the baseline
+            self._pool_state(reading)
+            return None
+        if reading <= self._known_at:
+            self._known_at = reading  # memory was freed (empty_cache): later rises count from here
+            return None
+        return self._confirm(site if isinstance(site, str) else call_site(site), reading)
+
+    def _confirm(self, site: str, reading: Optional[int] = None) -> Optional[Growth]:
+        """Read the pools; if they hold more than last read, that is one growth, counted in the current phase."""
         with self._lock:
             now = {name: self._stats(pool) for name, pool in self._pools().items()}
             grown = sum(max(0, s["bytes"] - self.known.get(n, {}).get("bytes", 0)) for n, s in now.items())
             seg_before = sum(s.get("segments", 0) for s in self.known.values())
             seg_after = sum(s["segments"] for s in now.values())
             self.known = now
+            self._known_at = self._reserved() if reading is None else reading
             if grown <= 0:
-                return None  # reserved memory rose outside the symmetric pools (another thread)
-            event = Growth(self.phase, grown, seg_before, seg_after, call_site(frame), time.time())
+                return None  # the memory went elsewhere (activations, another allocator)
+            event = Growth(self.phase, grown, seg_before, seg_after, site, time.time())
             self.counts[self.phase] += 1
             self.events = (self.events + [event])[-_KEEP_EVENTS:]
         if self.phase == SERVING:
@@ -268,13 +310,15 @@ class PoolWatchdog:
         if self.phase == START:
             self.phase = SERVING
 
-    def _pool_state(self) -> Dict[str, Dict[str, int]]:
+    def _pool_state(self, reading: Optional[int] = None) -> Dict[str, Dict[str, int]]:
+        """Read the pools as the new baseline (no growth counted)."""
         try:
             state = {name: self._stats(pool) for name, pool in self._pools().items()}
         except Exception as exc:  # a pool without snapshot support
             logger.debug("sglang-cp-symm: pool snapshot failed: %s", exc)
             return {}
         self.known = state
+        self._known_at = self._reserved() if reading is None else reading
         return state
 
     def warmup_line(self) -> str:
