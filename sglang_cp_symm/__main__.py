@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .sizing import PRESETS
+
 
 def _status(args) -> int:
     from . import patch, status
@@ -55,9 +57,14 @@ def _demo(args) -> int:
 
 
 def _doctor(args) -> int:
-    from .doctor import run
+    from .doctor import ServeShape, run
 
-    return run(as_json=args.json, check=args.check, nccl=args.nccl)
+    shape = ServeShape(cp_size=args.cp_size, chunked_prefill_size=args.chunked_prefill_size,
+                       context_length=args.context_length, page_size=args.page_size, tp_size=args.tp_size,
+                       dp_size=args.dp_size, enable_dp_attention=args.enable_dp_attention, model=args.model,
+                       kv_dtype=args.kv_dtype, prealloc_gib=args.prealloc_gb)
+    return run(as_json=args.json, check=args.check, nccl=args.nccl, shape=shape, ranks=args.ranks or None,
+               want_ranks=args.ranks is not None)
 
 
 def _patches(args) -> int:
@@ -69,6 +76,16 @@ def _patches(args) -> int:
     for path in written:
         print(path)
     return 0 if written else 1
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 def main(argv=None) -> int:
@@ -89,6 +106,22 @@ def main(argv=None) -> int:
     p_doctor.add_argument("--check", action="store_true",
                           help="exit 1 when the plugin is on but patches nothing or engages no symmetric kernel")
     p_doctor.add_argument("--nccl", default=None, help="judge as if this NCCL were loaded (e.g. 2.30.7)")
+    sizing = p_doctor.add_argument_group("warm-up and pool sizing: the server's arguments, as given to sglang")
+    sizing.add_argument("--cp-size", "--attn-cp-size", dest="cp_size", type=_positive, default=1)
+    sizing.add_argument("--chunked-prefill-size", type=int, default=None,
+                        help="as given to sglang (-1: chunking off); sglang's default is 8192 on H100/H200")
+    sizing.add_argument("--context-length", type=_positive, default=None)
+    sizing.add_argument("--page-size", type=_positive, default=1)
+    sizing.add_argument("--tp-size", "--tp", dest="tp_size", type=_positive, default=1)
+    sizing.add_argument("--dp-size", "--dp", dest="dp_size", type=_positive, default=1)
+    sizing.add_argument("--enable-dp-attention", action="store_true")
+    sizing.add_argument("--model", default=None,
+                        help=f"a preset ({', '.join(PRESETS)}), a config.json or a model folder holding one")
+    sizing.add_argument("--kv-dtype", default="bf16", help="the KV cache dtype (bf16, fp8_e4m3, ...)")
+    sizing.add_argument("--prealloc-gb", type=float, default=None,
+                        help="SGLANG_SYMM_MEM_PREALLOC_GB_SIZE (default: the environment's, else sglang's 4)")
+    p_doctor.add_argument("--ranks", nargs="?", const="", default=None, metavar="DIR",
+                          help="show the last launch's per-rank records (default folder: SGLANG_CP_SYMM_REPORT_DIR)")
     p_doctor.set_defaults(func=_doctor)
     p_patches = sub.add_parser("patches", help="generate patches/ from the register and the release wheels")
     p_patches.add_argument("--wheel-dir", required=True, help="folder of sglang-X wheels (pip download --no-deps)")

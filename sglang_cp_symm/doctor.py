@@ -11,19 +11,32 @@ import json
 import os
 import site
 import sysconfig
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
 from . import __version__
 from .nccl_policy import NcclVersion, decide, loaded_nccl_version, torch_nccl_version
-from .settings import ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, read_settings
+from .settings import ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TOKENS, WATCHDOG, read_settings
+from .sizing import (
+    SizingError,
+    cp_need,
+    load_shape,
+    max_extend_tokens,
+    per_dp_chunk,
+    prealloc_verdict,
+    small_pool_tokens,
+    warmup_prompt_tokens,
+)
 from .source_survey import installed_reader, survey
 from .targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, TARGETS, is_supported
 from .verdict import verdict
 from .versions import distribution_version, installed_sglang
 
 ENTRY_POINT = "cp_symm"
+#: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
+DEFAULT_CHUNK = 8192
 BOOTSTRAP = "sglang_cp_symm_bootstrap.pth"
 
 
@@ -56,7 +69,90 @@ def _gpu() -> dict:
     return {"available": False}
 
 
-def build_report(nccl_override: Optional[str] = None) -> dict:
+@dataclass(frozen=True)
+class ServeShape:
+    """The server arguments that decide the warm-up and the pool size, as given to ``sglang serve``."""
+
+    cp_size: int = 1
+    chunked_prefill_size: Optional[int] = None
+    context_length: Optional[int] = None
+    page_size: int = 1
+    tp_size: int = 1
+    dp_size: int = 1
+    enable_dp_attention: bool = False
+    model: Optional[str] = None
+    kv_dtype: str = "bf16"
+    prealloc_gib: Optional[float] = None
+
+    @property
+    def given(self) -> bool:
+        return self.cp_size > 1 or self.chunked_prefill_size is not None or self.model is not None
+
+
+def prealloc_from_env() -> Optional[float]:
+    raw = os.environ.get("SGLANG_SYMM_MEM_PREALLOC_GB_SIZE")
+    try:
+        value = float(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+    return None if value is not None and value < 0 else value  # -1: unset, sglang's default applies
+
+
+def sizing_report(shape: ServeShape, release, settings) -> dict:
+    """The warm-up sglang-cp-symm will run and the pool the CP all-gathers need, for one set of server arguments."""
+    out: dict = {"given": asdict(shape)}
+    if shape.cp_size <= 1:
+        out["warmup"] = "none: attention context parallelism is off (--attn-cp-size 1)"
+        return out
+    given_chunk = DEFAULT_CHUNK if shape.chunked_prefill_size is None else shape.chunked_prefill_size
+    chunk = per_dp_chunk(given_chunk, shape.dp_size, shape.enable_dp_attention)
+    try:
+        most = max_extend_tokens(chunk, context_len=shape.context_length)
+        longest = settings.warmup_tokens or warmup_prompt_tokens(chunk, shape.page_size,
+                                                                  context_len=shape.context_length)
+    except SizingError as exc:
+        out["error"] = str(exc)
+        return out
+    out["chunk_is_default"] = shape.chunked_prefill_size is None
+    out["per_dp_chunk"] = chunk
+    out["max_extend"] = most
+    out["longest_prompt"] = longest
+    if shape.model is None:
+        out["note"] = "pass --model (a preset or a config.json) to size the buffers and the short prompts"
+        return out
+    attn_tp = max(1, shape.tp_size // (shape.dp_size if shape.enable_dp_attention else 1) // shape.cp_size)
+    try:
+        model = load_shape(shape.model, shape.kv_dtype, attn_tp)
+    except SizingError as exc:
+        out["error"] = str(exc)
+        return out
+    need = cp_need(most, shape.cp_size, model)
+    out["short_prompts"] = small_pool_tokens(model, shape.cp_size, longest)
+    out["row_bytes"] = dict(model.gathers)
+    out["gather_bytes"] = need.per_gather
+    out["need_bytes"] = need.total(settings.send)
+    prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
+    out["prealloc"] = prealloc_verdict(release, prealloc, out["need_bytes"], settings.enabled)
+    return out
+
+
+def ranks_report(folder: Optional[str]) -> dict:
+    """The latest server launch's per-rank records (warm-up, growths) and what comparing them shows."""
+    from .watchdog import compare_ranks, read_run, report_dir
+
+    run = read_run(folder or report_dir())
+    if run is None:
+        return {"folder": folder or report_dir(), "run": None, "ranks": {}, "findings": [],
+                "note": "no rank records here: a server with SGLANG_CP_SYMM=1 writes them after its warm-up "
+                        "(SGLANG_CP_SYMM_REPORT_DIR sets the folder)"}
+    ranks = {name: {"phase": r.get("phase"), "warmup": r.get("warmup"), "growths": r.get("growths"),
+                    "growths_after_warmup": r.get("growths_after_warmup"), "pools": r.get("pools"),
+                    "last_growths": r.get("events", [])[-3:]} for name, r in run["ranks"].items()}
+    return {"folder": run["folder"], "run": run["run"], "ranks": ranks, "findings": compare_ranks(run)}
+
+
+def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape] = None,
+                 ranks: Optional[str] = None, want_ranks: bool = False) -> dict:
     settings = read_settings()
     release = installed_sglang()
     torch_nccl = torch_nccl_version()
@@ -72,7 +168,8 @@ def build_report(nccl_override: Optional[str] = None) -> dict:
         "nccl": {"torch_build": None if torch_nccl is None else str(torch_nccl),
                  "loaded": None if loaded is None else str(loaded), "loaded_from": loaded_from,
                  "used_for_verdict": None if nccl is None else str(nccl), "given": nccl_override},
-        "switches": {name: os.environ.get(name) for name in (ENABLE, STRICT, SEND, ALLOW_NCCL_RACE)},
+        "switches": {name: os.environ.get(name) for name in (ENABLE, STRICT, SEND, ALLOW_NCCL_RACE, WARMUP,
+                                                              WARMUP_TOKENS, WATCHDOG)},
         "settings": settings.describe(),
         "entry_point": _entry_point(),
         "bootstrap_pth": _bootstrap_installed(),
@@ -117,13 +214,28 @@ def build_report(nccl_override: Optional[str] = None) -> dict:
         report["policy"] = {"line": decision.line(), "source": decision.source}
     report["pool_fix"] = POOL_FIX.applies_to(release)
     actions = sorted({t["action"] for t in report["targets"].values() if t["action"]})
+    if shape is not None and shape.given:
+        report["sizing"] = sizing_report(shape, release, settings)
+        state = report["sizing"].get("prealloc", {}).get("state")
+        if state == "too-small":
+            actions.append(report["sizing"]["prealloc"]["message"])
+        if "error" in report["sizing"]:
+            findings.append(f"sizing: {report['sizing']['error']}")
+    if want_ranks:
+        report["ranks"] = ranks_report(ranks)
+        findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
+        if "note" in report["ranks"]:
+            findings.append(report["ranks"]["note"])
     report["recommended"] = actions
     return report
 
 
 def check_failed(report: dict) -> bool:
-    """For --check: the plugin is on but patches nothing or engages no symmetric kernel (or a switch is bad)."""
+    """For --check: the plugin is on but patches nothing or engages no symmetric kernel, a switch is bad, or
+    (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
     if report["settings"]["problems"]:
+        return True
+    if report.get("ranks", {}).get("findings"):
         return True
     if not report["settings"]["enabled"]:
         return False
@@ -152,7 +264,10 @@ def render(report: dict) -> str:
     out.append(f"  .pth        {'installed' if report['bootstrap_pth'] else 'not installed'} (used by sglang < 0.5.11)")
     s = report["settings"]
     out.append(f"  switches    {ENABLE}={'on' if s['enabled'] else 'off'}, STRICT={'on' if s['strict'] else 'off'}, "
-               f"SEND={'on' if s['send'] else 'off'}, ALLOW_NCCL_RACE={'on' if s['allow_nccl_race'] else 'off'}")
+               f"SEND={'on' if s['send'] else 'off'}, ALLOW_NCCL_RACE={'on' if s['allow_nccl_race'] else 'off'}, "
+               f"WARMUP={'on' if s['warmup'] else 'off'}"
+               + (f" ({s['warmup_tokens']} tokens)" if s["warmup_tokens"] else "")
+               + f", WATCHDOG={'on' if s['watchdog'] else 'off'}")
     if report["targets"]:
         out.append("  CP all-gathers on this release:")
         out.append(f"    {'target':<30} {'source':<12} {'output in CP window':<20} {'send in window':<15} symmetric kernel")
@@ -162,6 +277,8 @@ def render(report: dict) -> str:
                        f"{'yes' if t['send_registered'] else 'no':<15} {kernel}")
     if "policy" in report:
         out.append(f"  policy      {report['policy']['line']}")
+    out.extend(_render_sizing(report.get("sizing")))
+    out.extend(_render_ranks(report.get("ranks")))
     for finding in report["findings"]:
         out.append(f"  ! {finding}")
     for action in report.get("recommended", []):
@@ -169,7 +286,49 @@ def render(report: dict) -> str:
     return "\n".join(out)
 
 
-def run(as_json: bool, check: bool, nccl: Optional[str]) -> int:
-    report = build_report(nccl)
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.1f} MiB"
+
+
+def _render_sizing(sizing: Optional[dict]) -> list:
+    if not sizing:
+        return []
+    lines = ["  warm-up and pool (per DP rank):"]
+    if "warmup" in sizing:
+        return lines + [f"    {sizing['warmup']}"]
+    if "error" in sizing:
+        return lines + [f"    cannot size: {sizing['error']}"]
+    chunk = sizing["per_dp_chunk"]
+    default = ", sglang's default on an H100 or H200" if sizing["chunk_is_default"] else ""
+    lines.append(f"    longest prefill   {sizing['longest_prompt']} tokens"
+                 + (f" (chunked_prefill_size {chunk} per DP rank{default})" if chunk > 0
+                    else " (chunked prefill off)"))
+    if "note" in sizing:
+        return lines + [f"    {sizing['note']}"]
+    short = sizing["short_prompts"]
+    lines.append(f"    short prompts     {', '.join(map(str, short)) or 'none'} tokens (fill the 2 MiB small segments)")
+    gathers = ", ".join(f"{name} {_mib(b)}" for name, b in sizing["gather_bytes"].items())
+    lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers})")
+    lines.append(f"    pre-allocation    {sizing['prealloc']['state']}: {sizing['prealloc']['message']}")
+    return lines
+
+
+def _render_ranks(ranks: Optional[dict]) -> list:
+    if not ranks:
+        return []
+    lines = [f"  ranks of the last launch ({ranks['folder']}):"]
+    if not ranks.get("ranks"):
+        lines.append("    none recorded")
+    for name, r in sorted((ranks.get("ranks") or {}).items()):
+        w = r.get("warmup") or {}
+        segments = sum(p.get("segments", 0) for p in (r.get("pools") or {}).values())
+        lines.append(f"    {name:<28} warm-up {w.get('prompts') or '-'} in {w.get('seconds', 0):.2f} s, "
+                     f"{segments} segment(s), {r.get('growths_after_warmup') or 0} growth(s) after warm-up")
+    return lines
+
+
+def run(as_json: bool, check: bool, nccl: Optional[str], shape: Optional[ServeShape] = None,
+        ranks: Optional[str] = None, want_ranks: bool = False) -> int:
+    report = build_report(nccl, shape, ranks, want_ranks)
     print(json.dumps(report, indent=2) if as_json else render(report))
     return 1 if check and check_failed(report) else 0

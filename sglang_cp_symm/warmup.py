@@ -100,9 +100,24 @@ def cp_size_of(server_args: Any) -> int:
         return size
     if resolved_arg(server_args, "enable_nsa_prefill_context_parallel", False):
         tp = int(resolved_arg(server_args, "tp_size", 1) or 1)
-        dp = int(resolved_arg(server_args, "dp_size", 1) or 1) if resolved_arg(server_args, "enable_dp_attention") else 1
-        return max(1, tp // max(1, dp))
+        return max(1, tp // attention_dp_of(server_args))
     return 1
+
+
+def attention_dp_of(server_args: Any) -> int:
+    """Attention-DP groups per replica: ``attn_dp_size`` (0.5.23), else ``dp_size`` under DP attention."""
+    attn_dp = resolved_arg(server_args, "attn_dp_size", None)
+    if attn_dp:
+        return int(attn_dp)
+    return int(resolved_arg(server_args, "dp_size", 1) or 1) if resolved_arg(server_args, "enable_dp_attention") else 1
+
+
+def dp_ranks_of(server_args: Any) -> int:
+    """How many DP ranks requests are routed to: ``dp_size`` (0.5.6-0.5.22), ``dp_size * attn_dp_size``
+    (0.5.23, sglang's own ``num_dp_ranks``, which its warm-ups fan out over)."""
+    dp = int(resolved_arg(server_args, "dp_size", 1) or 1)
+    attn_dp = resolved_arg(server_args, "attn_dp_size", None)
+    return dp * int(attn_dp) if attn_dp else dp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +146,7 @@ def _model_shape(tokenizer_manager: Any, server_args: Any, cp_size: int):
         return None
     config = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(vars(hf_config))
     tp = int(resolved_arg(server_args, "tp_size", 1) or 1)
-    dp = int(resolved_arg(server_args, "dp_size", 1) or 1) if resolved_arg(server_args, "enable_dp_attention") else 1
-    attn_tp = max(1, tp // max(1, dp) // max(1, cp_size))
+    attn_tp = max(1, tp // attention_dp_of(server_args) // max(1, cp_size))
     kv_dtype = str(resolved_arg(server_args, "kv_cache_dtype", "auto"))
     try:
         return shape_from_config(config, kv_dtype if kv_dtype != "auto" else "bf16", attn_tp)
@@ -157,8 +171,8 @@ def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int]
                   else "the longest prompt (chunked prefill off)")
     shape = _model_shape(tokenizer_manager, server_args, cp)
     short = small_pool_tokens(shape, cp, longest) if shape is not None else []
-    dp = int(resolved_arg(server_args, "dp_size", 1) or 1)
-    return WarmupPlan([longest] + short, dp, cp, _route_field(request_class), int(model_config.vocab_size), source)
+    return WarmupPlan([longest] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
+                      int(model_config.vocab_size), source)
 
 
 def _request(request_class: Any, plan: WarmupPlan, length: int, rid: str, dp_rank: int, rng: random.Random,

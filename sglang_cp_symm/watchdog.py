@@ -22,9 +22,10 @@ How, so that it costs almost nothing where nothing grows:
 - A monitor thread reports a thread that stays inside a symmetric context for
   longer than ``HANG_REPORT_AFTER_S``: a rank waiting for its peers in a
   registration, the hang itself, named with the place it waits.
-Measured on an H100 VM (docs/gpu-runs.md): ``cudaMemGetInfo`` 11 us, PyTorch's
-``memory_reserved`` 192 us, the raw allocator statistics 18 us; measuring every
-context, as a first version did, added 27 us to each. Contexts opened during
+Measured on an H100 VM (docs/gpu-runs.md): ``torch.cuda.mem_get_info`` 7-10 us,
+PyTorch's ``memory_reserved`` 137-192 us, the raw allocator statistics 18-23 us.
+Measuring every context, as a first version did, added 27 us to each; now an
+unmeasured context pays 7 us (sglang's own context costs 13 us there). Contexts opened during
 CUDA-graph capture are not measured (their allocations go to the graph's pool).
 
 Phases: ``start`` (pre-allocation, CUDA-graph capture), ``warm-up`` (from the first
@@ -122,7 +123,7 @@ def device_used_bytes() -> int:
 
     if not torch.cuda.is_initialized():
         return 0
-    free, total = torch.cuda.cudart().cudaMemGetInfo(torch.cuda.current_device())
+    free, total = torch.cuda.mem_get_info()
     return int(total - free)
 
 
@@ -419,7 +420,7 @@ def compare_ranks(run: dict) -> List[str]:
         stages.setdefault(stage, {})[name] = sum(p.get("segments", 0) for p in r.get("pools", {}).values())
     for stage, segments in sorted(stages.items(), key=lambda item: str(item[0])):
         if len(set(segments.values())) > 1:
-            where = "" if stage is None else f" of pipeline stage {stage}"
+            where = f" of pipeline stage {stage}" if len(stages) > 1 else ""
             findings.append(f"ranks{where} hold different numbers of symmetric pool segments ("
                             + ", ".join(f"{n}: {s}" for n, s in sorted(segments.items()))
                             + "): a rank that grew alone waits in a collective registration")

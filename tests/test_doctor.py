@@ -55,3 +55,62 @@ def test_without_sglang_it_says_so():
     data = json.loads(result.stdout)
     assert result.returncode == 0 and data["sglang"] is None
     assert any("sglang is not installed" in f for f in data["findings"])
+
+
+def test_sizing_of_the_warmup_and_the_pool():
+    out = doctor("0.5.12", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4",
+                 env={"SGLANG_CP_SYMM": "1"}).stdout
+    for needle in ("longest prefill   8192 tokens (chunked_prefill_size 8192 per DP rank, sglang's default",
+                   "short prompts     4096, 2048, 512, 256 tokens",
+                   "CP buffers        40.0 MiB at most at once (k 4.0 MiB, v 4.0 MiB, hidden_states 32.0 MiB)",
+                   "pre-allocation    large: the CP all-gathers need 0.04 GiB of the 4 GiB pre-allocated"):
+        assert needle in out, out
+    data = json.loads(doctor("0.5.12", "doctor", "--json", "--model", "deepseek-v3.2", "--cp-size", "8", "--tp", "8",
+                             "--chunked-prefill-size", "131072", "--prealloc-gb", "1").stdout)
+    sizing = data["sizing"]
+    assert sizing["longest_prompt"] == 131072 and sizing["prealloc"]["state"] == "too-small"
+    assert any("SGLANG_SYMM_MEM_PREALLOC_GB_SIZE=" in a for a in data["recommended"])
+
+
+def test_sizing_on_0_5_11_says_the_cp_pool_is_the_plugins_own_and_dp_attention_halves_the_chunk():
+    out = doctor("0.5.11", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", "--dp", "2",
+                 "--enable-dp-attention", "--chunked-prefill-size", "8192", env={"SGLANG_CP_SYMM": "1"}).stdout
+    assert "longest prefill   4096 tokens (chunked_prefill_size 4096 per DP rank)" in out
+    assert "short prompts     2048, 1024, 512, 256 tokens" in out
+    assert "not-used-by-cp: on sglang 0.5.11 the plugin gives the CP group its own pool" in out
+
+
+def test_bad_sizing_input_is_one_clear_message():
+    bad = doctor("0.5.11", "doctor", "--cp-size", "0")
+    assert bad.returncode == 2 and "'0' is not a positive whole number" in bad.stderr
+    out = doctor("0.5.11", "doctor", "--cp-size", "2", "--model", "nope").stdout
+    assert "sizing: --model 'nope' is neither a preset" in out
+    out = doctor("0.5.11", "doctor", "--cp-size", "2", "--chunked-prefill-size", "-1").stdout
+    assert "chunked prefill is off (-1) and no context length is known" in out
+
+
+def test_ranks_of_the_last_launch_and_the_uneven_one(tmp_path):
+    from sglang_cp_symm import watchdog as wd
+
+    run_dir = str(tmp_path)
+    env = {"SGLANG_CP_SYMM_REPORT_DIR": run_dir, wd.RUN_ID: "launch-1"}
+    write = """
+import os
+from sglang_cp_symm import watchdog as wd
+for rank, segments, late in (("rank 0 (tp 0)", 3, 0), ("rank 1 (tp 1)", 4, 1)):
+    dog = wd.PoolWatchdog(reserved=lambda: 0, pools=dict, stats=dict)
+    dog.rank, dog.rank_info = rank, {"pp_rank": 0}
+    dog.known = {"cp": {"segments": segments, "bytes": segments << 21}}
+    dog.warmup.prompts, dog.warmup.seconds = [8192, 910], 1.25
+    dog.counts[wd.SERVING] = late
+    wd.write_rank_record(dog)
+"""
+    assert run_python(None, write, env=env).returncode == 0
+    result = doctor("0.5.11", "doctor", "--ranks", run_dir, "--check", env={"SGLANG_CP_SYMM": "1"})
+    assert result.returncode == 1
+    for needle in ("rank-0--tp-0-", "warm-up [8192, 910] in 1.25 s, 3 segment(s), 0 growth(s) after warm-up",
+                   "ranks hold different numbers of symmetric pool segments", "pool growths after the warm-up"):
+        assert needle in result.stdout, result.stdout
+    empty = doctor("0.5.11", "doctor", "--ranks", str(tmp_path / "none"), "--check", "--nccl", "2.30.7",
+                   env={"SGLANG_CP_SYMM": "1"})
+    assert empty.returncode == 0 and "none recorded" in empty.stdout and "no rank records here" in empty.stdout

@@ -135,3 +135,56 @@ def test_patched_source_tree_behaves_like_the_runtime_patch(tmp_path, release, s
             assert source_patched["output_in_context"], case
             assert source_patched["input_in_context"] is send, case
             assert len(source_patched["inside"]) == (2 if send else 1), source_patched["inside"]
+
+
+def test_every_published_release_has_the_places_the_warmup_and_watchdog_attach():
+    """The register's hooks (targets.HOOKS): each needle in its module, on every supported wheel."""
+    from sglang_cp_symm.patchfiles import wheel_reader
+    from sglang_cp_symm.source_survey import module_path
+    from sglang_cp_symm.targets import HOOKS, is_supported
+    from sglang_cp_symm.versions import Release
+
+    missing, checked = [], 0
+    for wheel in wheels():
+        release = Release.parse(version_of(wheel))
+        if not is_supported(release):
+            continue
+        read = wheel_reader(wheel)
+        for hook in HOOKS:
+            if hook.applies_to(release):
+                text = read(module_path(hook.module))
+                checked += 1
+                if text is None or hook.needle not in text:
+                    missing.append(f"sglang {version_of(wheel)}: {hook.name} ({hook.needle!r} in {hook.module})")
+    assert not missing, "\n".join(missing)
+    assert checked >= 5 * 20
+
+
+def test_named_warmups_run_before_the_server_reports_ready_in_every_release():
+    """The HTTP server's lifespan awaits the named warm-ups (execute_warmups) before it starts the thread
+    (_wait_and_warmup) that runs sglang's general warm-up and sets ServerStatus.Up; the lifespan runs after
+    the schedulers reported ready, which they do after model loading, CUDA-graph capture and the pool
+    pre-allocation. Checked in the source of every supported wheel."""
+    import ast
+
+    from sglang_cp_symm.patchfiles import wheel_reader
+    from sglang_cp_symm.targets import is_supported
+    from sglang_cp_symm.versions import Release
+
+    wrong, checked = [], 0
+    for wheel in wheels():
+        if not is_supported(Release.parse(version_of(wheel))):
+            continue
+        read = wheel_reader(wheel)
+        tree = ast.parse(read("sglang/srt/entrypoints/http_server.py"))
+        functions = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        first = {}
+        for node in ast.walk(functions["lifespan"]):
+            if isinstance(node, ast.Name) and node.id in ("execute_warmups", "_wait_and_warmup"):
+                first[node.id] = min(first.get(node.id, node.lineno), node.lineno)
+        sets_up = any(isinstance(n, ast.Attribute) and n.attr == "Up" for n in ast.walk(functions["_wait_and_warmup"]))
+        checked += 1
+        if not (first.get("execute_warmups", 10**9) < first.get("_wait_and_warmup", 0) and sets_up):
+            wrong.append(f"{version_of(wheel)}: {first}, _wait_and_warmup sets Up: {sets_up}")
+    assert not wrong, "\n".join(wrong)
+    assert checked >= 20
