@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash ci/envs.sh >/dev/null
 bash ci/fetch-wheels.sh
 .venv/bin/python -m pytest -q tests/test_release_patching.py tests/test_cp_gather_proof.py \
-  tests/test_patches_and_sweep.py tests/test_doctor.py "$@"
+  tests/test_patches_and_sweep.py tests/test_doctor.py tests/test_warmup.py "$@"

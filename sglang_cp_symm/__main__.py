@@ -56,6 +56,13 @@ def _demo(args) -> int:
     return run_demo(cp_size=args.cp_size, cases=args.cases, send=args.send, nccl=args.as_nccl)
 
 
+def _demo_warmup(args) -> int:
+    from .warmup_rehearsal import run_demo
+
+    argv = list(args.sglang_args)
+    return run_demo(argv[1:] if argv[:1] == ["--"] else argv)
+
+
 def _doctor(args) -> int:
     from .doctor import ServeShape, run
 
@@ -101,6 +108,10 @@ def main(argv=None) -> int:
     p_demo.add_argument("--send", action="store_true", help="ask for send-buffer staging too")
     p_demo.add_argument("--as-nccl", default=None, help="decide the NCCL policy as for this version (e.g. 2.27.7)")
     p_demo.set_defaults(func=_demo)
+    p_warm = sub.add_parser("demo-warmup", help="what the warm-up sends, from a real sglang command line (no GPU)")
+    p_warm.add_argument("sglang_args", nargs=argparse.REMAINDER,
+                        help="after --: the arguments of sglang serve (add --device cpu on a machine without CUDA)")
+    p_warm.set_defaults(func=_demo_warmup)
     p_doctor = sub.add_parser("doctor", help="what will happen on this machine's sglang and NCCL")
     p_doctor.add_argument("--json", action="store_true")
     p_doctor.add_argument("--check", action="store_true",

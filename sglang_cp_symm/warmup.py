@@ -74,6 +74,13 @@ class _ProcessState:
 STATE = _ProcessState()
 
 
+def current_settings() -> Any:
+    """The switches the plugin was applied with in this process (an explicit ``patch()`` too), else the environment's."""
+    from .patching import PATCHER
+
+    return PATCHER.settings if PATCHER.active else read_settings()
+
+
 def resolved_arg(server_args: Any, name: str, default: Any = None) -> Any:
     """A server argument as the server resolved it.
 
@@ -210,7 +217,7 @@ def failure_message(plan: Optional[WarmupPlan], exc: BaseException) -> str:
     what = f"{plan.tokens}-token prefill on {plan.dp_size} DP rank(s)" if plan else "the warm-up"
     return (f"sglang-cp-symm: the CP warm-up ({what}) failed: {type(exc).__name__}: {exc}. The server starts "
             "anyway; the first long requests will grow the symmetric pool at run time (an ncclMemAlloc plus a "
-            "collective window registration per new segment, about 1 ms each on one H100, and a hang if ranks "
+            "collective window registration per new segment, about 2 ms each on one H100, and a hang if ranks "
             "grow unevenly). Lower SGLANG_CP_SYMM_WARMUP_TOKENS or free memory; SGLANG_CP_SYMM_WARMUP=0 turns "
             "the warm-up off.")
 
@@ -239,7 +246,7 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
     """
     if STATE.done:
         return STATE.result
-    settings = read_settings()
+    settings = current_settings()
     result = {"ran": False, "prompts": None, "dp_size": None, "seconds": None, "error": None, "skipped": None}
     server_args = tokenizer_manager.server_args
     reason = skip_reason(settings, server_args, tokenizer_manager, disaggregation_mode)
