@@ -50,11 +50,9 @@ async def first_request_guard(wrapped, instance, args, kwargs):
     """``TokenizerManager.generate_request``: the first request of this process waits for the warm-up."""
     obj = args[0] if args else kwargs.get("obj")
     if not warmup_mod.STATE.done and not warmup_mod.is_warmup_request(obj):
-        try:
-            await warmup_mod.ensure_warmed(instance)
-        finally:
-            if warmup_mod.STATE.done:
-                INSTALLER.release("warmup.first_request")
+        await warmup_mod.ensure_warmed(instance)
+    if warmup_mod.STATE.done:  # warmed here or by the named warm-up: later requests go straight through
+        INSTALLER.release("warmup.first_request")
     async for out in wrapped(*args, **kwargs):
         yield out
 
