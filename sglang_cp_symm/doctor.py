@@ -21,6 +21,7 @@ from .nccl_policy import NcclVersion, decide, loaded_nccl_version, torch_nccl_ve
 from .settings import ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TOKENS, WATCHDOG, read_settings
 from .sizing import (
     SizingError,
+    attention_tp_size,
     cp_need,
     load_shape,
     max_extend_tokens,
@@ -120,7 +121,7 @@ def sizing_report(shape: ServeShape, release, settings) -> dict:
     if shape.model is None:
         out["note"] = "pass --model (a preset or a config.json) to size the buffers and the short prompts"
         return out
-    attn_tp = max(1, shape.tp_size // (shape.dp_size if shape.enable_dp_attention else 1) // shape.cp_size)
+    attn_tp = attention_tp_size(shape.tp_size, shape.dp_size if shape.enable_dp_attention else 1, shape.cp_size)
     try:
         model = load_shape(shape.model, shape.kv_dtype, attn_tp)
     except SizingError as exc:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional
 import wrapt
 
 from . import warmup as warmup_mod
+from .patching import StrictModeError, _resolve, _unwrap
 from .targets import HOOKS, Hook, targets_for
 from .watchdog import WATCHDOG
 from .versions import Release
@@ -83,18 +84,6 @@ def on_context_exit(wrapped, instance, args, kwargs):
 
 
 # -- installing -----------------------------------------------------------------------------
-def _owner_and_attribute(module: Any, dotted: str):
-    *parents, attr = dotted.split(".")
-    owner = module
-    for part in parents:
-        owner = getattr(owner, part)
-    if isinstance(owner, type):
-        if attr not in owner.__dict__:
-            raise AttributeError(f"{dotted} is not defined on the class itself")
-        return owner, attr, owner.__dict__[attr]
-    return owner, attr, getattr(owner, attr)
-
-
 class HookInstaller:
     """Which hooks are on, and how to take each back."""
 
@@ -139,8 +128,6 @@ class HookInstaller:
             self.statuses[hook.name] = f"{SKIPPED}: {detail}"
             logger.warning("sglang-cp-symm: %s hook not installed (%s)", hook.name, detail)
             if self._strict:
-                from .patching import StrictModeError
-
                 raise StrictModeError(f"{hook.name} could not be installed: {detail}") from None
             return
         self._undo[hook.name] = undo
@@ -151,7 +138,7 @@ class HookInstaller:
         with self._lock:
             for undo in reversed(self._undo.pop(name, [])):
                 undo()
-            if name in self.statuses and self.statuses[name] == INSTALLED:
+            if self.statuses.get(name) == INSTALLED:
                 self.statuses[name] = RELEASED
 
     def uninstall(self) -> None:
@@ -171,17 +158,16 @@ class HookInstaller:
 def _watch_gather(module: Any, target: Any) -> None:
     """Measure the contexts this CP all-gather opens, whether the plugin rewrote it or upstream wrote it so."""
     try:
-        _, _, current = _owner_and_attribute(module, target.function)
+        _, _, current = _resolve(module, target.function)
     except (AttributeError, KeyError):
         return  # not in this release's module: the register reports it as absent
-    function = current.__wrapped__ if isinstance(current, wrapt.FunctionWrapper) else current
-    code = getattr(function, "__code__", None)
+    code = getattr(_unwrap(current), "__code__", None)
     if code is not None:
         WATCHDOG.watch(code)
 
 
 def _wrap(module: Any, dotted: str, wrapper: Callable) -> Callable[[], None]:
-    owner, attr, original = _owner_and_attribute(module, dotted)
+    owner, attr, original = _resolve(module, dotted)
     wrapt.wrap_function_wrapper(module, dotted, wrapper)
     return lambda: setattr(owner, attr, original)
 

@@ -60,6 +60,11 @@ def per_dp_chunk(chunked_prefill_size: Optional[int], dp_size: int = 1, dp_atten
     return chunked_prefill_size // dp_size if dp_attention and dp_size > 1 else chunked_prefill_size
 
 
+def attention_tp_size(tp_size: int, attention_dp_size: int = 1, cp_size: int = 1) -> int:
+    """Ranks that split one attention layer's heads: the TP group divided by attention DP and attention CP."""
+    return max(1, tp_size // max(1, attention_dp_size) // max(1, cp_size))
+
+
 def longest_prompt(max_req_input_len: Optional[int] = None, context_len: Optional[int] = None) -> Optional[int]:
     """The longest prompt the scheduler accepts, from what the running server knows.
 

@@ -45,7 +45,7 @@ import time
 from typing import Any, List, Optional
 
 from .settings import read_settings
-from .sizing import SizingError, shape_from_config, small_pool_tokens, warmup_prompt_tokens
+from .sizing import SizingError, attention_tp_size, shape_from_config, small_pool_tokens, warmup_prompt_tokens
 from .watchdog import WATCHDOG, write_rank_record
 
 logger = logging.getLogger("sglang_cp_symm")
@@ -153,10 +153,9 @@ def _model_shape(tokenizer_manager: Any, server_args: Any, cp_size: int):
         return None
     config = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(vars(hf_config))
     tp = int(resolved_arg(server_args, "tp_size", 1) or 1)
-    attn_tp = max(1, tp // attention_dp_of(server_args) // max(1, cp_size))
-    kv_dtype = str(resolved_arg(server_args, "kv_cache_dtype", "auto"))
-    try:
-        return shape_from_config(config, kv_dtype if kv_dtype != "auto" else "bf16", attn_tp)
+    attn_tp = attention_tp_size(tp, attention_dp_of(server_args), cp_size)
+    try:  # "auto" (the model's dtype) counts as bf16 in the dtype table
+        return shape_from_config(config, str(resolved_arg(server_args, "kv_cache_dtype", "auto")), attn_tp)
     except SizingError as exc:
         logger.info("sglang-cp-symm: warm-up without short prompts: %s", exc)
         return None

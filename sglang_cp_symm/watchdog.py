@@ -225,7 +225,7 @@ class PoolWatchdog:
     def _confirm(self, site: str, reading: Optional[int] = None) -> Optional[Growth]:
         """Read the pools; if they hold more than last read, that is one growth, counted in the current phase."""
         with self._lock:
-            now = {name: self._stats(pool) for name, pool in self._pools().items()}
+            now = self._read_pools()
             grown = sum(max(0, s["bytes"] - self.known.get(n, {}).get("bytes", 0)) for n, s in now.items())
             seg_before = sum(s.get("segments", 0) for s in self.known.values())
             seg_after = sum(s["segments"] for s in now.values())
@@ -311,10 +311,14 @@ class PoolWatchdog:
         if self.phase == START:
             self.phase = SERVING
 
+    def _read_pools(self) -> Dict[str, Dict[str, int]]:
+        """Segments and bytes of every symmetric pool of this process, from their snapshots."""
+        return {name: self._stats(pool) for name, pool in self._pools().items()}
+
     def _pool_state(self, reading: Optional[int] = None) -> Dict[str, Dict[str, int]]:
         """Read the pools as the new baseline (no growth counted)."""
         try:
-            state = {name: self._stats(pool) for name, pool in self._pools().items()}
+            state = self._read_pools()
         except Exception as exc:  # a pool without snapshot support
             logger.debug("sglang-cp-symm: pool snapshot failed: %s", exc)
             return {}
