@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "engine"))
 
 MODELS = {"DeepSeek-V3.2 latent KV": (1, 576), "Qwen3-30B-A3B K (or V)": (4, 128)}
 TOKENS = [4096, 8192, 16384, 32768, 65536, 131072]
@@ -29,7 +29,7 @@ def main() -> None:
     import gpu_pool_probe
 
     torch, _pa, _cp_utils, _tp, cp, _tp_comm, _cp_comm, _ = gpu_pool_probe.setup("send")
-    from sglang_cp_symm.send_staging import cp_symm_stage_send
+    from sglang_cp_symm.engine.send_staging import cp_symm_stage_send
 
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, NCCL {torch.cuda.nccl.version()}")
     print(f"{'model':<26} {'tokens':>7} {'cp':>3} {'input MiB':>10} {'stage us':>9} {'GB/s':>7} {'copy-only us':>13}")

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "engine"))
 
 
 def child_first_call(mode: str, max_tokens: int) -> dict:
@@ -32,7 +32,7 @@ def child_first_call(mode: str, max_tokens: int) -> dict:
     from gpu_pool_probe import setup
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
-    from sglang_cp_symm.sizing import ModelShape, small_pool_tokens
+    from sglang_cp_symm.engine.sizing import ModelShape, small_pool_tokens
 
     fn = cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache
     stream = torch.cuda.current_stream()
@@ -70,8 +70,8 @@ def child_overhead() -> dict:
     from gpu_pool_probe import setup
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
-    from sglang_cp_symm.hooks import INSTALLER
-    from sglang_cp_symm.watchdog import device_used_bytes
+    from sglang_cp_symm.engine.hooks import INSTALLER
+    from sglang_cp_symm.engine.watchdog import device_used_bytes
 
     def per_call_us(fn, n=2000, rounds=20):
         times = []

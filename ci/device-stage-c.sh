@@ -21,7 +21,7 @@ for part in $parts; do
     probes)
       for spec in "none 32768" "max 32768" "full 32768"; do
         # shellcheck disable=SC2086
-        python3 tests/gpu_warmup_probe.py $spec
+        python3 tests/engine/gpu_warmup_probe.py $spec
       done | tee "$out/warmup-probe-$release.jsonl" ;;
     tests) CP_SYMM_PROBE_LOG=$out/warmup-probe-8192-$release.jsonl bash ci/stage-c.sh 2>&1 \
              | tee "$out/stage-c-$release.txt" ;;

@@ -10,7 +10,7 @@ versions=$(.venv/bin/pip index versions sglang 2>/dev/null | sed -n 's/^Availabl
 for v in $versions; do
   keep=$(.venv/bin/python - "$v" "$last" <<'PY'
 import sys
-from sglang_cp_symm.versions import Release
+from sglang_cp_symm.releases import Release
 v, last = Release.parse(sys.argv[1]), Release.parse(sys.argv[2])
 print("yes" if Release.parse("0.5.1") <= v <= last else "no")
 PY

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/envs.sh >/dev/null
 bash ci/fetch-wheels.sh
-.venv/bin/python -m pytest -q tests/test_release_patching.py tests/test_cp_gather_proof.py \
-  tests/test_patches_and_sweep.py tests/test_doctor.py tests/test_warmup.py "$@"
+.venv/bin/python -m pytest -q tests/engine/test_release_patching.py tests/tools/test_cp_gather_proof.py \
+  tests/tools/test_patches_and_sweep.py tests/tools/test_doctor.py tests/engine/test_warmup.py "$@"

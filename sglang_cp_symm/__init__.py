@@ -2,43 +2,56 @@
 
 Off unless ``SGLANG_CP_SYMM=1``. The public API is small:
 
-- ``patch()``: apply the register to this process (what the entry point does).
+- ``patch()``: apply the plugin to this process (what the entry point does when the switch is on).
 - ``unpatch()``: restore everything that was changed.
-- ``status()``: what was done, as a dict (release, mode, each target's state).
+- ``status()``: what was done, as a dict (release, mode, outcome, each target's state).
+
+This module imports nothing at import time: the ``.pth`` bootstrap and the entry
+point import it in every process, and a process that never patches must not pay
+for wrapt, the register or the engine side. ``engine/`` is what runs inside
+sglang's processes; ``tools/`` is the command line and what runs offline.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import dataclasses
 
-from .nccl_policy import NcclVersion
-from .patching import PATCHER
-from .report import status_dict
-from .settings import Settings, read_settings
-from .versions import installed_sglang
+def patch(settings=None, nccl: "str | None" = None) -> dict:
+    """Apply the plugin regardless of ``SGLANG_CP_SYMM`` (an explicit call is the opt-in).
 
-
-def patch(settings: Settings | None = None, nccl: str | None = None) -> dict:
-    """Apply the patches regardless of ``SGLANG_CP_SYMM`` (an explicit call is the opt-in).
-
-    ``nccl`` ("2.27.7") decides the NCCL policy as if that NCCL were loaded; by default
-    the loaded library is read.
+    ``settings`` (an ``engine.settings.Settings``) replaces the environment's switches;
+    ``nccl`` ("2.30.7") decides the NCCL policy as if that NCCL were loaded (by
+    default the library the engine loads is read, once its module imported torch).
     """
+    import dataclasses
+
+    from .engine import activation
+    from .engine.nccl_policy import NcclVersion
+    from .engine.settings import read_settings
+    from .releases import installed_sglang
+
     chosen = settings or read_settings()
     if not chosen.enabled:
         chosen = dataclasses.replace(chosen, enabled=True)
-    PATCHER.apply(chosen, installed_sglang(), None if nccl is None else NcclVersion.parse(nccl))
+    activation.apply(chosen, installed_sglang(), None if nccl is None else NcclVersion.parse(nccl))
     return status()
 
 
 def unpatch() -> None:
-    PATCHER.unpatch()
+    """Take back everything ``patch()`` or the entry point changed in this process."""
+    from .engine import activation
+
+    activation.unapply()
 
 
 def status() -> dict:
-    return status_dict(PATCHER, PATCHER.settings if PATCHER.active else read_settings())
+    """What the plugin did in this process (see ``engine.report``)."""
+    from .engine import settings as switches
+    from .engine.patching import PATCHER
+    from .engine.report import status_dict
+
+    return status_dict(PATCHER, switches.current())
 
 
 __all__ = ["__version__", "patch", "unpatch", "status"]

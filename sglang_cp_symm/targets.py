@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .versions import Release
+from .releases import Release
 
 R = Release.parse
 

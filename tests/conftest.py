@@ -36,8 +36,9 @@ def require_release(release: str) -> Path:
     return path
 
 
-def run_python(release: str | None, code: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter; ``release`` None runs without sglang."""
+def run_python(release: str | None, code: str, env: dict | None = None, timeout: float = 300,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (in ``cwd``, default ``tests/``); ``release`` None runs without sglang."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_")}
     paths = []
     if release is not None:
@@ -52,7 +53,7 @@ def run_python(release: str | None, code: str, env: dict | None = None, timeout:
         text=True,
         env=full_env,
         timeout=timeout,
-        cwd=str(ROOT / "tests"),
+        cwd=str(cwd or ROOT / "tests"),
     )
 
 

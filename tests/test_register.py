@@ -11,7 +11,7 @@ from sglang_cp_symm.targets import (
     needs_output_patch,
     targets_for,
 )
-from sglang_cp_symm.versions import Release
+from sglang_cp_symm.releases import Release
 
 
 @pytest.mark.parametrize(

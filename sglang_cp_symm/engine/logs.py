@@ -1,0 +1,94 @@
+"""The plugin's logger: a child of sglang's, so sglang's format, level and log files apply.
+
+Records propagate to the handlers sglang configures (``configure_logger`` calls
+``logging.basicConfig(force=True)`` or ``logging.config.dictConfig``). The plugin
+adds no handler of its own and changes no level.
+
+One case needs care: sglang's scheduler processes load plugins before they
+configure logging, when the root logger has no handler and Python drops INFO
+records. The plugin's INFO records of that moment (the start-up status line) are
+held back and handed to sglang's handlers as soon as sglang configures logging;
+WARNING and above go out at once, through Python's last-resort handler, so a
+problem is never held back. A process that never configures logging (a script
+that only patches) loses nothing it would have shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import threading
+from typing import Any, Callable, List
+
+LOGGER_NAME = "sglang.cp_symm"
+logger = logging.getLogger(LOGGER_NAME)
+
+_lock = threading.Lock()
+_held: List[logging.LogRecord] = []
+_restore: List[Callable[[], None]] = []
+_said_once: set = set()
+
+
+def _configured() -> bool:
+    """True once some handler would receive this logger's records (sglang or the user configured logging)."""
+    node: Any = logger
+    while node is not None:
+        if node.handlers:
+            return True
+        if not node.propagate:
+            return False
+        node = node.parent
+    return False
+
+
+def info(message: str, *args: Any) -> None:
+    """An INFO record; held until logging is configured when it is not yet (see the module docstring)."""
+    if _configured():
+        logger.info(message, *args)
+        return
+    record = logger.makeRecord(logger.name, logging.INFO, "(sglang-cp-symm)", 0, message, args, None)
+    with _lock:
+        _held.append(record)
+        if not _restore:
+            _watch_configuration()
+
+
+def warning_once(key: str, message: str, *args: Any) -> None:
+    """One WARNING per process for ``key`` (a bad switch, a missing library): never repeated, never held."""
+    with _lock:
+        if key in _said_once:
+            return
+        _said_once.add(key)
+    logger.warning(message, *args)
+
+
+def _release_held() -> None:
+    with _lock:
+        held, _held[:] = list(_held), []
+        for undo in _restore:
+            undo()
+        _restore.clear()
+    for record in held:
+        if logger.isEnabledFor(record.levelno):  # sglang's level decides, as for any record
+            logger.handle(record)
+
+
+def _watch_configuration() -> None:
+    """Release the held records right after sglang configures logging (either way it does it)."""
+    for owner, name in ((logging, "basicConfig"), (logging.config, "dictConfig")):
+        original = getattr(owner, name)
+
+        def configured(*args: Any, __original=original, **kwargs: Any) -> Any:
+            result = __original(*args, **kwargs)
+            _release_held()
+            return result
+
+        configured.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(owner, name, configured)
+        _restore.append(lambda o=owner, n=name, v=original, w=configured: getattr(o, n) is w and setattr(o, n, v))
+
+
+def held() -> List[str]:
+    """The messages held back so far (for tests and the status report)."""
+    with _lock:
+        return [r.getMessage() for r in _held]

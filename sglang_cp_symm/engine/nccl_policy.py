@@ -1,0 +1,167 @@
+"""Which NCCL is loaded, and what that means for the CP all-gather's symmetric kernel.
+
+The table below is the policy: for each NCCL line, which buffers must lie in
+symmetric windows before NCCL picks a symmetric AllGather kernel, and whether
+those kernels carry the known race. Each row names its source. Facts were read
+in NCCL's source and release notes and in the public threads cited; where a row
+is an inference, it says so.
+
+The race: symmetric collectives are launched with programmatic stream
+serialization on sm90+ (``src/enqueue.cc``: ``plan->isSymColl && compCap >= 90``,
+v2.27.7-1 and v2.28.9-1), so a kernel may start before its producer finishes and
+must call ``cudaGridDependencySynchronize()`` before reading its input. The 2.28
+DeviceAPI rewrite dropped that call; 2.30.7 restored it (NCCL commit 2948185,
+"Reintroduce cudaGridDependencySynchronize in built-in symmetric kernels. The
+call was accidentally left out when transitioning to DeviceAPI in NCCL 2.28",
+quoted in ROCm/rocm-systems PR #10829, the 2.30.7 sync). sglang PR #37768
+measured the symptom (GSM8K 0.10 with symmetric memory, decode CP, CUDA graphs,
+NCCL 2.29.7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Optional, Tuple
+
+
+class NcclVersion(NamedTuple):
+    major: int
+    minor: int
+    patch: int
+
+    @classmethod
+    def parse(cls, value) -> "NcclVersion":
+        """Accept ``(2, 28, 9)``, ``"2.28.9"`` or NCCL's integer code (22809 = 2.28.9)."""
+        if isinstance(value, int):
+            return cls(value // 10000, (value % 10000) // 100, value % 100)
+        if isinstance(value, str):
+            parts = value.strip().split(".")
+            if len(parts) < 3 or not all(p.isdigit() for p in parts[:3]):
+                raise ValueError(f"cannot read an NCCL version from {value!r} (expected e.g. 2.28.9)")
+            return cls(*(int(p) for p in parts[:3]))
+        return cls(*(int(p) for p in tuple(value)[:3]))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+V = NcclVersion.parse
+
+
+@dataclass(frozen=True)
+class NcclLine:
+    """One row of the policy table."""
+
+    first: NcclVersion
+    last: NcclVersion
+    window_api: bool  # ncclCommWindowRegister exists
+    needs_send_registered: bool  # AllGather's symmetric kernel needs the send buffer in a window too
+    race: bool  # symmetric kernels can read their input early on sm90+
+    source: str
+    note: str = ""
+
+    def covers(self, version: NcclVersion) -> bool:
+        return self.first <= version <= self.last
+
+
+LAST = V("99.99.99")
+
+TABLE: Tuple[NcclLine, ...] = (
+    NcclLine(V("0.0.0"), V("2.27.2"), False, False, False,
+             "NCCL 2.27.3 release notes: ncclCommWindowRegister and symmetric kernels are new in 2.27.3"),
+    NcclLine(V("2.27.3"), V("2.27.99"), True, True, False,
+             "src/scheduler/symmetric_sched.cc (v2.27.x): symmetric only if task->sendWin && task->recvWin "
+             "&& both carry NCCL_WIN_COLL_SYMMETRIC; 2.27 kernels call cudaGridDependencySynchronize "
+             "(src/device/symmetric/primitives.cuh)"),
+    NcclLine(V("2.28.0"), V("2.28.99"), True, True, True,
+             "src/scheduler/symmetric_sched.cc at v2.28.9-1: same both-windows rule; sglang PR #37337 measured "
+             "0 symmetric vs 499 ring with the output alone registered; race: NCCL commit 2948185 (2.30.7)"),
+    NcclLine(V("2.29.0"), V("2.29.1"), True, True, True,
+             "inference: no source read for 2.29.0-2.29.1; treated like 2.28 (both windows) to stay on the "
+             "side of not engaging; race: NCCL commit 2948185", note="unverified"),
+    NcclLine(V("2.29.2"), V("2.30.6"), True, False, True,
+             "src/sym_kernels.cc at v2.29.2-1 (ncclSymkPickKernel): for AllGather a registered receive buffer "
+             "alone keeps the full kernel set; race: NCCL commit 2948185 (fixed in 2.30.7); 2.29.7 also has a "
+             "Hopper symmetric-kernel slowdown (reported, NCCL issue #2058)"),
+    NcclLine(V("2.30.7"), LAST, True, False, False,
+             "NCCL 2.30.7 release notes and commit 2948185: cudaGridDependencySynchronize restored; receive "
+             "buffer alone suffices as in 2.29.2"),
+)
+
+SAFE_UPGRADE = "2.30.7"
+SLOW_ON_HOPPER = V("2.29.7")
+
+
+def line_for(version: NcclVersion) -> NcclLine:
+    for line in TABLE:
+        if line.covers(version):
+            return line
+    raise ValueError(f"no policy row covers NCCL {version}")  # pragma: no cover - the table is total
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the plugin does with this NCCL, and the one line it logs about it."""
+
+    nccl: Optional[NcclVersion]
+    patch_outputs: bool  # move output buffers into the symmetric pool
+    stage_send: bool  # also stage the send buffer in the pool
+    output_alone_engages_kernel: Optional[bool]
+    kernel_engaged: Optional[bool]  # with what the plugin does, will NCCL pick the symmetric kernel
+    hazard: Optional[str]
+    reason: str
+    recommendation: Optional[str]
+    source: str
+
+    def line(self) -> str:
+        parts = [f"NCCL {self.nccl or 'unknown'}: outputs {'patched' if self.patch_outputs else 'held back'}, "
+                 f"send staging {'on' if self.stage_send else 'off'}; {self.reason}"]
+        if self.hazard:
+            parts.append(f"hazard: {self.hazard}")
+        if self.recommendation:
+            parts.append(f"recommended: {self.recommendation}")
+        return " | ".join(parts)
+
+
+def decide(nccl: Optional[NcclVersion], send_requested: bool, allow_race: bool, sm90_or_later: bool = True) -> Decision:
+    """The policy for one process. ``sm90_or_later`` False only where the GPU is known to be older than Hopper."""
+    if nccl is None:
+        return Decision(None, False, False, None, None, None,
+                        "the NCCL the engine loads could not be established, so nothing that could engage a "
+                        "symmetric kernel is changed",
+                        "make the engine's libnccl readable (SGLANG_NCCL_SO_PATH names it) or run "
+                        "'sglang-cp-symm doctor' to see which one is loaded", "NCCL unknown")
+    line = line_for(nccl)
+    racy = line.race and sm90_or_later
+    hazard = (f"NCCL {nccl} symmetric kernels can read their input before it is written on Hopper "
+              f"(2.28.0-2.30.6; fixed in {SAFE_UPGRADE})") if racy else None
+    if hazard and nccl == SLOW_ON_HOPPER:
+        hazard += f"; {SLOW_ON_HOPPER} also has a Hopper symmetric-kernel slowdown (reported, NCCL issue #2058)"
+    if not line.window_api:
+        return Decision(nccl, False, False, False, False, None,
+                        "this NCCL has no symmetric windows, so there is nothing to register",
+                        f"NCCL >= {SAFE_UPGRADE} for symmetric kernels", line.source)
+    output_engages = not line.needs_send_registered
+    if racy and output_engages and not allow_race:
+        return Decision(nccl, False, False, True, False, hazard,
+                        "registering the output alone would engage the racy symmetric kernel; outputs held back "
+                        "(SGLANG_CP_SYMM_ALLOW_NCCL_RACE=1 accepts the risk)",
+                        f"NCCL >= {SAFE_UPGRADE}", line.source)
+    if not line.needs_send_registered:
+        return Decision(nccl, True, False, True, True, hazard,
+                        "the output alone selects the symmetric kernel; send staging is not needed",
+                        None if not racy else f"NCCL >= {SAFE_UPGRADE}", line.source)
+    # This NCCL needs the send buffer registered too.
+    if not send_requested:
+        return Decision(nccl, True, False, False, False, hazard,
+                        "this NCCL picks the symmetric kernel only if the send buffer is registered too; "
+                        "send staging is off (SGLANG_CP_SYMM_SEND=1 turns it on)",
+                        f"NCCL >= {SAFE_UPGRADE}" if racy else "SGLANG_CP_SYMM_SEND=1", line.source)
+    if racy and not allow_race:
+        return Decision(nccl, True, False, False, False, hazard,
+                        "send staging would engage the racy symmetric kernel; not staged "
+                        "(SGLANG_CP_SYMM_ALLOW_NCCL_RACE=1 accepts the risk)",
+                        f"NCCL >= {SAFE_UPGRADE}", line.source)
+    return Decision(nccl, True, True, False, True, hazard,
+                    "send and receive buffers both in symmetric windows: NCCL can pick its symmetric kernel",
+                    f"NCCL >= {SAFE_UPGRADE}" if racy else None, line.source)

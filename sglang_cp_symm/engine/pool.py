@@ -1,0 +1,136 @@
+"""A symmetric pool of the attention-CP group's own, for allocators that register at creation.
+
+(Before 0.5.9 the CP all-gathers run on the attention-TP group; "the CP group" below means
+whichever group the release's CP all-gathers use, see ``PoolFix.group_getter``.)
+
+Up to sglang 0.5.11 the pool's allocator (``nccl_alloc_plug``) calls
+``ncclCommWindowRegister`` once, when ``ncclMemAlloc`` creates a segment, with the
+communicator whose context is open at that moment. The 4 GiB pre-allocation is
+created under the TP group, so a CP buffer later carved from it lies in the pool
+but is registered with the TP communicator only: no error, and no symmetric
+kernel for the CP all-gather (sglang PR #21392 describes this and fixes it in
+0.5.12).
+
+The fix here changes nothing in the allocator: contexts opened for the
+attention-CP group (when it is not the TP group itself) allocate from a second
+``torch.cuda.MemPool`` built on sglang's own compiled allocator. Every segment of
+that pool is created inside a CP context, so ``nccl_alloc_plug`` registers it with
+the CP communicator. All CP ranks allocate the same sizes in the same order (the
+register only moves rank-uniform allocations), so the collective registration
+stays in step.
+"""
+
+from __future__ import annotations
+
+from .logs import logger
+from typing import Any, Dict, Optional
+
+
+_pools: Dict[int, Any] = {}
+
+
+def gather_group(getter: str) -> Optional[Any]:
+    """The group the CP all-gathers run on: ``get_attention_cp_group`` (0.5.9+) or, before attention CP
+    had a group of its own, ``get_attention_tp_group`` (0.5.6-0.5.8), both in ``dp_attention``."""
+    try:
+        import importlib
+
+        return getattr(importlib.import_module("sglang.srt.layers.dp_attention"), getter)()
+    except Exception:  # not initialised (no CP), or a release without it
+        return None
+
+
+def tp_group() -> Optional[Any]:
+    try:
+        from sglang.srt.distributed.parallel_state import get_tp_group
+
+        return get_tp_group()
+    except Exception:
+        return None
+
+
+def needs_own_pool(group: Any, getter: str = "get_attention_cp_group") -> bool:
+    """True for the group the CP all-gathers run on, when it is a group of its own (not the TP group object)."""
+    cp = gather_group(getter)
+    return cp is not None and group is cp and group is not tp_group()
+
+
+def pool_for(group: Any, allocator: Any) -> Any:
+    """The CP group's pool, created on first use from sglang's own pluggable allocator."""
+    import torch
+
+    key = id(group)
+    pool = _pools.get(key)
+    if pool is None:
+        pool = torch.cuda.MemPool(allocator)
+        _pools[key] = pool
+    return pool
+
+
+#: How a release's ``SymmetricMemoryContext`` names its pool (read from ``__init__``'s code at patch time).
+POOL_ID_SHAPE = "_pool_id"  # 0.5.11: self._pool_id = get_nccl_mem_pool().id
+MEM_POOL_CTX_SHAPE = "_mem_pool_ctx"  # 0.5.9-0.5.10: self._mem_pool_ctx = torch.cuda.use_mem_pool(get_nccl_mem_pool())
+
+
+def context_shape(context_class: Any) -> Optional[str]:
+    names = getattr(getattr(context_class, "__init__", None), "__code__", None)
+    names = names.co_names if names is not None else ()
+    for shape in (POOL_ID_SHAPE, MEM_POOL_CTX_SHAPE):
+        if shape in names:
+            return shape
+    return None
+
+
+def route_context_to_group_pool(context: Any, allocator_module: Any, shape: str,
+                                getter: str = "get_attention_cp_group") -> bool:
+    """Point a freshly built ``SymmetricMemoryContext`` of the CP group at that group's pool.
+
+    Returns True when the context was re-pointed. The context's own ``__enter__``
+    still sets ``SGLANG_TMP_NCCL_COMM_VALUE`` to the CP communicator, which is the
+    communicator ``nccl_alloc_plug`` registers new segments with.
+    """
+    group = getattr(context, "group_coordinator", None)
+    if group is None or not needs_own_pool(group, getter):
+        return False
+    allocator = getattr(allocator_module, "_allocator", None)
+    if allocator is None:
+        return False
+    own = pool_for(group, allocator)
+    if shape == POOL_ID_SHAPE:
+        context._pool_id = own.id
+    else:
+        import torch
+
+        context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
+        context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
+    return True
+
+
+def reenter_group_pool(context: Any) -> None:
+    """Before a 0.5.9-0.5.10 context is entered again: rebuild its one-shot pool context on the CP pool.
+
+    Those releases rebuild ``_mem_pool_ctx`` from the shared pool on re-entry
+    (``if self.exited``); doing it first, on the CP pool, keeps the group's buffers in
+    its own pool across ``disable_/restore_symmetric_memory_context``.
+    """
+    own = getattr(context, "_cp_symm_pool", None)
+    if own is not None and getattr(context, "exited", False):
+        import torch
+
+        context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
+        context.exited = False
+
+
+def group_pools() -> Dict[int, Any]:
+    """The pools made so far, keyed by ``id(group)``; for the status report and the GPU test."""
+    return dict(_pools)
+
+
+def pool_stats(pool: Any) -> dict:
+    """Segments and bytes of a ``torch.cuda.MemPool``, read from its snapshot (no allocation, no collective)."""
+    segments = pool.snapshot()
+    return {
+        "segments": len(segments),
+        "reserved_bytes": sum(s["total_size"] for s in segments),
+        "allocated_bytes": sum(s["allocated_size"] for s in segments),
+    }

@@ -1,0 +1,97 @@
+"""What the plugin did in this process: one status line, and the same as data (``status()``).
+
+The line's first words say the outcome exactly: ``applied`` (every target that
+needed a change got it), ``partly applied`` (the reason for each one that did not),
+or ``nothing applied`` (with the reason). Then the release, the mode, each
+target's state, the NCCL decision and the warm-up and watchdog.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import patching
+from .hooks import INSTALLER
+from .warmup import STATE
+from .watchdog import RUN_ID, WATCHDOG, read_run, report_dir
+
+
+def status_dict(patcher, settings) -> dict:
+    decision = patcher.decision
+    return {
+        "pid": os.getpid(),
+        "sglang": None if patcher.release is None else str(patcher.release),
+        "settings": settings.describe(),
+        "mode": mode_of(settings),
+        "outcome": outcome(patcher, settings),
+        "nccl": None if decision is None else {
+            "version": None if decision.nccl is None else str(decision.nccl),
+            "read_from": patcher.nccl_source,
+            "patch_outputs": decision.patch_outputs,
+            "stage_send": decision.stage_send,
+            "kernel_engaged": decision.kernel_engaged,
+            "hazard": decision.hazard,
+            "reason": decision.reason,
+            "recommendation": decision.recommendation,
+            "source": decision.source,
+        },
+        "targets": {
+            name: {"where": s.where, "state": s.state, "detail": s.detail}
+            for name, s in sorted(patcher.statuses.items())
+        },
+        **warmup_and_watchdog(),
+    }
+
+
+def warmup_and_watchdog() -> dict:
+    """The warm-up's and the watchdog's state in this process, and the ranks' records of this launch."""
+    run_id = os.environ.get(RUN_ID)
+    ranks = read_run(report_dir(), run_id) if run_id else None
+    return {
+        "hooks": INSTALLER.describe(),
+        "warmup": dict(STATE.result) or None,
+        "watchdog": WATCHDOG.describe(),
+        "ranks": ranks["ranks"] if ranks else {},
+    }
+
+
+def mode_of(settings) -> str:
+    if not settings.enabled:
+        return "off"
+    return "strict" if settings.strict else "on"
+
+
+def outcome(patcher, settings) -> str:
+    """``applied``, ``partly applied: <why>``, ``nothing applied: <why>``, or ``off``/``waiting for import``."""
+    if not settings.enabled and not patcher.active:
+        return "off"
+    states = patcher.statuses.values()
+    if any(s.state == patching.WAITING for s in states):
+        return patching.WAITING
+    done = [s for s in states if s.state == patching.PATCHED]
+    missed = [s for s in states if s.state in (patching.SKIPPED, patching.HELD)]
+    why = "; ".join(f"{s.name} {s}" for s in missed)
+    if missed and done:
+        return f"partly applied: {why}"
+    if missed:
+        return f"nothing applied: {why}"
+    if done:
+        return "applied"
+    return "nothing applied: every target is already fixed upstream or absent in this release"
+
+
+def status_line(patcher, settings) -> str:
+    parts = ", ".join(f"{name}={status}" for name, status in sorted(patcher.statuses.items()))
+    policy = f"; {patcher.decision.line()}" if patcher.decision is not None else ""
+    head = outcome(patcher, settings).split(":", 1)[0]
+    return (f"sglang-cp-symm: {head}; sglang {patcher.release or 'not installed'}, mode {mode_of(settings)}; "
+            f"{parts or 'no targets'}{policy}; {hooks_line(settings)}")
+
+
+def hooks_line(settings) -> str:
+    states = INSTALLER.describe()
+    warm = "off (SGLANG_CP_SYMM_WARMUP=0)" if not settings.warmup else (
+        f"on, {settings.warmup_tokens} tokens" if settings.warmup_tokens else "on, longest prefill")
+    watch = "off (SGLANG_CP_SYMM_WATCHDOG=0)" if not settings.watchdog else "on"
+    problems = [f"{name} {state}" for name, state in sorted(states.items()) if state.startswith("skipped")]
+    return f"warm-up {warm}; watchdog {watch}" + (f" ({'; '.join(problems)})" if problems else "")

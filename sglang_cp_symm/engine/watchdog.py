@@ -1,0 +1,437 @@
+"""Count every growth of the symmetric pools, per rank, and say where it came from.
+
+Why: a pool growth is an ``ncclMemAlloc`` plus a collective, blocking
+``ncclCommWindowRegister`` (up to 0.5.11 inside the allocation, from 0.5.12 at the
+context's exit). It costs milliseconds, and if one rank grows while another does
+not, every rank of the communicator waits forever. After the warm-up there should
+be none; one that happens anyway is what an operator needs to see.
+
+How, so that it costs almost nothing where nothing grows:
+- Every ``SymmetricMemoryContext.__enter__``/``__exit__`` is wrapped (``hooks``). For a
+  context opened by one of the register's CP all-gathers (recognised by the code
+  object of the frame that opened it: one frame lookup and one set lookup), entering
+  reads the device memory in use (``cudaMemGetInfo``) and leaving reads it again;
+  only if it rose are the pools' snapshots taken to confirm and measure the growth,
+  and the growth is logged with that gather's file and line, before the original
+  ``__exit__`` runs (from 0.5.12 it registers new segments collectively, where a
+  hang would start). Any other context (the TP all-reduces: a few per layer) only
+  notes on which thread it is open, for the hang monitor.
+- Growth anywhere else is caught between requests: each request's arrival at the
+  scheduler reads the device memory once, and a rise is confirmed the same way and
+  reported as outside the CP all-gathers.
+- A monitor thread reports a thread that stays inside a symmetric context for
+  longer than ``HANG_REPORT_AFTER_S``: a rank waiting for its peers in a
+  registration, the hang itself, named with the place it waits.
+Measured on an H100 VM (docs/gpu-runs.md): ``torch.cuda.mem_get_info`` 7-10 us,
+PyTorch's ``memory_reserved`` 137-192 us, the raw allocator statistics 18-23 us.
+Measuring every context, as a first version did, added 27 us to each; now an
+unmeasured context pays 7 us (sglang's own context costs 13 us there). Contexts opened during
+CUDA-graph capture are not measured (their allocations go to the graph's pool).
+
+Phases: ``start`` (pre-allocation, CUDA-graph capture), ``warm-up`` (from the first
+warm-up request's arrival on this rank to its completion marker), ``serving``
+(afterwards, or from the first other request when no warm-up ran). Growths in
+``serving`` are the ones that matter; each is logged at WARNING and, where
+sglang's metrics are on, counted in ``sglang_cp_symm_pool_growths_total``.
+
+Each rank also writes its record (``write_rank_record``) to a folder per server
+launch; ``compare_ranks`` reads them all and names uneven segment counts, the
+precursor of the registration hang, since no single rank can see it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from . import settings as switches
+from .logs import logger
+
+
+START, WARMUP, SERVING = "start", "warm-up", "serving"
+OUTSIDE_AT_GATHER = "outside the CP all-gathers (seen when the next CP all-gather began)"
+OUTSIDE_AT_REQUEST = "outside the CP all-gathers (seen when the next request arrived)"
+HANG_REPORT_AFTER_S = 60.0
+_MONITOR_PERIOD_S = 5.0
+_KEEP_EVENTS = 50
+_SKIP_FILES = ("sglang_cp_symm", "wrapt", "contextlib.py", "pynccl_allocator.py")
+
+
+@dataclass
+class Growth:
+    phase: str
+    grown_bytes: int
+    segments_before: int
+    segments_after: int
+    site: str
+    at: float
+
+    def line(self, rank: str) -> str:
+        return (f"sglang-cp-symm: {rank}: symmetric pool grew by {self.grown_bytes / 2**20:.1f} MiB "
+                f"(segments {self.segments_before} -> {self.segments_after}) during {self.phase}, at {self.site}")
+
+
+@dataclass
+class WarmupRecord:
+    prompts: List[int] = field(default_factory=list)
+    seconds: float = 0.0
+    before: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    after: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    growths: int = 0
+
+
+def call_site(frame) -> str:
+    """The first frame outside the context machinery: the ``with`` statement that opened the context."""
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not any(part in filename for part in _SKIP_FILES):
+            return f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back
+    return "unknown"
+
+
+def thread_site(ident: int) -> str:
+    """Where another thread is now, without keeping its frames alive.
+
+    ``sys._current_frames()`` returns a dict that holds the calling frame, whose
+    locals hold the dict: a reference cycle. Kept until the cyclic collector runs,
+    it would keep alive every tensor the other threads' frames held at that moment,
+    pool blocks included, and the pool would grow for nothing (seen on an H100 with
+    a 5 s monitor: 3 to 7 needless segments over a 32K-token sweep). So the site is
+    read at once and the dict dropped before returning.
+    """
+    frames = sys._current_frames()
+    try:
+        return call_site(frames.get(ident))
+    finally:
+        del frames
+
+
+def device_used_bytes() -> int:
+    """Bytes in use on the current device, by every allocator (``cudaMemGetInfo``).
+
+    A new pool segment (``ncclMemAlloc``, ``cuMemCreate`` underneath) raises it; so
+    does anything else allocated meanwhile, which the pools' snapshots then tell
+    apart. Called outside CUDA-graph capture only.
+    """
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return 0
+    free, total = torch.cuda.mem_get_info()
+    return int(total - free)
+
+
+def sglang_pools() -> Dict[str, Any]:
+    """The symmetric pools of this process: sglang's shared pool and the plugin's per-group pools."""
+    pools: Dict[str, Any] = {}
+    allocator = sys.modules.get("sglang.srt.distributed.device_communicators.pynccl_allocator")
+    shared = getattr(allocator, "_mem_pool", None)
+    if shared is not None:
+        pools["shared"] = shared
+    from .pool import group_pools
+
+    for i, (_, pool) in enumerate(sorted(group_pools().items())):
+        pools[f"cp{i}" if i else "cp"] = pool
+    return pools
+
+
+def pool_segments_and_bytes(pool: Any) -> Dict[str, int]:
+    from .pool import pool_stats
+
+    stats = pool_stats(pool)
+    return {"segments": stats["segments"], "bytes": stats["reserved_bytes"]}
+
+
+class PoolWatchdog:
+    """Per-process record of pool growths. The three probes are parameters: CPU tests pass their own."""
+
+    def __init__(self, reserved: Callable[[], int] = device_used_bytes,
+                 pools: Callable[[], Dict[str, Any]] = sglang_pools,
+                 stats: Callable[[Any], Dict[str, int]] = pool_segments_and_bytes) -> None:
+        self._reserved, self._pools, self._stats = reserved, pools, stats
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.phase = START
+        self.rank = f"pid {os.getpid()}"
+        self.rank_info: Dict[str, Any] = {}
+        self.counts = {START: 0, WARMUP: 0, SERVING: 0}
+        self.events: List[Growth] = []
+        self.known: Dict[str, Dict[str, int]] = {}
+        self.warmup = WarmupRecord()
+        self._warmup_started: Optional[float] = None
+        self._inside: Dict[int, List] = {}  # thread id -> [since, reported]
+        self._monitor: Optional[threading.Thread] = None
+        self.hang_reports = 0
+        self.on_growth: List[Callable[[Growth], None]] = []
+        self.watched: set = set()  # code objects of the CP all-gathers whose contexts are measured
+        self.measuring = False  # the context hook is installed (SGLANG_CP_SYMM_WATCHDOG on)
+        self._known_at: Optional[int] = None  # device memory in use when the pools were last read
+
+    # -- the context hooks ------------------------------------------------------------
+    def watch(self, code: Any) -> None:
+        """Measure the contexts that the function with this code object opens (a CP all-gather)."""
+        self.watched.add(code)
+
+    def entered(self, opener_code: Any = None) -> None:
+        """After a symmetric context was entered on this thread, by a function with ``opener_code``."""
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+            self._start_monitor()
+        if not stack:
+            self._inside[threading.get_ident()] = [time.monotonic(), False]
+        if opener_code in self.watched:
+            reading = self._reserved()
+            self._observe(reading, OUTSIDE_AT_GATHER)  # growth since the last reading is not this gather's
+            stack.append(reading)
+        else:
+            stack.append(None)
+
+    def leaving(self, frame) -> Optional[Growth]:
+        """Before the original ``__exit__`` (which, from 0.5.12, registers new segments collectively)."""
+        stack = getattr(self._local, "stack", None)
+        if not stack:
+            return None
+        before = stack.pop()
+        if not stack:
+            self._inside.pop(threading.get_ident(), None)
+        if before is None:
+            return None
+        return self._observe(self._reserved(), frame)
+
+    def between_requests(self) -> Optional[Growth]:
+        """One reading per request arrival: growth outside the measured contexts shows here."""
+        return self._observe(self._reserved(), OUTSIDE_AT_REQUEST)
+
+    def _observe(self, reading: int, site: Any) -> Optional[Growth]:
+        """One reading of the device memory in use; a rise since the pools were last read is confirmed.
+
+        ``site`` is a frame (the gather's, read only if the pools grew) or a description.
+        """
+        if self._known_at is None:  # the first reading: the pools as they are are the baseline
+            self._pool_state(reading)
+            return None
+        if reading <= self._known_at:
+            self._known_at = reading  # memory was freed (empty_cache): later rises count from here
+            return None
+        return self._confirm(site if isinstance(site, str) else call_site(site), reading)
+
+    def _confirm(self, site: str, reading: Optional[int] = None) -> Optional[Growth]:
+        """Read the pools; if they hold more than last read, that is one growth, counted in the current phase."""
+        with self._lock:
+            now = self._read_pools()
+            grown = sum(max(0, s["bytes"] - self.known.get(n, {}).get("bytes", 0)) for n, s in now.items())
+            seg_before = sum(s.get("segments", 0) for s in self.known.values())
+            seg_after = sum(s["segments"] for s in now.values())
+            self.known = now
+            self._known_at = self._reserved() if reading is None else reading
+            if grown <= 0:
+                return None  # the memory went elsewhere (activations, another allocator)
+            event = Growth(self.phase, grown, seg_before, seg_after, site, time.time())
+            self.counts[self.phase] += 1
+            self.events = (self.events + [event])[-_KEEP_EVENTS:]
+        if self.phase == SERVING:
+            logger.warning("%s; every rank of that communicator must grow the same now, or all of them wait "
+                           "in the collective registration (growth #%d after warm-up)",
+                           event.line(self.rank), self.counts[SERVING])
+            write_rank_record(self)
+        else:
+            logger.info(event.line(self.rank))
+        for callback in list(self.on_growth):
+            try:
+                callback(event)
+            except Exception:  # a broken metric must not break a forward pass
+                logger.debug("sglang-cp-symm: growth callback failed", exc_info=True)
+        return event
+
+    # -- the hang monitor ----------------------------------------------------------------
+    def _start_monitor(self) -> None:
+        with self._lock:
+            if self._monitor is not None:
+                return
+            self._monitor = threading.Thread(target=self._watch, name="sglang-cp-symm-watchdog", daemon=True)
+            self._monitor.start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(_MONITOR_PERIOD_S)
+            self.check_stuck(time.monotonic())
+
+    def check_stuck(self, now: float) -> int:
+        """Report, once each, the threads inside a symmetric context for longer than the limit."""
+        stuck = [(ident, entry) for ident, entry in list(self._inside.items())
+                 if not entry[1] and now - entry[0] >= HANG_REPORT_AFTER_S]
+        if not stuck:
+            return 0
+        for ident, entry in stuck:
+            entry[1] = True
+            self.hang_reports += 1
+            last = self.events[-1] if self.events else None
+            grew = (f"; its last pool growth was {last.grown_bytes / 2**20:.1f} MiB at {last.site}"
+                    if last is not None else "")
+            logger.error("sglang-cp-symm: %s has been inside a symmetric-memory context at %s for %.0f s. A rank "
+                         "waits there when it registers a new pool segment that another rank of the same "
+                         "communicator did not create (a hang). Compare the ranks' 'symmetric pool grew' lines "
+                         "or run 'sglang-cp-symm doctor --ranks'%s.", self.rank, thread_site(ident),
+                         now - entry[0], grew)
+        write_rank_record(self)
+        return len(stuck)
+
+    # -- warm-up phases, driven by the scheduler hook -----------------------------------------
+    def begin_warmup(self, tokens: int) -> None:
+        """A warm-up request arrived at this rank; the first one opens the phase."""
+        with self._lock:
+            if self.phase != WARMUP:
+                self.phase = WARMUP
+                self._warmup_started = time.monotonic()
+                self.warmup = WarmupRecord(before=self._pool_state())
+            self.warmup.prompts.append(tokens)
+
+    def finish_warmup(self) -> Optional[str]:
+        """Close the warm-up on this rank; returns its report line (None if no warm-up began here)."""
+        with self._lock:
+            started, self._warmup_started = self._warmup_started, None
+            self.phase = SERVING
+            if started is None:
+                return None
+            record = self.warmup
+            record.seconds = round(time.monotonic() - started, 3)
+            record.after = self._pool_state()
+            record.growths = self.counts[WARMUP]
+        return self.warmup_line()
+
+    def traffic(self) -> None:
+        """A request that is not the warm-up's: from now on growths count as run-time growths."""
+        if self.phase == START:
+            self.phase = SERVING
+
+    def _read_pools(self) -> Dict[str, Dict[str, int]]:
+        """Segments and bytes of every symmetric pool of this process, from their snapshots."""
+        return {name: self._stats(pool) for name, pool in self._pools().items()}
+
+    def _pool_state(self, reading: Optional[int] = None) -> Dict[str, Dict[str, int]]:
+        """Read the pools as the new baseline (no growth counted)."""
+        try:
+            state = self._read_pools()
+        except Exception as exc:  # a pool without snapshot support
+            logger.debug("sglang-cp-symm: pool snapshot failed: %s", exc)
+            return {}
+        self.known = state
+        self._known_at = self._reserved() if reading is None else reading
+        return state
+
+    def warmup_line(self) -> str:
+        r = self.warmup
+
+        def fmt(state):
+            if not state:
+                return "none"
+            return ", ".join(f"{n} {s['bytes'] / 2**20:.1f} MiB in {s['segments']} segment(s)"
+                             for n, s in sorted(state.items()))
+
+        return (f"sglang-cp-symm: {self.rank}: warm-up of {len(r.prompts)} prompt(s) "
+                f"({', '.join(map(str, r.prompts))} tokens) took {r.seconds:.2f} s; symmetric pools before: "
+                f"{fmt(r.before)}; after: {fmt(r.after)}; {r.growths} growth(s)")
+
+    def describe(self) -> dict:
+        return {"rank": self.rank, "rank_info": self.rank_info, "phase": self.phase,
+                "growths": dict(self.counts), "growths_after_warmup": self.counts[SERVING],
+                "hang_reports": self.hang_reports, "warmup": asdict(self.warmup),
+                "pools": self.known, "events": [asdict(e) for e in self.events[-10:]]}
+
+
+WATCHDOG = PoolWatchdog()
+
+
+# -- the per-rank records: files that the doctor and status() read ------------------------------
+RUN_ID = "SGLANG_CP_SYMM_RUN_ID"
+
+
+def report_dir() -> str:
+    """``SGLANG_CP_SYMM_REPORT_DIR`` as ``settings`` checked it (a writable folder), else the default."""
+    return switches.current().report_dir
+
+
+def ensure_run_id() -> str:
+    """One id per server launch, set in the first process and inherited by every process it spawns."""
+    run = os.environ.get(RUN_ID)
+    if not run:
+        run = os.environ[RUN_ID] = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    return run
+
+
+def write_rank_record(watchdog: PoolWatchdog = WATCHDOG) -> Optional[str]:
+    """Write this rank's record as JSON; returns the path, or None (with one warning) when it cannot."""
+    folder = os.path.join(report_dir(), ensure_run_id())
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in watchdog.rank)
+    path = os.path.join(folder, f"{name}.json")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as out:
+            json.dump(watchdog.describe(), out, indent=1)
+        os.replace(tmp, path)
+        return path
+    except OSError as exc:
+        if not getattr(watchdog, "_write_warned", False):
+            watchdog._write_warned = True
+            logger.warning("sglang-cp-symm: cannot write the rank record to %s (%s); set SGLANG_CP_SYMM_REPORT_DIR "
+                           "to a writable folder", folder, exc)
+        return None
+
+
+def read_run(folder: Optional[str] = None, run: Optional[str] = None) -> Optional[dict]:
+    """One launch's rank records (``{"run": id, "folder": path, "ranks": {name: record}}``), or None.
+
+    ``run`` names the launch; by default the one whose folder changed last.
+    """
+    base = folder or report_dir()
+    try:
+        runs = sorted((d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))),
+                      key=lambda d: os.path.getmtime(os.path.join(base, d)))
+    except OSError:
+        return None
+    if run is not None:
+        runs = [d for d in runs if d == run]
+    if not runs:
+        return None
+    run_dir = os.path.join(base, runs[-1])
+    ranks = {}
+    for name in sorted(os.listdir(run_dir)):
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(run_dir, name)) as f:
+                    ranks[name[:-5]] = json.load(f)
+            except (OSError, ValueError):
+                continue  # a record being replaced right now
+    return {"run": runs[-1], "folder": run_dir, "ranks": ranks}
+
+
+def compare_ranks(run: dict) -> List[str]:
+    """Findings across ranks: uneven pool segments are the precursor of the registration hang."""
+    findings = []
+    ranks = run["ranks"]
+    stages: Dict[Any, Dict[str, int]] = {}  # pipeline stages hold different layers, so compare within one
+    for name, r in ranks.items():
+        stage = (r.get("rank_info") or {}).get("pp_rank")
+        stages.setdefault(stage, {})[name] = sum(p.get("segments", 0) for p in r.get("pools", {}).values())
+    for stage, segments in sorted(stages.items(), key=lambda item: str(item[0])):
+        if len(set(segments.values())) > 1:
+            where = f" of pipeline stage {stage}" if len(stages) > 1 else ""
+            findings.append(f"ranks{where} hold different numbers of symmetric pool segments ("
+                            + ", ".join(f"{n}: {s}" for n, s in sorted(segments.items()))
+                            + "): a rank that grew alone waits in a collective registration")
+    late = {name: r["growths_after_warmup"] for name, r in ranks.items() if r.get("growths_after_warmup")}
+    if late:
+        findings.append("pool growths after the warm-up: " + ", ".join(f"{n}: {c}" for n, c in sorted(late.items()))
+                        + " (raise SGLANG_CP_SYMM_WARMUP_TOKENS or check which call site grew)")
+    stuck = {name: r["hang_reports"] for name, r in ranks.items() if r.get("hang_reports")}
+    if stuck:
+        findings.append("ranks stuck in a symmetric-memory context: " + ", ".join(sorted(stuck)))
+    return findings

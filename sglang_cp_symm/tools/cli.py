@@ -1,0 +1,180 @@
+"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``patches``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..engine.sizing import PRESETS
+
+
+def _status(args) -> int:
+    """What the plugin does here. ``--apply`` decides on/off exactly as the engine does (a bad value is off)."""
+    from .. import status
+    from ..engine.plugin import activate
+    from ..engine.settings import read_settings
+    from ..releases import installed_sglang_version
+
+    settings = read_settings()
+    imports: dict = {}
+    if args.apply:
+        try:
+            if activate():
+                imports = import_register_modules()
+        except SystemExit as exc:  # strict mode refused: one line, exit status 2
+            print(str(exc.code), file=sys.stderr)
+            return 2
+    report = status()
+    report["sglang"] = installed_sglang_version()
+    report["imports"] = imports
+    if not args.apply:
+        report["note"] = "nothing applied in this process; pass --apply to patch and import the targets here"
+    elif not settings.enabled:
+        report["note"] = "the plugin is off (SGLANG_CP_SYMM is not on), so --apply applied nothing"
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"sglang: {report['sglang'] or 'not installed'}   mode: {report['mode']}   outcome: {report['outcome']}")
+    for problem in settings.problems:
+        print(f"  problem: {problem}")
+    for module, state in imports.items():
+        if state != "imported":
+            print(f"  {module}: {state}")
+    for name, t in report["targets"].items():
+        detail = f" ({t['detail']})" if t["detail"] else ""
+        print(f"  {name:<34} {t['state']}{detail}")
+    if "note" in report:
+        print(report["note"])
+    return 0
+
+
+def import_register_modules() -> dict:
+    """Import every module the register names for this release, as a scheduler would; {module: what happened}.
+
+    A module that is not in the release is "not present"; one that is there but
+    raises while it imports is "failed to import: <error>", never confused with the first.
+    """
+    import importlib
+    import importlib.util
+
+    from ..engine.patching import PATCHER
+    from ..targets import POOL_FIX, targets_for
+
+    if PATCHER.release is None:
+        return {}
+    modules = sorted({t.module for t in targets_for(PATCHER.release)} | {POOL_FIX.module})
+    outcome = {}
+    for module in modules:
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError) as exc:  # a parent package failed to import
+            outcome[module] = f"failed to import: {type(exc).__name__}: {str(exc)[:200]}"
+            continue
+        if not present:
+            outcome[module] = "not present"
+            continue
+        try:
+            importlib.import_module(module)
+            outcome[module] = "imported"
+        except SystemExit:
+            raise
+        except BaseException as exc:
+            outcome[module] = f"failed to import: {type(exc).__name__}: {str(exc)[:200]}"
+    return outcome
+
+
+def _demo(args) -> int:
+    from .rehearsal import run_demo
+
+    return run_demo(cp_size=args.cp_size, cases=args.cases, send=args.send, nccl=args.as_nccl)
+
+
+def _demo_warmup(args) -> int:
+    from .warmup_rehearsal import run_demo
+
+    argv = list(args.sglang_args)
+    return run_demo(argv[1:] if argv[:1] == ["--"] else argv)
+
+
+def _doctor(args) -> int:
+    from .doctor import ServeShape, run
+
+    shape = ServeShape(cp_size=args.cp_size, chunked_prefill_size=args.chunked_prefill_size,
+                       context_length=args.context_length, page_size=args.page_size, tp_size=args.tp_size,
+                       dp_size=args.dp_size, enable_dp_attention=args.enable_dp_attention, model=args.model,
+                       kv_dtype=args.kv_dtype, prealloc_gib=args.prealloc_gb)
+    return run(as_json=args.json, check=args.check, nccl=args.nccl, shape=shape, ranks=args.ranks or None,
+               want_ranks=args.ranks is not None)
+
+
+def _patches(args) -> int:
+    from pathlib import Path
+
+    from .patchfiles import write_patches
+
+    written = write_patches(Path(args.wheel_dir), Path(args.out))
+    for path in written:
+        print(path)
+    return 0 if written else 1
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="sglang-cp-symm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_status = sub.add_parser("status", help="what the plugin does on the installed sglang")
+    p_status.add_argument("--json", action="store_true")
+    p_status.add_argument("--apply", action="store_true", help="apply in this process and import the targets")
+    p_status.set_defaults(func=_status)
+    p_demo = sub.add_parser("demo", help="run the real CP all-gathers across processes on CPU, plugin off then on")
+    p_demo.add_argument("--cp-size", type=int, default=2)
+    p_demo.add_argument("--cases", type=int, default=20)
+    p_demo.add_argument("--send", action="store_true", help="ask for send-buffer staging too")
+    p_demo.add_argument("--as-nccl", default=None, help="decide the NCCL policy as for this version (e.g. 2.27.7)")
+    p_demo.set_defaults(func=_demo)
+    p_warm = sub.add_parser("demo-warmup", help="what the warm-up sends, from a real sglang command line (no GPU)")
+    p_warm.add_argument("sglang_args", nargs=argparse.REMAINDER,
+                        help="after --: the arguments of sglang serve (add --device cpu on a machine without CUDA)")
+    p_warm.set_defaults(func=_demo_warmup)
+    p_doctor = sub.add_parser("doctor", help="what will happen on this machine's sglang and NCCL")
+    p_doctor.add_argument("--json", action="store_true")
+    p_doctor.add_argument("--check", action="store_true",
+                          help="exit 1 when the plugin is on but patches nothing or engages no symmetric kernel")
+    p_doctor.add_argument("--nccl", default=None, help="judge as if this NCCL were loaded (e.g. 2.30.7)")
+    sizing = p_doctor.add_argument_group("warm-up and pool sizing: the server's arguments, as given to sglang")
+    sizing.add_argument("--cp-size", "--attn-cp-size", dest="cp_size", type=_positive, default=1)
+    sizing.add_argument("--chunked-prefill-size", type=int, default=None,
+                        help="as given to sglang (-1: chunking off); sglang's default is 8192 on H100/H200")
+    sizing.add_argument("--context-length", type=_positive, default=None)
+    sizing.add_argument("--page-size", type=_positive, default=1)
+    sizing.add_argument("--tp-size", "--tp", dest="tp_size", type=_positive, default=1)
+    sizing.add_argument("--dp-size", "--dp", dest="dp_size", type=_positive, default=1)
+    sizing.add_argument("--enable-dp-attention", action="store_true")
+    sizing.add_argument("--model", default=None,
+                        help=f"a preset ({', '.join(PRESETS)}), a config.json or a model folder holding one")
+    sizing.add_argument("--kv-dtype", default="bf16", help="the KV cache dtype (bf16, fp8_e4m3, ...)")
+    sizing.add_argument("--prealloc-gb", type=float, default=None,
+                        help="SGLANG_SYMM_MEM_PREALLOC_GB_SIZE (default: the environment's, else sglang's 4)")
+    p_doctor.add_argument("--ranks", nargs="?", const="", default=None, metavar="DIR",
+                          help="show the last launch's per-rank records (default folder: SGLANG_CP_SYMM_REPORT_DIR)")
+    p_doctor.set_defaults(func=_doctor)
+    p_patches = sub.add_parser("patches", help="generate patches/ from the register and the release wheels")
+    p_patches.add_argument("--wheel-dir", required=True, help="folder of sglang-X wheels (pip download --no-deps)")
+    p_patches.add_argument("--out", default="patches")
+    p_patches.set_defaults(func=_patches)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

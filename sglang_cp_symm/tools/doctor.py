@@ -1,0 +1,346 @@
+"""``sglang-cp-symm doctor``: what will happen on this machine's exact versions, before a deployment.
+
+Works without a GPU and without sglang (it says so). It never imports sglang: the
+release is read from its metadata and each target from its source file, so the
+report is safe to run anywhere, next to a running server too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import site
+import sysconfig
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from .. import __version__
+from ..engine.nccl_library import engine_nccl, torch_built_with
+from ..engine.nccl_policy import NcclVersion, decide
+from ..engine.settings import ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TOKENS, WATCHDOG, read_settings
+from ..engine.sizing import (
+    SizingError,
+    attention_tp_size,
+    cp_need,
+    load_shape,
+    max_extend_tokens,
+    per_dp_chunk,
+    prealloc_verdict,
+    small_pool_tokens,
+    warmup_prompt_tokens,
+)
+from .source_survey import installed_reader, survey
+from ..targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, TARGETS, is_supported
+from .verdict import verdict
+from ..releases import distribution_version, installed_sglang
+
+ENTRY_POINT = "cp_symm"
+#: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
+DEFAULT_CHUNK = 8192
+BOOTSTRAP = "sglang_cp_symm_bootstrap.pth"
+
+
+def _entry_point() -> dict:
+    try:
+        eps = metadata.entry_points(group="sglang.srt.plugins")
+    except TypeError:  # pragma: no cover - Python < 3.10
+        eps = metadata.entry_points().get("sglang.srt.plugins", [])
+    ours = [ep for ep in eps if ep.name == ENTRY_POINT]
+    wanted = os.environ.get("SGLANG_PLUGINS", "")
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    return {"discoverable": bool(ours), "value": ours[0].value if ours else None,
+            "SGLANG_PLUGINS": wanted or None, "filtered_out": bool(names) and ENTRY_POINT not in names}
+
+
+def _bootstrap_installed() -> bool:
+    dirs = set(site.getsitepackages() if hasattr(site, "getsitepackages") else []) | {sysconfig.get_paths()["purelib"]}
+    return any((Path(d) / BOOTSTRAP).is_file() for d in dirs)
+
+
+def nccl_as_the_engine_loads_it():
+    """The engine's NCCL, by the runtime's own function (``engine_nccl``), after torch is imported as the engine
+    imports it; with no torch here, unknown (and nothing is opened)."""
+    try:
+        import torch  # noqa: F401  (the engine imports torch before its pynccl opens libnccl)
+    except Exception as exc:
+        return None, f"torch does not import here ({type(exc).__name__})"
+    return engine_nccl()
+
+
+def _gpu() -> dict:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability()
+            return {"available": True, "name": torch.cuda.get_device_name(), "capability": f"{major}.{minor}"}
+    except Exception:
+        pass
+    return {"available": False}
+
+
+@dataclass(frozen=True)
+class ServeShape:
+    """The server arguments that decide the warm-up and the pool size, as given to ``sglang serve``."""
+
+    cp_size: int = 1
+    chunked_prefill_size: Optional[int] = None
+    context_length: Optional[int] = None
+    page_size: int = 1
+    tp_size: int = 1
+    dp_size: int = 1
+    enable_dp_attention: bool = False
+    model: Optional[str] = None
+    kv_dtype: str = "bf16"
+    prealloc_gib: Optional[float] = None
+
+    @property
+    def given(self) -> bool:
+        return self.cp_size > 1 or self.chunked_prefill_size is not None or self.model is not None
+
+
+def prealloc_from_env() -> Optional[float]:
+    raw = os.environ.get("SGLANG_SYMM_MEM_PREALLOC_GB_SIZE")
+    try:
+        value = float(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+    return None if value is not None and value < 0 else value  # -1: unset, sglang's default applies
+
+
+def sizing_report(shape: ServeShape, release, settings) -> dict:
+    """The warm-up sglang-cp-symm will run and the pool the CP all-gathers need, for one set of server arguments."""
+    out: dict = {"given": asdict(shape)}
+    if shape.cp_size <= 1:
+        out["warmup"] = "none: attention context parallelism is off (--attn-cp-size 1)"
+        return out
+    given_chunk = DEFAULT_CHUNK if shape.chunked_prefill_size is None else shape.chunked_prefill_size
+    chunk = per_dp_chunk(given_chunk, shape.dp_size, shape.enable_dp_attention)
+    try:
+        most = max_extend_tokens(chunk, context_len=shape.context_length)
+        longest = settings.warmup_tokens or warmup_prompt_tokens(chunk, shape.page_size,
+                                                                  context_len=shape.context_length)
+    except SizingError as exc:
+        out["error"] = str(exc)
+        return out
+    out["chunk_is_default"] = shape.chunked_prefill_size is None
+    out["per_dp_chunk"] = chunk
+    out["max_extend"] = most
+    out["longest_prompt"] = longest
+    if shape.model is None:
+        out["note"] = "pass --model (a preset or a config.json) to size the buffers and the short prompts"
+        return out
+    attn_tp = attention_tp_size(shape.tp_size, shape.dp_size if shape.enable_dp_attention else 1, shape.cp_size)
+    try:
+        model = load_shape(shape.model, shape.kv_dtype, attn_tp)
+    except SizingError as exc:
+        out["error"] = str(exc)
+        return out
+    need = cp_need(most, shape.cp_size, model)
+    out["short_prompts"] = small_pool_tokens(model, shape.cp_size, longest)
+    out["row_bytes"] = dict(model.gathers)
+    out["gather_bytes"] = need.per_gather
+    out["need_bytes"] = need.total(settings.send)
+    prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
+    out["prealloc"] = prealloc_verdict(release, prealloc, out["need_bytes"], settings.enabled)
+    return out
+
+
+def ranks_report(folder: Optional[str]) -> dict:
+    """The latest server launch's per-rank records (warm-up, growths) and what comparing them shows."""
+    from ..engine.watchdog import compare_ranks, read_run, report_dir
+
+    run = read_run(folder or report_dir())
+    if run is None:
+        return {"folder": folder or report_dir(), "run": None, "ranks": {}, "findings": [],
+                "note": "no rank records here: a server with SGLANG_CP_SYMM=1 writes them after its warm-up "
+                        "(SGLANG_CP_SYMM_REPORT_DIR sets the folder)"}
+    ranks = {name: {"phase": r.get("phase"), "warmup": r.get("warmup"), "growths": r.get("growths"),
+                    "growths_after_warmup": r.get("growths_after_warmup"), "pools": r.get("pools"),
+                    "last_growths": r.get("events", [])[-3:]} for name, r in run["ranks"].items()}
+    return {"folder": run["folder"], "run": run["run"], "ranks": ranks, "findings": compare_ranks(run)}
+
+
+def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape] = None,
+                 ranks: Optional[str] = None, want_ranks: bool = False) -> dict:
+    settings = read_settings()
+    release = installed_sglang()
+    loaded, loaded_from = nccl_as_the_engine_loads_it()
+    torch_nccl = torch_built_with()
+    nccl = NcclVersion.parse(nccl_override) if nccl_override else loaded
+    gpu = _gpu()
+    sm90 = not gpu["available"] or float(gpu["capability"]) >= 9.0
+    report = {
+        "sglang_cp_symm": __version__,
+        "sglang": None if release is None else distribution_version("sglang"),
+        "torch": distribution_version("torch"),
+        "gpu": gpu,
+        "nccl": {"torch_build": None if torch_nccl is None else str(torch_nccl),
+                 "loaded": None if loaded is None else str(loaded), "loaded_from": loaded_from,
+                 "used_for_verdict": None if nccl is None else str(nccl), "given": nccl_override},
+        "switches": {name: os.environ.get(name) for name in (ENABLE, STRICT, SEND, ALLOW_NCCL_RACE, WARMUP,
+                                                              WARMUP_TOKENS, WATCHDOG)},
+        "settings": settings.describe(),
+        "entry_point": _entry_point(),
+        "bootstrap_pth": _bootstrap_installed(),
+        "targets": {},
+        "findings": [],
+    }
+    findings = report["findings"]
+    for problem in settings.problems:
+        findings.append(problem)
+    if release is None:
+        findings.append("sglang is not installed in this environment: nothing to patch; install the plugin next to sglang")
+        return report
+    report["supported"] = is_supported(release)
+    if not report["supported"]:
+        findings.append(f"sglang {release} is outside the register ({FIRST_SUPPORTED}..{LAST_SUPPORTED}): "
+                        "the plugin will change nothing")
+        return report
+    if release >= (0, 5, 11):
+        if not report["entry_point"]["discoverable"]:
+            findings.append("the entry point cp_symm is not installed: reinstall sglang-cp-symm in this environment")
+        elif report["entry_point"]["filtered_out"]:
+            findings.append("SGLANG_PLUGINS does not list cp_symm: sglang will not load the plugin")
+    elif not report["bootstrap_pth"]:
+        findings.append(f"sglang {release} has no plugin framework and {BOOTSTRAP} is not in site-packages")
+    if nccl is None:
+        findings.append("no NCCL found here: the verdict below cannot say whether the symmetric kernel engages")
+    states = survey(installed_reader(), release)
+    for target in TARGETS:
+        if not target.exists_in(release):
+            continue
+        source = states[target.name]
+        v = verdict(release, target, nccl, settings, sm90)
+        entry = {"where": target.dotted, "source": source["state"], "expected": source["expected"], **v.as_dict()}
+        report["targets"][target.name] = entry
+        if source["state"] != source["expected"]:
+            findings.append(f"{target.dotted}: the installed file is {source['state']} ({source['detail']}), "
+                            f"not {source['expected']}: the plugin will leave it alone")
+        if v.hazard:
+            findings.append(f"{target.name}: {v.hazard}")
+    if settings.enabled:
+        decision = decide(nccl, settings.send, settings.allow_nccl_race, sm90)
+        report["policy"] = {"line": decision.line(), "source": decision.source}
+    report["pool_fix"] = POOL_FIX.applies_to(release)
+    actions = sorted({t["action"] for t in report["targets"].values() if t["action"]})
+    if shape is not None and shape.given:
+        report["sizing"] = sizing_report(shape, release, settings)
+        state = report["sizing"].get("prealloc", {}).get("state")
+        if state == "too-small":
+            actions.append(report["sizing"]["prealloc"]["message"])
+        if "error" in report["sizing"]:
+            findings.append(f"sizing: {report['sizing']['error']}")
+    if want_ranks:
+        report["ranks"] = ranks_report(ranks)
+        findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
+        if "note" in report["ranks"]:
+            findings.append(report["ranks"]["note"])
+    report["recommended"] = actions
+    return report
+
+
+def check_failed(report: dict) -> bool:
+    """For --check: the plugin is on but patches nothing or engages no symmetric kernel, a switch is bad, or
+    (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
+    if report["settings"]["problems"]:
+        return True
+    if report.get("ranks", {}).get("findings"):
+        return True
+    if not report["settings"]["enabled"]:
+        return False
+    targets = report["targets"].values()
+    patches = any(t["patched_by_plugin"] for t in targets) or report.get("pool_fix", False)
+    engages = any(t["kernel"] for t in targets)
+    return not (patches and engages)
+
+
+def render(report: dict) -> str:
+    out = [f"sglang-cp-symm {report['sglang_cp_symm']} doctor",
+           f"  sglang      {report['sglang'] or 'not installed'}",
+           f"  torch       {report['torch'] or 'not installed'}",
+           f"  GPU         {report['gpu'].get('name', 'none visible')} {report['gpu'].get('capability', '')}".rstrip()]
+    n = report["nccl"]
+    nccl_line = f"  NCCL        {n['used_for_verdict'] or 'unknown'}"
+    if n["given"]:
+        nccl_line += " (given with --nccl)"
+    elif n["torch_build"] and n["loaded"] and n["torch_build"] != n["loaded"]:
+        nccl_line += f" (libnccl loaded from {n['loaded_from']}; torch was built with {n['torch_build']})"
+    out.append(nccl_line)
+    ep = report["entry_point"]
+    out.append(f"  entry point {'found' if ep['discoverable'] else 'missing'}"
+               + (f", SGLANG_PLUGINS={ep['SGLANG_PLUGINS']!r}" if ep["SGLANG_PLUGINS"] else "")
+               + (" (filters it out)" if ep["filtered_out"] else ""))
+    out.append(f"  .pth        {'installed' if report['bootstrap_pth'] else 'not installed'} (used by sglang < 0.5.11)")
+    s = report["settings"]
+    out.append(f"  switches    {ENABLE}={'on' if s['enabled'] else 'off'}, STRICT={'on' if s['strict'] else 'off'}, "
+               f"SEND={'on' if s['send'] else 'off'}, ALLOW_NCCL_RACE={'on' if s['allow_nccl_race'] else 'off'}, "
+               f"WARMUP={'on' if s['warmup'] else 'off'}"
+               + (f" ({s['warmup_tokens']} tokens)" if s["warmup_tokens"] else "")
+               + f", WATCHDOG={'on' if s['watchdog'] else 'off'}")
+    if report["targets"]:
+        out.append("  CP all-gathers on this release:")
+        out.append(f"    {'target':<30} {'source':<12} {'output in CP window':<20} {'send in window':<15} symmetric kernel")
+        for name, t in report["targets"].items():
+            kernel = {True: "yes", False: "no", None: "unknown"}[t["kernel"]]
+            out.append(f"    {name:<30} {t['source']:<12} {'yes' if t['output_cp_registered'] else 'no':<20} "
+                       f"{'yes' if t['send_registered'] else 'no':<15} {kernel}")
+    if "policy" in report:
+        out.append(f"  policy      {report['policy']['line']}")
+    out.extend(_render_sizing(report.get("sizing")))
+    out.extend(_render_ranks(report.get("ranks")))
+    for finding in report["findings"]:
+        out.append(f"  ! {finding}")
+    for action in report.get("recommended", []):
+        out.append(f"  -> {action}")
+    return "\n".join(out)
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.1f} MiB"
+
+
+def _render_sizing(sizing: Optional[dict]) -> list:
+    if not sizing:
+        return []
+    lines = ["  warm-up and pool (per DP rank):"]
+    if "warmup" in sizing:
+        return lines + [f"    {sizing['warmup']}"]
+    if "error" in sizing:
+        return lines + [f"    cannot size: {sizing['error']}"]
+    chunk = sizing["per_dp_chunk"]
+    default = ", sglang's default on an H100 or H200" if sizing["chunk_is_default"] else ""
+    lines.append(f"    longest prefill   {sizing['longest_prompt']} tokens"
+                 + (f" (chunked_prefill_size {chunk} per DP rank{default})" if chunk > 0
+                    else " (chunked prefill off)"))
+    if "note" in sizing:
+        return lines + [f"    {sizing['note']}"]
+    short = sizing["short_prompts"]
+    lines.append(f"    short prompts     {', '.join(map(str, short)) or 'none'} tokens (fill the 2 MiB small segments)")
+    gathers = ", ".join(f"{name} {_mib(b)}" for name, b in sizing["gather_bytes"].items())
+    lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers})")
+    lines.append(f"    pre-allocation    {sizing['prealloc']['state']}: {sizing['prealloc']['message']}")
+    return lines
+
+
+def _render_ranks(ranks: Optional[dict]) -> list:
+    if not ranks:
+        return []
+    lines = [f"  ranks of the last launch ({ranks['folder']}):"]
+    if not ranks.get("ranks"):
+        lines.append("    none recorded")
+    for name, r in sorted((ranks.get("ranks") or {}).items()):
+        w = r.get("warmup") or {}
+        segments = sum(p.get("segments", 0) for p in (r.get("pools") or {}).values())
+        lines.append(f"    {name:<28} warm-up {w.get('prompts') or '-'} in {w.get('seconds', 0):.2f} s, "
+                     f"{segments} segment(s), {r.get('growths_after_warmup') or 0} growth(s) after warm-up")
+    return lines
+
+
+def run(as_json: bool, check: bool, nccl: Optional[str], shape: Optional[ServeShape] = None,
+        ranks: Optional[str] = None, want_ranks: bool = False) -> int:
+    report = build_report(nccl, shape, ranks, want_ranks)
+    print(json.dumps(report, indent=2) if as_json else render(report))
+    return 1 if check and check_failed(report) else 0

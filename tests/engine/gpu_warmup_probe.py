@@ -1,0 +1,110 @@
+"""GPU probe (stage C): what the warm-up's prompts do to sglang's real symmetric pool, counted by the real watchdog.
+
+Run as ``python tests/gpu_warmup_probe.py MODE MAX_TOKENS``; prints one JSON line.
+MODE is the warm-up run before the sweep:
+- ``none``: no warm-up;
+- ``max``: one gather of the longest prompt (the issue's floor);
+- ``full``: what ``warmup.plan_for`` sends: the longest prompt, then the short lengths of
+  ``sizing.small_pool_tokens`` for this shape.
+Then the sweep: one call of the patched KV-cache all-gather for every length from 1 to
+MAX_TOKENS (DeepSeek-style latent KV rows, 576 bf16 elements), as the serving phase.
+
+Everything is sglang's own (the allocator it compiles, its ``SymmetricMemoryContext``,
+``GroupCoordinator``, ``cp_utils``) plus the plugin as installed by ``patch()``: the
+output patch, the CP group's pool (0.5.9-0.5.11) and the watchdog's hook on the context
+class. What one GPU cannot provide is lifted as in ``gpu_pool_probe.setup``: one-rank
+NCCL communicators, and the gate that keeps sglang from opening a symmetric context for a
+one-rank group. The server side of the warm-up (named warm-up, scheduler fan-out) needs a
+whole server and is covered by the CPU tests; here the warm-up is its plan, run through
+the patched gather in the order the server runs it.
+"""
+
+import json
+import sys
+import time
+
+from gpu_pool_probe import setup
+
+LATENT_KV_ELEMENTS = 576  # DeepSeek V3.x: kv_lora_rank 512 + qk_rope_head_dim 64
+
+
+def main(mode: str, max_tokens: int) -> dict:
+    torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, _ = setup("plugin")
+    from types import SimpleNamespace
+
+    from sglang_cp_symm.engine import pool as cp_pools
+    from sglang_cp_symm.engine.hooks import INSTALLER
+    from sglang_cp_symm.engine.sizing import ModelShape, small_pool_tokens
+    from sglang_cp_symm.engine.watchdog import SERVING, START, WARMUP, WATCHDOG
+
+    assert INSTALLER.describe().get("watchdog.context") == "installed", INSTALLER.describe()
+    fn = cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache
+    stream = torch.cuda.current_stream()
+    shape = ModelShape("latent-kv-bf16", {"latent_kv": LATENT_KV_ELEMENTS * 2})
+
+    def gather(n: int, check: bool = False) -> bool:
+        x = torch.randn(n, 1, LATENT_KV_ELEMENTS, device="cuda", dtype=torch.bfloat16)
+        meta = cp_utils.ContextParallelMetadata(max_rank_len=[n], per_rank_actual_token=[n])
+        out = fn(x, n, 1, SimpleNamespace(attn_cp_metadata=meta), stream)
+        return bool(torch.equal(out, x)) if check else True
+
+    def pools():
+        """Segments and MiB of every symmetric pool: sglang's shared one and the plugin's CP pool."""
+        found = {"shared": pa._mem_pool, **{f"cp{i}": p for i, p in enumerate(cp_pools.group_pools().values())}}
+        return {name: cp_pools.pool_stats(p) for name, p in found.items() if p is not None}
+
+    prompts = {"none": [], "max": [max_tokens],
+               "full": [max_tokens] + small_pool_tokens(shape, 1, max_tokens)}[mode]
+    start_growths = WATCHDOG.counts[START]
+    for n in prompts:
+        WATCHDOG.begin_warmup(n)
+        gather(n)
+    torch.cuda.synchronize()
+    if prompts:
+        WATCHDOG.finish_warmup()
+    else:
+        WATCHDOG.traffic()
+    after_warmup = pools()
+
+    import gc
+    import os
+
+    if os.environ.get("CP_SYMM_PROBE_NO_WATCHDOG"):  # diagnosis: the sweep without the watchdog's hook
+        INSTALLER.release("watchdog.context")
+    sync_each = bool(os.environ.get("CP_SYMM_PROBE_SYNC"))  # diagnosis: one call at a time on the GPU
+    started = time.perf_counter()
+    correct = True
+    for n in range(1, max_tokens + 1):
+        correct &= gather(n, check=n in (1, 2, 909, 910, 911, max_tokens // 2, max_tokens))
+        if sync_each:
+            torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    after_sweep = pools()
+    gc.collect()
+    live_blocks = [(b["size"], b["state"]) for p in cp_pools.group_pools().values() for seg in p.snapshot()
+                   for b in seg["blocks"] if b["state"] != "inactive"]
+    segments = lambda state: sum(s["segments"] for s in state.values())  # noqa: E731
+    return {
+        "mode": mode,
+        "sglang": __import__("sglang").__version__,
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())),
+        "max_tokens": max_tokens,
+        "warmup_prompts": prompts,
+        "warmup_growths": WATCHDOG.counts[WARMUP],
+        "start_growths": start_growths,
+        "sweep_calls": max_tokens,
+        "sweep_growths": WATCHDOG.counts[SERVING],
+        "sweep_new_segments": segments(after_sweep) - segments(after_warmup),
+        "pools_after_warmup": after_warmup,
+        "pools_after_sweep": after_sweep,
+        "growth_sites": sorted({e.site.rsplit("/", 1)[-1] for e in WATCHDOG.events if e.phase == SERVING}),
+        "growth_mib": [round(e.grown_bytes / 2**20, 1) for e in WATCHDOG.events if e.phase == SERVING],
+        "live_cp_blocks_after_gc": live_blocks,
+        "sweep_seconds": round(seconds, 2),
+        "correct": correct,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], int(sys.argv[2]))))

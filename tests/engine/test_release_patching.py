@@ -1,0 +1,255 @@
+"""Stage B: the plugin against real sglang releases, each check in a fresh interpreter.
+
+Nothing is faked here: the modules are the releases' own (see conftest); only
+torchvision, which has no CPU build, is the stub described in tests/stubs.
+"""
+
+import json
+
+import pytest
+
+from conftest import last_line, run_python
+
+pytestmark = pytest.mark.release
+
+CP_UTILS = "sglang.srt.layers.utils.cp_utils"
+KV = "cp_all_gather_reorganized_into_tensor_kv_cache"
+NONKV = "cp_all_gather_reorganized_into_tensor"
+ON = {"SGLANG_CP_SYMM": "1"}
+
+EXPECTED = {
+    "0.5.8": {"nsa.reorganized_tp": "patched", "nsa.rerange_output_tp": "patched",
+              "pool.attention_cp_registration": "patched"},
+    "0.5.9": {"nsa.reorganized": "upstream", "nsa.rerange_output": "upstream",
+              "pool.attention_cp_registration": "patched"},
+    "0.5.10": {"cp_utils.reorganized": "patched", "cp_utils.reorganized_kv_cache": "patched",
+               "nsa.reorganized": "upstream", "nsa.rerange_output": "upstream",
+               "pool.attention_cp_registration": "patched"},
+    "0.5.11": {"cp_utils.reorganized": "upstream", "cp_utils.reorganized_kv_cache": "patched",
+               "cp_utils.rerange_output": "upstream", "pool.attention_cp_registration": "patched"},
+    "0.5.12": {"cp_utils.reorganized": "upstream", "cp_utils.reorganized_kv_cache": "upstream",
+               "cp_utils.rerange_output": "upstream", "pool.attention_cp_registration": "upstream"},
+    "0.5.23": {"cp.zigzag": "upstream", "cp.interleave": "upstream", "cp.interleave_gather": "upstream",
+               "pool.attention_cp_registration": "upstream"},
+}
+MODULES = {"0.5.8": "sglang.srt.layers.attention.nsa.utils",
+           "0.5.9": "sglang.srt.layers.attention.nsa.utils",
+           "0.5.10": f"{CP_UTILS}, sglang.srt.layers.attention.nsa.utils"}
+
+
+def states(release, code, env=ON):
+    return json.loads(last_line(run_python(release, code, env)))
+
+
+@pytest.mark.parametrize("release", list(EXPECTED))
+def test_status_per_release(release):
+    got = states(release, f"""
+        import json, sglang_cp_symm.engine.plugin as p, sglang_cp_symm as s
+        import {MODULES.get(release, CP_UTILS)}
+        import sglang.srt.distributed.device_communicators.pynccl_allocator
+        assert p.activate()
+        targets = s.status()['targets']
+        print(json.dumps({{k: v['state'] for k, v in targets.items()}} | {{"pool shape": targets['pool.attention_cp_registration']['detail']}}))
+    """)
+    shape = got.pop("pool shape")
+    assert got == EXPECTED[release]
+    # the pool fix recognised how this release's SymmetricMemoryContext names its pool
+    assert shape == {"0.5.8": "_mem_pool_ctx", "0.5.9": "_mem_pool_ctx", "0.5.10": "_mem_pool_ctx",
+                     "0.5.11": "_pool_id"}.get(release, shape)
+
+
+@pytest.mark.parametrize("release", ["0.5.10", "0.5.11", "0.5.12"])
+def test_off_by_default_changes_nothing(release):
+    out = last_line(run_python(release, f"""
+        import {CP_UTILS} as m, sglang_cp_symm.engine.plugin as p, wrapt
+        before = (m.{KV}, m.{NONKV})
+        assert p.activate() is False
+        assert (m.{KV}, m.{NONKV}) == before
+        assert not any(isinstance(f, wrapt.FunctionWrapper) for f in before)
+        assert "use_symmetric_memory" not in vars(m) or "{release}" != "0.5.10"
+        print("unchanged")
+    """, env={}))
+    assert out == "unchanged"
+
+
+def test_bad_value_one_message_and_off():
+    result = run_python("0.5.11", f"""
+        import {CP_UTILS} as m, sglang_cp_symm.engine.plugin as p, wrapt
+        assert p.activate() is False
+        assert not isinstance(m.{KV}, wrapt.FunctionWrapper)
+        print("off")
+    """, env={"SGLANG_CP_SYMM": "maybe"})
+    assert last_line(result) == "off"
+    lines = [l for l in result.stderr.splitlines() if "SGLANG_CP_SYMM" in l]
+    assert len(lines) == 1 and "'maybe'" in lines[0] and "1/true/yes/on" in lines[0]
+
+
+SHAPE_CHANGED = f"""
+    import {CP_UTILS} as m
+    def {KV}(input_tensor, total_len, cp_size, forward_batch, stream):
+        return input_tensor  # a future release that moved the gather elsewhere
+    m.{KV} = {KV}
+    import sglang_cp_symm.engine.plugin as p, sglang_cp_symm as s
+"""
+
+
+def test_shape_mismatch_warns_and_leaves_the_function_alone():
+    result = run_python("0.5.11", SHAPE_CHANGED + f"""
+    before = m.{KV}
+    p.activate()
+    assert m.{KV} is before
+    print(s.status()['targets']['cp_utils.reorganized_kv_cache']['state'])
+    """, env=ON)
+    assert last_line(result) == "skipped"
+    warning = [l for l in result.stderr.splitlines() if "left untouched" in l]
+    assert len(warning) == 1 and KV in warning[0] and "0.5.11" in warning[0]
+
+
+def test_strict_mode_refuses_to_start_on_a_skip():
+    result = run_python("0.5.11", SHAPE_CHANGED + "    p.activate()\n    print('started')\n", env={**ON, "SGLANG_CP_SYMM_STRICT": "1"})
+    assert result.returncode != 0 and "started" not in result.stdout
+    assert "strict mode" in result.stderr and KV in result.stderr
+
+
+def test_strict_mode_refuses_a_bad_value():
+    result = run_python("0.5.11", "import sglang_cp_symm.engine.plugin as p; p.activate(); print('started')",
+                        env={"SGLANG_CP_SYMM": "maybe", "SGLANG_CP_SYMM_STRICT": "1"})
+    assert result.returncode != 0 and "SGLANG_CP_SYMM='maybe'" in result.stderr
+
+
+@pytest.mark.parametrize("release", ["0.5.10", "0.5.11"])
+def test_idempotent_and_unpatch_restores_everything(release):
+    out = last_line(run_python(release, f"""
+        import sys, types, wrapt
+        import {CP_UTILS} as m
+        import sglang.srt.distributed.device_communicators.pynccl_allocator as pa
+        copy = types.ModuleType("name_importer"); sys.modules["name_importer"] = copy
+        copy.{KV} = m.{KV}                      # `from cp_utils import ...` made before the plugin
+        originals = (m.{KV}, m.{NONKV}, pa.SymmetricMemoryContext.__init__, dict(vars(m)))
+        import sglang_cp_symm as s
+        s.patch(); first = (m.{KV}, copy.{KV}, pa.SymmetricMemoryContext.__init__)
+        s.patch(); second = (m.{KV}, copy.{KV}, pa.SymmetricMemoryContext.__init__)
+        assert first == second and first[0] is first[1]
+        assert isinstance(m.{KV}, wrapt.FunctionWrapper) and m.{KV}.__wrapped__ is originals[0]
+        s.unpatch()
+        assert (m.{KV}, m.{NONKV}, pa.SymmetricMemoryContext.__init__) == originals[:3]
+        assert copy.{KV} is originals[0]
+        assert set(vars(m)) == set(originals[3])     # injected names are gone too
+        s.patch(); assert isinstance(m.{KV}, wrapt.FunctionWrapper)   # and it can be applied again
+        print("ok")
+    """, env={}))
+    assert out == "ok"
+
+
+@pytest.mark.parametrize("order", ["plugin-first", "module-first"])
+def test_import_orders_and_name_imported_copies(order):
+    plugin = "import sglang_cp_symm.engine.plugin as p; assert p.activate()"
+    module = f"import {CP_UTILS} as m"
+    out = last_line(run_python("0.5.10", f"""
+        import sys, wrapt
+        {plugin if order == 'plugin-first' else module}
+        {module if order == 'plugin-first' else plugin}
+        from {CP_UTILS} import {KV} as late_copy
+        assert isinstance(m.{KV}, wrapt.FunctionWrapper), type(m.{KV})
+        assert late_copy is m.{KV}
+        print("patched")
+    """, env=ON))
+    assert out == "patched"
+
+
+@pytest.mark.parametrize("release", ["0.5.11", "0.5.12", "0.5.23"])
+def test_real_entry_point_through_sglang_load_plugins(release):
+    out = states(release, f"""
+        import json
+        from sglang.srt.plugins import load_plugins
+        load_plugins()                       # sglang's own loader finds the installed entry point
+        import {MODULES.get(release, CP_UTILS)}   # as the scheduler's imports do after it
+        import sglang.srt.distributed.device_communicators.pynccl_allocator
+        import sglang_cp_symm as s
+        print(json.dumps({{k: v['state'] for k, v in s.status()['targets'].items()}}))
+    """)
+    assert out == EXPECTED[release]
+
+
+def test_sglang_plugins_filter_is_respected():
+    out = states("0.5.11", """
+        import json
+        from sglang.srt.plugins import load_plugins
+        load_plugins()
+        import sglang_cp_symm as s
+        print(json.dumps(s.status()['targets']))
+    """, env={**ON, "SGLANG_PLUGINS": "someone_else"})
+    assert out == {}
+
+
+def test_0_5_10_bootstrap_reaches_spawned_children(tmp_path):
+    """0.5.10 has no plugin framework: the installed .pth must patch a spawned child by itself."""
+    (tmp_path / "child_probe.py").write_text(
+        "def child(q):\n"
+        f"    import wrapt, {CP_UTILS} as m\n"
+        f"    q.put(isinstance(m.{KV}, wrapt.FunctionWrapper))\n"
+    )
+    code = """
+        import multiprocessing as mp, sys
+        sys.path.insert(0, %r)
+        import child_probe
+        ctx = mp.get_context("spawn"); q = ctx.Queue()
+        proc = ctx.Process(target=child_probe.child, args=(q,)); proc.start()
+        print(q.get(timeout=120)); proc.join()
+    """ % str(tmp_path)
+    assert last_line(run_python("0.5.10", code, env={**ON })) == "True"
+    assert last_line(run_python("0.5.10", code, env={})) == "False"
+
+
+@pytest.mark.parametrize("release", list(EXPECTED))
+def test_register_claims_hold_in_the_release_source(release):
+    """Every target the register calls 'upstream' here really allocates its output in the context,
+    read from the release's own files (layers/cp imports half the engine, so no import here)."""
+    out = states(release, f"""
+        import ast, json, importlib.util, pathlib
+        from sglang_cp_symm.targets import targets_for
+        from sglang_cp_symm.releases import Release
+        from sglang_cp_symm.engine.rewrite import already_in_context, find_gather_call
+        root = pathlib.Path(importlib.util.find_spec("sglang").origin).parent.parent
+        found = {{}}
+        for t in targets_for(Release.parse("{release}")):
+            tree = ast.parse((root / (t.module.replace(".", "/") + ".py")).read_text())
+            node = tree
+            for part in t.function.split("."):
+                node = next(n for n in node.body if getattr(n, "name", None) == part)
+            find_gather_call(node, t)
+            found[t.name] = "upstream" if already_in_context(node, t) else "patched"
+        print(json.dumps(found))
+    """)
+    assert out == {k: ("upstream" if v == "upstream" else "patched") for k, v in EXPECTED[release].items()
+                   if not k.startswith("pool.")}
+
+
+def test_racy_nccl_holds_back_outputs_and_the_pool_fix():
+    """NCCL 2.29.7 (given: no NCCL on CPU): output registration alone would engage the racy kernel,
+    so the plugin changes nothing unless SGLANG_CP_SYMM_ALLOW_NCCL_RACE=1."""
+    code = f"""
+        import json, {CP_UTILS} as m, wrapt
+        import sglang.srt.distributed.device_communicators.pynccl_allocator
+        import sglang_cp_symm as s
+        from sglang_cp_symm.engine.settings import read_settings
+        st = s.patch(read_settings(), nccl="2.29.7")
+        print(json.dumps([{{k: v["state"] for k, v in st["targets"].items()}},
+                          isinstance(m.{KV}, wrapt.FunctionWrapper), st["nccl"]["hazard"] is not None]))
+    """
+    held, wrapped, hazard = json.loads(last_line(run_python("0.5.11", code, env=ON)))
+    assert held["cp_utils.reorganized_kv_cache"] == "held back" and not wrapped and hazard
+    assert held["pool.attention_cp_registration"] == "held back"
+    allowed, wrapped, _ = json.loads(last_line(run_python("0.5.11", code, env={**ON, "SGLANG_CP_SYMM_ALLOW_NCCL_RACE": "1"})))
+    assert allowed["cp_utils.reorganized_kv_cache"] == "patched" and wrapped
+    assert allowed["pool.attention_cp_registration"] == "patched"
+
+
+def test_bootstrap_does_not_import_torch_in_unrelated_interpreters():
+    """With SGLANG_CP_SYMM=1 on 0.5.10, the .pth runs in every interpreter of the environment: it must
+    stay cheap there (no torch, no sglang) until an sglang target is actually imported."""
+    out = last_line(run_python("0.5.10", """
+        import sys, sglang_cp_symm
+        print(sorted(m for m in ("torch", "sglang") if m in sys.modules), sglang_cp_symm.status()["mode"])
+    """, env=ON))
+    assert out == "[] on"

@@ -1,0 +1,116 @@
+"""Stage B: ``sglang-cp-symm doctor`` against a real installed release, and without sglang."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_python
+
+pytestmark = pytest.mark.release
+
+DOCTOR = "import sys; from sglang_cp_symm.__main__ import main; sys.exit(main(sys.argv[1:]))"
+
+
+def doctor(release, *args, env=None):
+    code = f"import sys; sys.argv[1:] = {list(args)!r}\n{DOCTOR}"
+    return run_python(release, code, env=env)
+
+
+def test_report_is_readable_and_json_is_valid_on_0_5_11():
+    text = doctor("0.5.11", "doctor", "--nccl", "2.28.9", env={"SGLANG_CP_SYMM": "1"})
+    assert text.returncode == 0, text.stderr
+    for needle in ("sglang      0.5.11", "NCCL        2.28.9", "cp_utils.reorganized_kv_cache", "needs patch",
+                   "upgrade NCCL to >= 2.30.7"):
+        assert needle in text.stdout
+    data = json.loads(doctor("0.5.11", "doctor", "--json", "--nccl", "2.30.7", env={"SGLANG_CP_SYMM": "1"}).stdout)
+    kv = data["targets"]["cp_utils.reorganized_kv_cache"]
+    assert data["sglang"] == "0.5.11" and data["entry_point"]["discoverable"]
+    assert kv["source"] == kv["expected"] == "needs patch" and kv["kernel"] is True
+
+
+@pytest.mark.parametrize("nccl,env,code", [
+    ("2.30.7", {"SGLANG_CP_SYMM": "1"}, 0),                 # patches the KV gather, kernel engages
+    ("2.28.9", {"SGLANG_CP_SYMM": "1"}, 1),                 # patches, but 2.28 needs the send buffer too
+    ("2.30.7", {}, 0),                                       # plugin off: nothing to gate on
+    ("2.30.7", {"SGLANG_CP_SYMM": "maybe"}, 1),             # a bad switch value
+])
+def test_check_exit_codes(nccl, env, code):
+    assert doctor("0.5.11", "doctor", "--check", "--nccl", nccl, env=env).returncode == code
+
+
+def test_check_fails_where_the_plugin_would_patch_nothing():
+    # 0.5.23: everything upstream; with NCCL 2.28 nothing engages and the plugin changes nothing.
+    assert doctor("0.5.23", "doctor", "--check", "--nccl", "2.28.9", env={"SGLANG_CP_SYMM": "1"}).returncode == 1
+
+
+def test_sglang_plugins_filter_is_reported():
+    out = doctor("0.5.11", "doctor", env={"SGLANG_CP_SYMM": "1", "SGLANG_PLUGINS": "other"}).stdout
+    assert "SGLANG_PLUGINS does not list cp_symm" in out
+
+
+def test_without_sglang_it_says_so():
+    result = subprocess.run([sys.executable, "-m", "sglang_cp_symm", "doctor", "--json"], capture_output=True, text=True)
+    data = json.loads(result.stdout)
+    assert result.returncode == 0 and data["sglang"] is None
+    assert any("sglang is not installed" in f for f in data["findings"])
+
+
+def test_sizing_of_the_warmup_and_the_pool():
+    out = doctor("0.5.12", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4",
+                 env={"SGLANG_CP_SYMM": "1"}).stdout
+    for needle in ("longest prefill   8192 tokens (chunked_prefill_size 8192 per DP rank, sglang's default",
+                   "short prompts     4096, 2048, 512, 256 tokens",
+                   "CP buffers        40.0 MiB at most at once (k 4.0 MiB, v 4.0 MiB, hidden_states 32.0 MiB)",
+                   "pre-allocation    large: the CP all-gathers need 0.04 GiB of the 4 GiB pre-allocated"):
+        assert needle in out, out
+    data = json.loads(doctor("0.5.12", "doctor", "--json", "--model", "deepseek-v3.2", "--cp-size", "8", "--tp", "8",
+                             "--chunked-prefill-size", "131072", "--prealloc-gb", "1").stdout)
+    sizing = data["sizing"]
+    assert sizing["longest_prompt"] == 131072 and sizing["prealloc"]["state"] == "too-small"
+    assert any("SGLANG_SYMM_MEM_PREALLOC_GB_SIZE=" in a for a in data["recommended"])
+
+
+def test_sizing_on_0_5_11_says_the_cp_pool_is_the_plugins_own_and_dp_attention_halves_the_chunk():
+    out = doctor("0.5.11", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", "--dp", "2",
+                 "--enable-dp-attention", "--chunked-prefill-size", "8192", env={"SGLANG_CP_SYMM": "1"}).stdout
+    assert "longest prefill   4096 tokens (chunked_prefill_size 4096 per DP rank)" in out
+    assert "short prompts     2048, 1024, 512, 256 tokens" in out
+    assert "not-used-by-cp: on sglang 0.5.11 the plugin gives the CP group its own pool" in out
+
+
+def test_bad_sizing_input_is_one_clear_message():
+    bad = doctor("0.5.11", "doctor", "--cp-size", "0")
+    assert bad.returncode == 2 and "'0' is not a positive whole number" in bad.stderr
+    out = doctor("0.5.11", "doctor", "--cp-size", "2", "--model", "nope").stdout
+    assert "sizing: --model 'nope' is neither a preset" in out
+    out = doctor("0.5.11", "doctor", "--cp-size", "2", "--chunked-prefill-size", "-1").stdout
+    assert "chunked prefill is off (-1) and no context length is known" in out
+
+
+def test_ranks_of_the_last_launch_and_the_uneven_one(tmp_path):
+    from sglang_cp_symm.engine import watchdog as wd
+
+    run_dir = str(tmp_path)
+    env = {"SGLANG_CP_SYMM_REPORT_DIR": run_dir, wd.RUN_ID: "launch-1"}
+    write = """
+import os
+from sglang_cp_symm.engine import watchdog as wd
+for rank, segments, late in (("rank 0 (tp 0)", 3, 0), ("rank 1 (tp 1)", 4, 1)):
+    dog = wd.PoolWatchdog(reserved=lambda: 0, pools=dict, stats=dict)
+    dog.rank, dog.rank_info = rank, {"pp_rank": 0}
+    dog.known = {"cp": {"segments": segments, "bytes": segments << 21}}
+    dog.warmup.prompts, dog.warmup.seconds = [8192, 910], 1.25
+    dog.counts[wd.SERVING] = late
+    wd.write_rank_record(dog)
+"""
+    assert run_python(None, write, env=env).returncode == 0
+    result = doctor("0.5.11", "doctor", "--ranks", run_dir, "--check", env={"SGLANG_CP_SYMM": "1"})
+    assert result.returncode == 1
+    for needle in ("rank-0--tp-0-", "warm-up [8192, 910] in 1.25 s, 3 segment(s), 0 growth(s) after warm-up",
+                   "ranks hold different numbers of symmetric pool segments", "pool growths after the warm-up"):
+        assert needle in result.stdout, result.stdout
+    empty = doctor("0.5.11", "doctor", "--ranks", str(tmp_path / "none"), "--check", "--nccl", "2.30.7",
+                   env={"SGLANG_CP_SYMM": "1"})
+    assert empty.returncode == 0 and "none recorded" in empty.stdout and "no rank records here" in empty.stdout
