@@ -22,6 +22,23 @@ RELEASES = [line.split()[0] for line in (ROOT / "ci" / "releases.txt").read_text
             if line.strip() and not line.startswith("#")]
 
 
+NCCL_STUB = ROOT / ".envs" / "libnccl-stub.so"  # tests/stubs/libnccl_stub.c, built by ci/envs.sh
+
+
+def nccl(version: str) -> dict:
+    """The environment that makes the engine's NCCL resolution find NCCL ``version`` (the stub library)."""
+    major, minor, patch = (int(part) for part in version.split("."))
+    return {"SGLANG_NCCL_SO_PATH": str(NCCL_STUB), "NCCL_STUB_VERSION": str(major * 10000 + minor * 100 + patch)}
+
+
+def pinned_nccl(release: str) -> dict:
+    """``nccl()`` of the NCCL that ``release`` runs in a default install (its torch's pin)."""
+    from sglang_cp_symm.pins import pin_for
+    from sglang_cp_symm.releases import Release
+
+    return nccl(pin_for(Release.parse(release)).nccl)
+
+
 def release_dir(release: str) -> Path:
     return ROOT / ".envs" / f"sglang-{release}"
 
@@ -38,11 +55,16 @@ def require_release(release: str) -> Path:
 
 def run_python(release: str | None, code: str, env: dict | None = None, timeout: float = 300,
                cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter (in ``cwd``, default ``tests/``); ``release`` None runs without sglang."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_")}
+    """Run ``code`` in a fresh interpreter (in ``cwd``, default ``tests/``); ``release`` None runs without sglang.
+
+    With a release, the engine finds the NCCL that release pins (``pinned_nccl``), as on a default install;
+    ``env`` may name another (``nccl("2.30.7")``) or none (``{"SGLANG_NCCL_SO_PATH": ""}``).
+    """
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_") and k != "NCCL_STUB_VERSION"}
     paths = []
     if release is not None:
         paths = [str(require_release(release)), str(STUBS)]
+        full_env.update(pinned_nccl(release))
     extra = dict(env or {})
     prepend = extra.pop("PYTHONPATH_PREPEND", None)
     full_env["PYTHONPATH"] = os.pathsep.join(([prepend] if prepend else []) + paths)

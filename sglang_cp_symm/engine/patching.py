@@ -155,14 +155,19 @@ class Patcher:
                     "upgrade sglang-cp-symm or pin a supported sglang",
                 )
                 return
+            waiting = []
             for target in targets_for(release):
-                self._set(target.name, target.dotted, WAITING)
+                if target.fixed_upstream_in(release) and not settings.send:
+                    self._set(target.name, target.dotted, UPSTREAM, target.fixed_by)  # nothing to do whatever NCCL
+                else:
+                    self._set(target.name, target.dotted, WAITING)
+                    waiting.append(target.module)
             pool_where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"
             if POOL_FIX.applies_to(release):
                 self._set(POOL_FIX.name, pool_where, WAITING)
             else:
                 self._set(POOL_FIX.name, pool_where, UPSTREAM, POOL_FIX.fixed_by)
-            modules = {t.module for t in targets_for(release)} | ({POOL_FIX.module} if POOL_FIX.applies_to(release) else set())
+            modules = set(waiting) | ({POOL_FIX.module} if POOL_FIX.applies_to(release) else set())
             for module_name in sorted(modules):
                 self._when_imported(module_name)
 
