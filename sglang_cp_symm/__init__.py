@@ -12,8 +12,6 @@ for wrapt, the register or the engine side. ``engine/`` is what runs inside
 sglang's processes; ``tools/`` is the command line and what runs offline.
 """
 
-from __future__ import annotations
-
 __version__ = "0.1.0"
 
 

@@ -24,9 +24,15 @@ def resolve(owner: Any, dotted: str) -> Tuple[Any, str, Any]:
     return owner, attr, owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
 
 
+#: The attribute ``patching`` sets on each function it installs in place of an engine function.
+REWRITTEN_MARK = "__sglang_cp_symm_rewritten__"
+
+
 def unwrap(value: Any) -> Any:
-    """The function under a wrapt wrapper; anything else as it is."""
-    return value.__wrapped__ if isinstance(value, wrapt.FunctionWrapper) else value
+    """The engine's own function under the plugin's wrapt wrapper or rewritten copy; anything else as it is."""
+    if isinstance(value, wrapt.FunctionWrapper) or getattr(value, REWRITTEN_MARK, False):
+        return value.__wrapped__
+    return value
 
 
 def wrap(module: Any, dotted: str, wrapper: Callable) -> Callable[[], None]:

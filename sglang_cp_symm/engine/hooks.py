@@ -18,12 +18,12 @@ The hooks, by register name:
 
 from __future__ import annotations
 
-import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
 import wrapt
 
+from . import context_hooks
 from . import warmup as warmup_mod
 from .attributes import resolve, unwrap, wrap
 from .settings import strict_exit
@@ -64,22 +64,6 @@ def on_generate_request(wrapped, instance, args, kwargs):
         warmup_mod.observe_request(instance, args[0] if args else kwargs.get("recv_req"))
     except Exception:  # the report is never worth a failed request
         logger.debug("sglang-cp-symm: warm-up bookkeeping failed", exc_info=True)
-    return wrapped(*args, **kwargs)
-
-
-def on_context_enter(wrapped, instance, args, kwargs):
-    result = wrapped(*args, **kwargs)
-    if not getattr(instance, "is_graph_capture", False):  # capture allocates into the graph's pool
-        WATCHDOG.entered(sys._getframe(1).f_code)  # the frame running the ``with`` statement
-    return result
-
-
-def on_context_exit(wrapped, instance, args, kwargs):
-    if not getattr(instance, "is_graph_capture", False):
-        try:
-            WATCHDOG.leaving(sys._getframe(1))
-        except Exception:  # counting must never fail the forward pass
-            logger.debug("sglang-cp-symm: watchdog failed", exc_info=True)
     return wrapped(*args, **kwargs)
 
 
@@ -177,6 +161,7 @@ def _attach_one(wrapper: Callable) -> Callable[[Any, Hook], List[Callable[[], No
 
 
 def _attach_context(module: Any, hook: Hook) -> List[Callable[[], None]]:
+    """The watchdog around the contexts the CP all-gathers open (``context_hooks``: plain functions, no wrapper)."""
     from .send_staging import cp_symm_stage_send
 
     WATCHDOG.watch(cp_symm_stage_send.__code__)
@@ -184,10 +169,9 @@ def _attach_context(module: Any, hook: Hook) -> List[Callable[[], None]]:
 
     def stop_measuring() -> None:
         WATCHDOG.measuring = False
+        context_hooks.clear_roles(context_hooks.WATCH)
 
-    return [stop_measuring,
-            wrap(module, f"{hook.attribute}.__enter__", on_context_enter),
-            wrap(module, f"{hook.attribute}.__exit__", on_context_exit)]
+    return [stop_measuring, context_hooks.install(getattr(module, hook.attribute), WATCHDOG)]
 
 
 _ATTACH: Dict[str, Callable[[Any, Hook], List[Callable[[], None]]]] = {

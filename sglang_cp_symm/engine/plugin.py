@@ -26,10 +26,10 @@ def activate(nccl: Optional[str] = None) -> bool:
     Never raises, except ``SystemExit`` in strict mode.
     """
     settings = read_settings()
+    if settings.problems and settings.strict:  # the exit line names the problem: no warning before it
+        raise strict_exit(settings.problems[0])
     for problem in settings.problems:
         logs.warning_once(problem, "sglang-cp-symm: %s", problem)
-    if settings.problems and settings.strict:
-        raise strict_exit(settings.problems[0])
     if not settings.enabled:
         return False
     try:  # wrapt and the engine side load only now, and only when the plugin is on

@@ -7,25 +7,27 @@ not, every rank of the communicator waits forever. After the warm-up there shoul
 be none; one that happens anyway is what an operator needs to see.
 
 How, so that it costs almost nothing where nothing grows:
-- Every ``SymmetricMemoryContext.__enter__``/``__exit__`` is wrapped (``hooks``). For a
-  context opened by one of the register's CP all-gathers (recognised by the code
-  object of the frame that opened it: one frame lookup and one set lookup), entering
-  reads the device memory in use (``cudaMemGetInfo``) and leaving reads it again;
-  only if it rose are the pools' snapshots taken to confirm and measure the growth,
-  and the growth is logged with that gather's file and line, before the original
-  ``__exit__`` runs (from 0.5.12 it registers new segments collectively, where a
-  hang would start). Any other context (the TP all-reduces: a few per layer) only
-  notes on which thread it is open, for the hang monitor.
+- ``SymmetricMemoryContext.__enter__``/``__exit__`` are replaced by the plain functions
+  of ``context_hooks``, which recognise a context opened by one of the register's CP
+  all-gathers by the code object of the frame that opened it (one frame lookup and
+  two dict lookups). For those, entering reads the device memory in use
+  (``cudaMemGetInfo``) and leaving reads it again; only if it rose are the pools'
+  snapshots taken to confirm and measure the growth, and the growth is logged with
+  that gather's file and line, before the original ``__exit__`` runs (from 0.5.12 it
+  registers new segments collectively, where a hang would start). Any other context
+  (the TP all-reduces: a few per layer) runs as sglang's own, with nothing added
+  but that lookup.
 - Growth anywhere else is caught between requests: each request's arrival at the
   scheduler reads the device memory once, and a rise is confirmed the same way and
   reported as outside the CP all-gathers.
-- A monitor thread reports a thread that stays inside a symmetric context for
-  longer than ``HANG_REPORT_AFTER_S``: a rank waiting for its peers in a
+- A monitor thread reports a thread that stays inside a CP all-gather's symmetric
+  context for longer than ``HANG_REPORT_AFTER_S``: a rank waiting for its peers in a
   registration, the hang itself, named with the place it waits.
 Measured on an H100 VM (docs/gpu-runs.md): ``torch.cuda.mem_get_info`` 7-10 us,
 PyTorch's ``memory_reserved`` 137-192 us, the raw allocator statistics 18-23 us.
-Measuring every context, as a first version did, added 27 us to each; now an
-unmeasured context pays 7 us (sglang's own context costs 13 us there). Contexts opened during
+Measuring every context, as a first version did, added 27 us to each; a wrapt
+wrapper on every context added 7 us there (sglang's own context costs 13 us); the
+plain-function hook adds what ``bench/overhead.py`` prints. Contexts opened during
 CUDA-graph capture are not measured (their allocations go to the graph's pool).
 
 Phases: ``start`` (pre-allocation, CUDA-graph capture), ``warm-up`` (from the first
@@ -49,6 +51,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
+from . import context_hooks
 from . import settings as switches
 from .logs import logger
 
@@ -177,6 +180,7 @@ class PoolWatchdog:
     def watch(self, code: Any) -> None:
         """Measure the contexts that the function with this code object opens (a CP all-gather)."""
         self.watched.add(code)
+        context_hooks.set_role(code, context_hooks.WATCH)
 
     def entered(self, opener_code: Any = None) -> None:
         """After a symmetric context was entered on this thread, by a function with ``opener_code``."""

@@ -145,14 +145,19 @@ def make_allocation_mode(record: CallRecord):
 # -- one process -------------------------------------------------------------------------
 
 
-def _install_cpu_stand_ins(records: Dict[str, CallRecord]):
-    """Replace what needs a GPU (see module docstring); returns the op library, to be kept alive."""
-    import torch
-    from sglang.srt.distributed import parallel_state as ps
+def install_recording_context() -> None:
+    """sglang's symmetric context replaced by ``RecordingContext``, and symmetric memory reported on (no GPU here)."""
     from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
 
     pa.SymmetricMemoryContext = RecordingContext
     pa.is_symmetric_memory_enabled = lambda: True
+
+
+def install_cpu_all_gather(records: Dict[str, CallRecord]):
+    """A CPU kernel for ``sglang::reg_all_gather_into_tensor`` (gloo, recording what it is handed); returns the
+    op library, which must be kept alive while it is used."""
+    import torch
+    from sglang.srt.distributed import parallel_state as ps
 
     lib = torch.library.Library("sglang", "IMPL")
 
@@ -166,7 +171,13 @@ def _install_cpu_stand_ins(records: Dict[str, CallRecord]):
     return lib
 
 
-def _cpu_group(ps, world: int, rank: int):
+def _install_cpu_stand_ins(records: Dict[str, CallRecord]):
+    """Replace what needs a GPU (see module docstring); returns the op library, to be kept alive."""
+    install_recording_context()
+    return install_cpu_all_gather(records)
+
+
+def cpu_gather_group(ps, world: int, rank: int):
     """A real ``GroupCoordinator`` over gloo for the CP gathers, without pynccl (which needs CUDA).
 
     0.5.9+ let ``init_model_parallel_group`` turn pynccl off; 0.5.6-0.5.8 force it on there, so the
@@ -221,7 +232,7 @@ def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool
             local_rank=rank,
             backend="gloo",
         )
-        group = _cpu_group(ps, world, rank)
+        group = cpu_gather_group(ps, world, rank)
         ps._ATTN_CP = group
         from sglang.srt.layers import dp_attention
 

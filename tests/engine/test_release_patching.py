@@ -65,7 +65,7 @@ def test_off_by_default_changes_nothing(release):
         before = (m.{KV}, m.{NONKV})
         assert p.activate() is False
         assert (m.{KV}, m.{NONKV}) == before
-        assert not any(isinstance(f, wrapt.FunctionWrapper) for f in before)
+        assert not any(hasattr(f, '__sglang_cp_symm_rewritten__') for f in before)
         assert "use_symmetric_memory" not in vars(m) or "{release}" != "0.5.10"
         print("unchanged")
     """, env={}))
@@ -76,7 +76,7 @@ def test_bad_value_one_message_and_off():
     result = run_python("0.5.11", f"""
         import {CP_UTILS} as m, sglang_cp_symm.engine.plugin as p, wrapt
         assert p.activate() is False
-        assert not isinstance(m.{KV}, wrapt.FunctionWrapper)
+        assert not hasattr(m.{KV}, '__sglang_cp_symm_rewritten__')
         print("off")
     """, env={"SGLANG_CP_SYMM": "maybe"})
     assert last_line(result) == "off"
@@ -130,12 +130,12 @@ def test_idempotent_and_unpatch_restores_everything(release):
         s.patch(); first = (m.{KV}, copy.{KV}, pa.SymmetricMemoryContext.__init__)
         s.patch(); second = (m.{KV}, copy.{KV}, pa.SymmetricMemoryContext.__init__)
         assert first == second and first[0] is first[1]
-        assert isinstance(m.{KV}, wrapt.FunctionWrapper) and m.{KV}.__wrapped__ is originals[0]
+        assert hasattr(m.{KV}, '__sglang_cp_symm_rewritten__') and m.{KV}.__wrapped__ is originals[0]
         s.unpatch()
         assert (m.{KV}, m.{NONKV}, pa.SymmetricMemoryContext.__init__) == originals[:3]
         assert copy.{KV} is originals[0]
         assert set(vars(m)) == set(originals[3])     # injected names are gone too
-        s.patch(); assert isinstance(m.{KV}, wrapt.FunctionWrapper)   # and it can be applied again
+        s.patch(); assert hasattr(m.{KV}, '__sglang_cp_symm_rewritten__')   # and it can be applied again
         print("ok")
     """, env={}))
     assert out == "ok"
@@ -150,7 +150,7 @@ def test_import_orders_and_name_imported_copies(order):
         {plugin if order == 'plugin-first' else module}
         {module if order == 'plugin-first' else plugin}
         from {CP_UTILS} import {KV} as late_copy
-        assert isinstance(m.{KV}, wrapt.FunctionWrapper), type(m.{KV})
+        assert hasattr(m.{KV}, '__sglang_cp_symm_rewritten__'), type(m.{KV})
         assert late_copy is m.{KV}
         print("patched")
     """, env=ON))
@@ -180,25 +180,6 @@ def test_sglang_plugins_filter_is_respected():
         print(json.dumps(s.status()['targets']))
     """, env={**ON, "SGLANG_PLUGINS": "someone_else"})
     assert out == {}
-
-
-def test_0_5_10_bootstrap_reaches_spawned_children(tmp_path):
-    """0.5.10 has no plugin framework: the installed .pth must patch a spawned child by itself."""
-    (tmp_path / "child_probe.py").write_text(
-        "def child(q):\n"
-        f"    import wrapt, {CP_UTILS} as m\n"
-        f"    q.put(isinstance(m.{KV}, wrapt.FunctionWrapper))\n"
-    )
-    code = """
-        import multiprocessing as mp, sys
-        sys.path.insert(0, %r)
-        import child_probe
-        ctx = mp.get_context("spawn"); q = ctx.Queue()
-        proc = ctx.Process(target=child_probe.child, args=(q,)); proc.start()
-        print(q.get(timeout=120)); proc.join()
-    """ % str(tmp_path)
-    assert last_line(run_python("0.5.10", code, env={**ON })) == "True"
-    assert last_line(run_python("0.5.10", code, env={})) == "False"
 
 
 @pytest.mark.parametrize("release", list(EXPECTED))
@@ -235,7 +216,7 @@ def test_racy_nccl_holds_back_outputs_and_the_pool_fix():
         from sglang_cp_symm.engine.settings import read_settings
         st = s.patch(read_settings(), nccl="2.29.7")
         print(json.dumps([{{k: v["state"] for k, v in st["targets"].items()}},
-                          isinstance(m.{KV}, wrapt.FunctionWrapper), st["nccl"]["hazard"] is not None]))
+                          hasattr(m.{KV}, '__sglang_cp_symm_rewritten__'), st["nccl"]["hazard"] is not None]))
     """
     held, wrapped, hazard = json.loads(last_line(run_python("0.5.11", code, env=ON)))
     assert held["cp_utils.reorganized_kv_cache"] == "held back" and not wrapped and hazard
@@ -243,13 +224,3 @@ def test_racy_nccl_holds_back_outputs_and_the_pool_fix():
     allowed, wrapped, _ = json.loads(last_line(run_python("0.5.11", code, env={**ON, "SGLANG_CP_SYMM_ALLOW_NCCL_RACE": "1"})))
     assert allowed["cp_utils.reorganized_kv_cache"] == "patched" and wrapped
     assert allowed["pool.attention_cp_registration"] == "patched"
-
-
-def test_bootstrap_does_not_import_torch_in_unrelated_interpreters():
-    """With SGLANG_CP_SYMM=1 on 0.5.10, the .pth runs in every interpreter of the environment: it must
-    stay cheap there (no torch, no sglang) until an sglang target is actually imported."""
-    out = last_line(run_python("0.5.10", """
-        import sys, sglang_cp_symm
-        print(sorted(m for m in ("torch", "sglang") if m in sys.modules), sglang_cp_symm.status()["mode"])
-    """, env=ON))
-    assert out == "[] on"

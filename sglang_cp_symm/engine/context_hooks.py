@@ -1,0 +1,134 @@
+"""What the plugin does when a ``SymmetricMemoryContext`` is entered and left, by the code that opened it.
+
+Every symmetric-memory allocation of sglang goes through this one class: the TP
+all-reduces (a few per layer), the pre-allocation, and the CP all-gathers. The
+plugin cares about the CP all-gathers only, so the class's ``__enter__`` and
+``__exit__`` are replaced by two plain functions that look up, once per context,
+the code object of the frame running the ``with`` statement:
+
+- not one of the plugin's (``PLAIN``): the original method runs, and that is all
+  (one frame lookup, two dict lookups: ``bench/overhead.py`` measures it);
+- ``WATCH`` (a CP all-gather of the register, or the send staging): the original
+  method runs, and the pool watchdog measures around it;
+- ``GUARD`` (a CP or DCP all-gather on an NCCL whose symmetric kernels race, see
+  ``race_guard``): the original methods do not run at all, so the gather's buffers
+  are allocated by the ordinary caching allocator, outside every window.
+
+The role of a known context is kept on it (``ROLE``), so a context left and re-entered
+elsewhere (``disable_/restore_symmetric_memory_context``, 0.5.6+) keeps the role it
+was opened with. The plugin's own work never raises out of these methods: a
+failure is reported once and the context behaves as sglang's own, so no rank is
+left routing its allocations into the pool because of the plugin.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from typing import Any, Callable, Dict, List, Optional
+
+from . import logs
+
+PLAIN, WATCH, GUARD = "plain", "watch", "guard"
+ROLE = "_cp_symm_role"
+
+#: code object of a function that opens symmetric contexts -> its role (the watchdog and the guard fill it)
+ROLES: Dict[Any, str] = {}
+
+
+def set_role(code: Any, role: str) -> None:
+    """Give the contexts that ``code`` opens a role; ``GUARD`` wins over ``WATCH``."""
+    if ROLES.get(code) != GUARD:
+        ROLES[code] = role
+
+
+def clear_roles(role: str) -> None:
+    for code in [c for c, r in ROLES.items() if r == role]:
+        del ROLES[code]
+
+
+class Listener:
+    """What the watchdog provides: called around a ``WATCH`` context, never allowed to raise out."""
+
+    def entered(self, opener_code: Any) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def leaving(self, frame: Any) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+_listener: List[Optional[Listener]] = [None]
+
+
+def _failed(where: str, exc: BaseException) -> None:
+    logs.warning_once(f"context-hook-{where}", "sglang-cp-symm: the watchdog failed at a symmetric context's %s "
+                      "(%s: %s); that context ran as sglang's own, and the watchdog goes on without it",
+                      where, type(exc).__name__, str(exc)[:200])
+
+
+def install(cls: type, listener: Optional[Listener]) -> Callable[[], None]:
+    """Replace ``cls.__enter__``/``__exit__``; returns the function that puts sglang's back."""
+    enter, leave = _callable(cls, "__enter__"), _callable(cls, "__exit__")
+    original_enter, original_exit = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
+    _listener[0] = listener
+    roles, getframe = ROLES, sys._getframe
+
+    def __enter__(self):
+        state = self.__dict__
+        role = state.get(ROLE)
+        if role is None:
+            role = roles.get(getframe(1).f_code)
+            if role is None:  # the fast path: a context the plugin does not know (nothing is stored on it)
+                return enter(self)
+            state[ROLE] = role
+        if role is GUARD:
+            return self  # nothing routed into the pool: the gather's buffers stay outside every window
+        result = enter(self)
+        watcher = _listener[0]
+        if watcher is not None and not getattr(self, "is_graph_capture", False):
+            try:
+                watcher.entered(getframe(1).f_code)
+                state["_cp_symm_measured"] = True
+            except Exception as exc:
+                _failed("entry", exc)
+        return result
+
+    def __exit__(self, *exc_info):
+        state = self.__dict__
+        role = state.get(ROLE)
+        if role is GUARD:
+            return False
+        if role is WATCH and state.pop("_cp_symm_measured", False) and _listener[0] is not None:
+            try:
+                _listener[0].leaving(getframe(1))
+            except Exception as exc:
+                _failed("exit", exc)
+        return leave(self, *exc_info)
+
+    for hook, original in ((__enter__, original_enter), (__exit__, original_exit)):
+        hook.__wrapped__ = original  # type: ignore[attr-defined]
+        hook.__qualname__ = f"{cls.__qualname__}.{hook.__name__}"
+        hook.__sglang_cp_symm_hook__ = True  # type: ignore[attr-defined]
+    cls.__enter__, cls.__exit__ = __enter__, __exit__
+
+    def restore() -> None:
+        if cls.__dict__.get("__enter__") is __enter__:
+            cls.__enter__ = original_enter
+        if cls.__dict__.get("__exit__") is __exit__:
+            cls.__exit__ = original_exit
+        _listener[0] = None
+
+    return restore
+
+
+def _callable(cls: type, name: str) -> Callable:
+    """The method as a plain call ``f(self, ...)``: a function as it is; a wrapper already on the class (the
+    0.5.6-0.5.10 pool fix wraps ``__enter__``) bound to each instance, as attribute access would bind it."""
+    value = cls.__dict__[name]
+    if inspect.isfunction(value):
+        return value
+    return lambda self, *args: value.__get__(self, type(self))(*args)
+
+
+def installed(cls: Any) -> bool:
+    return getattr(cls.__dict__.get("__enter__"), "__sglang_cp_symm_hook__", False)
