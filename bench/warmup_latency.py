@@ -82,18 +82,29 @@ def child_overhead() -> dict:
             times.append((time.perf_counter() - started) / n * 1e6)
         return statistics.median(times)
 
-    def empty_context():
+    def empty_context():  # opened by code the plugin does not know (as a TP all-reduce's is)
         with usm(cp):
             pass
 
-    result = {"context_with_watchdog_us": per_call_us(empty_context)}
+    def watched_context():  # opened by code the watchdog measures (as a CP all-gather's is)
+        with usm(cp):
+            pass
+
+    from sglang_cp_symm.engine.watchdog import WATCHDOG
+
+    WATCHDOG.watch(watched_context.__code__)
+    result = {"context_with_watchdog_us": per_call_us(empty_context),
+              "watched_context_with_watchdog_us": per_call_us(watched_context)}
     result["probe_device_used_bytes_us"] = per_call_us(device_used_bytes)
     result["probe_allocator_stats_us"] = per_call_us(lambda: torch._C._cuda_memoryStats(0))
     result["probe_memory_reserved_us"] = per_call_us(torch.cuda.memory_reserved)
     result["probe_mem_get_info_us"] = per_call_us(torch.cuda.mem_get_info)
     INSTALLER.release("watchdog.context")
     result["context_without_watchdog_us"] = per_call_us(empty_context)
+    result["watched_context_without_watchdog_us"] = per_call_us(watched_context)
     result["watchdog_us_per_context"] = result["context_with_watchdog_us"] - result["context_without_watchdog_us"]
+    result["watchdog_us_per_watched_context"] = (result["watched_context_with_watchdog_us"]
+                                                 - result["watched_context_without_watchdog_us"])
     return result
 
 
@@ -131,7 +142,10 @@ def main() -> None:
         print(f"{tokens:>7} {tokens * 1152 / 2**20:>7.1f} {fmt(cold, 'first_ms'):>14} {fmt(warm, 'first_ms'):>14} "
               f"{statistics.median(r['hit_median_ms'] for r in warm):>7.3f}")
     o = run_child("overhead")
-    print("watchdog: empty symmetric context {:.2f} us with it, {:.2f} us without ({:+.2f} us); probes: "
+    print("watchdog: a CP all-gather's empty symmetric context {:.2f} us with it, {:.2f} us without ({:+.2f} us)".format(
+        o["watched_context_with_watchdog_us"], o["watched_context_without_watchdog_us"],
+        o["watchdog_us_per_watched_context"]))
+    print("watchdog: any other empty symmetric context {:.2f} us with it, {:.2f} us without ({:+.2f} us); probes: "
           "device_used_bytes {:.2f} us, allocator stats {:.2f} us, torch.cuda.memory_reserved {:.2f} us, "
           "torch.cuda.mem_get_info {:.2f} us".format(
               o["context_with_watchdog_us"], o["context_without_watchdog_us"], o["watchdog_us_per_context"],
