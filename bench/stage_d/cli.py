@@ -136,11 +136,20 @@ def collect(run: str, dest: str, prefix: str) -> int:
                     "allgathers": {cp: {m: e.get("allgathers_issued") for m, e in c.get("modes", {}).items()}
                                    for cp, c in (result.get("cp") or {}).items()},
                     "log_rank0": {cp: c.get("log_rank0") for cp, c in (result.get("cp") or {}).items()}}
+    # one profiler trace of a multi-rank run (rank 0, the default mode, its smallest size), for the trace test
+    traces = sorted(glob.glob(os.path.join(run, "trace-r0-*-default-*.json")),
+                    key=lambda p: float(p.rsplit("-", 1)[-1][:-len(".json")]))
+    trace_name = None
+    if traces and len(data["ranks"]) > 1 and os.path.getsize(traces[0]) < (15 << 20):
+        trace_name = f"{prefix}-trace.json"
+        with open(traces[0], "rb") as src, open(os.path.join(dest, trace_name), "wb") as out:
+            out.write(src.read())
     summary_path = os.path.join(run, "summary.json")
     summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {}
     with open(os.path.join(dest, f"{prefix}.json"), "w") as f:
-        json.dump({"ranks": ranks, "progress": data["progress"], "table": text.splitlines(),
-                   "summary": summary}, f, indent=1, default=str)
+        json.dump({"ranks": ranks, "progress": data["progress"], "table": text.splitlines(), "trace": trace_name,
+                   "trace_from": os.path.basename(traces[0]) if trace_name else None,
+                   "args": (data["ranks"].get(0) or {}).get("args"), "summary": summary}, f, indent=1, default=str)
     print(f"stage D: collected {len([r for r in ranks.values() if r['log']])} NCCL log(s) and {prefix}.json into {dest}")
     return 0
 

@@ -273,6 +273,10 @@ def render(folder: str) -> str:
         if fp8:
             notes.append("fp8 payloads gathered as bytes (uint8 view); a float8 tensor handed over directly: "
                          + (" / ".join(sorted(fp8)) + (" (the same in every mode)" if len(fp8) == 1 else " (DIFFERS by mode)")))
+        mapped = nccl.get("mapped") or []
+        if gpu:
+            notes.append(("TWO NCCL libraries mapped in rank 0 (the allocator and the communicator may not agree): "
+                          if len(mapped) > 1 else "libnccl mapped in rank 0: ") + (", ".join(mapped) or "none"))
         cuda_only = head.get("cuda_only_context") or []
         if cuda_only and not gpu:
             notes.append(f"on CPU {', '.join(cuda_only)} opens no symmetric context (the release opens it for CUDA "

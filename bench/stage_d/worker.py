@@ -102,6 +102,9 @@ class Rank:
         if not self.gpu and self.args.sizes == list(sweep.LATENCY_MIB):
             # gloo on CPU measures nothing: one small size, a few calls, only to run the code path
             self.args.sizes, self.args.iters, self.args.warmup = [0.0625], min(self.args.iters, 5), 1
+        self.result["args"] = {"sizes": self.args.sizes, "iters": self.args.iters, "warmup": self.args.warmup,
+                               "profile_calls": self.args.profile_calls if self.gpu else 0, "quick": self.args.quick,
+                               "modes": [m.name for m in self.args.modes], "deadline_s": self.args.deadline}
         self.read_nccl()
         self.cases = releases.gather_cases()
         self.result["cuda_only_context"] = [c.label for c in self.cases if c.cuda_only_context]

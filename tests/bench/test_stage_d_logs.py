@@ -187,7 +187,7 @@ def test_nccl_carry_splits_joins_checks_and_reports_missing_parts(tmp_path, caps
 
 
 def captured_runs():
-    return sorted(DATA.glob("*.json")) if DATA.is_dir() else []
+    return sorted(p for p in DATA.glob("*.json") if not p.name.endswith("-trace.json")) if DATA.is_dir() else []
 
 
 @pytest.mark.skipif(not captured_runs(), reason="no NCCL log captured on the device yet: run the device calls of "
@@ -220,3 +220,16 @@ def test_parser_on_logs_captured_on_the_device(run):
                 assert logged == issued, (rank, cp, logged, issued)
         checked += 1
     assert checked
+
+
+@pytest.mark.skipif(not captured_runs(), reason="no profiler trace captured on the device yet (docs/stage-d.md)")
+@pytest.mark.parametrize("run", captured_runs(), ids=lambda p: p.stem)
+def test_trace_counter_on_traces_captured_on_the_device(run):
+    """A real trace of rank 0 around ``profile_calls`` calls of the CP all-gather: exactly that many NCCL
+    kernels, whichever family, and a kernel time for each."""
+    record = json.loads(run.read_text())
+    if not record.get("trace"):
+        pytest.skip(f"{run.name}: no trace (one rank, or the run failed)")
+    count = trace.count_trace_file(str(DATA / record["trace"]))
+    assert count.total == record["args"]["profile_calls"], count.describe()
+    assert len(count.durations_us) == count.total
