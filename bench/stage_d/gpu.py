@@ -15,11 +15,10 @@ and logs no tuning line for it, so the kernel columns stay empty at N = 1.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from contextlib import nullcontext
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, List
 
 
 def enable_symmetric_memory() -> None:
@@ -110,9 +109,3 @@ def profiled_calls(fn: Callable[[], Any], calls: int, path: str) -> str:
         torch.cuda.synchronize()
     prof.export_chrome_trace(path)
     return path
-
-
-def summary(values: List[float]) -> Dict[str, float]:
-    ordered = sorted(values)
-    return {"p50_us": statistics.median(ordered), "p10_us": ordered[len(ordered) // 10],
-            "p90_us": ordered[(len(ordered) * 9) // 10]}

@@ -15,7 +15,7 @@ import platform
 import random
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from . import deadline as deadlines
 from . import modes as mode_defs
