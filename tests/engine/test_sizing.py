@@ -1,7 +1,8 @@
 """Stage A: how long the warm-up's prompts are and what the CP all-gathers need (pure functions, no sglang).
 
-Each rule cites the sglang or PyTorch source it follows (sglang_cp_symm/sizing.py);
-tests/test_warmup.py checks the same rules against the real ServerArgs of each release.
+Each rule cites the sglang or PyTorch source it follows (sglang_cp_symm/engine/sizing.py);
+tests/engine/test_longest_forward.py checks the longest forward against each release's own ServerArgs and
+scheduling code (PrefillAdder), tests/engine/test_warmup.py the plan the warm-up sends.
 """
 
 import json
@@ -22,29 +23,112 @@ def test_per_dp_chunk_divides_only_under_dp_attention(chunk, dp, dp_attention, e
     assert sz.per_dp_chunk(chunk, dp, dp_attention) == expected
 
 
-def test_max_extend_is_the_chunk_capped_by_the_longest_prompt():
-    assert sz.max_extend_tokens(8192) == 8192
-    assert sz.max_extend_tokens(8100) == 8100  # a middle chunk extends rem_chunk_tokens, unaligned
-    assert sz.max_extend_tokens(8192, max_req_input_len=4001) == 4000  # len >= max_req_input_len is refused
-    assert sz.max_extend_tokens(-1, max_req_input_len=131067) == 131066  # chunking off: the whole prompt
-    assert sz.max_extend_tokens(-1, context_len=32768) == 32761  # min(ctx - 1, pool - 1) - 5, then minus one
+R10, R11 = Release.parse("0.5.10"), Release.parse("0.5.11")
 
 
-def test_warmup_prompt_reaches_the_full_chunk_even_when_it_is_not_page_aligned():
-    assert sz.warmup_prompt_tokens(8192, 64) == 8192  # aligned: one forward of 8192
-    assert sz.warmup_prompt_tokens(8100, 64) == 8064 + 8100  # first chunk 8064, the second carries 8100
-    assert sz.warmup_prompt_tokens(8100, 64, context_len=10000) == 9993  # capped by the longest prompt
-    assert sz.warmup_prompt_tokens(-1, 64, max_req_input_len=20000) == 19999
+def test_largest_forward_of_one_prompt_follows_add_one_req_then_add_chunked_req():
+    assert sz.largest_forward_of(40000, 8192, 64) == 8192  # 8192 x4, then 7232
+    assert sz.largest_forward_of(8192, 8192, 64) == 8192  # one forward
+    assert sz.largest_forward_of(8193, 8192, 64) == 8192  # 8192, then 1
+    assert sz.largest_forward_of(1000, 500, 64) == 500  # 448 (page-aligned first chunk), 500, 52
+    assert sz.largest_forward_of(40000, -1, 64) == 40000  # chunking off: one forward
+    assert sz.largest_forward_of(300, 512, 64) == 300
+
+
+def test_with_chunking_on_the_longest_forward_is_the_chunk():
+    f = sz.longest_forward(8192, max_req_input_len=40954)
+    assert (f.tokens, f.prompt, f.scheduler_tokens, f.capped) == (8192, 8192, 8192, False)
+    assert f.source == "chunked_prefill_size 8192 per DP rank"
+    # a chunk that is not a multiple of the page (a launch refuses it): the second chunk carries the full 8100
+    f = sz.longest_forward(8100, 64)
+    assert (f.tokens, f.prompt) == (8100, 8064 + 8100)
+    f = sz.longest_forward(8100, 64, context_len=10000)
+    assert (f.tokens, f.prompt) == (8064, 9993)  # capped by the longest prompt: 8064, then 1929
+    # a pool or context shorter than the chunk: the longest admitted prompt, in one forward
+    f = sz.longest_forward(8192, max_req_input_len=4001)
+    assert (f.tokens, f.prompt) == (4000, 4000) and "shorter than chunked_prefill_size 8192" in f.source
+
+
+def test_with_chunking_off_the_longest_forward_is_the_longest_admitted_prompt():
+    assert sz.longest_forward(-1, max_req_input_len=131067).tokens == 131066  # len >= max_req_input_len is refused
+    f = sz.longest_forward(-1, context_len=32768)
+    assert f.tokens == 32761 and "context length 32768 - 7" in f.source  # min(ctx - 1, pool - 1) - 5, minus one
+    assert sz.longest_forward(None, max_req_input_len=20000).chunk == -1
+
+
+@pytest.mark.parametrize("kwargs,release,tokens,needle", [
+    # 0.5.11+: pages of 64 and a pool below the context: accepted (29945) but never admitted; the KV bound wins
+    (dict(context_len=40960, pool_tokens=29952, page_size=64), R11, 29886, "KV admission: 29952 free tokens"),
+    (dict(context_len=40960, pool_tokens=29952, page_size=64), R10, 29945, "KV pool 29952 - 7"),
+    # the same pool told by max_req_input_len alone (29946 + 6 < the context: the pool is exactly 29952)
+    (dict(max_req_input_len=29946, context_len=40960, page_size=64), R11, 29886, "29952 free tokens - 1 new token"),
+    # a pool as large as the context: the context bounds validation, the pool's last page bounds admission
+    (dict(context_len=40960, pool_tokens=40960, page_size=64), R11, 40894, "reserved per request from 0.5.11"),
+    (dict(max_req_input_len=40954, context_len=40960, page_size=64), R11, 40894, "pool not reported"),
+    (dict(context_len=40960, pool_tokens=1 << 20, page_size=64), R11, 40953, "context length 40960 - 7"),
+    # pages of 1: validation always binds (the pool holds 6 tokens more than max_req_input_len allows)
+    (dict(max_req_input_len=29946, page_size=1), R11, 29945, "max_req_input_len 29946 - 1"),
+])
+def test_the_longest_admitted_prompt_passes_validation_and_the_kv_admission(kwargs, release, tokens, needle):
+    bound = sz.longest_admitted_prompt(release=release, **kwargs)
+    assert bound.tokens == tokens and needle in bound.source, bound
+    assert sz.longest_forward(-1, release=release, **kwargs).tokens == tokens
+
+
+def test_admission_overhead_is_one_page_from_0_5_11():
+    assert sz.admission_overhead(64, R10) == 0
+    assert sz.admission_overhead(64, R11) == 64 and sz.admission_overhead(64, None) == 64
+    assert sz.admission_overhead(1, R11) == 1
+
+
+def test_an_override_caps_the_forward_and_is_clamped_to_what_the_server_admits():
+    capped = sz.longest_forward(-1, max_req_input_len=40954, override=16384)
+    assert (capped.tokens, capped.prompt, capped.scheduler_tokens, capped.capped) == (16384, 16384, 40953, True)
+    clamped = sz.longest_forward(-1, max_req_input_len=40954, override=99999)
+    assert (clamped.tokens, clamped.capped) == (40953, False) and "longer than the longest prompt" in clamped.note
+    longer = sz.longest_forward(8192, max_req_input_len=40954, override=12345)
+    assert (longer.tokens, longer.prompt, longer.capped) == (8192, 12345, False)  # chunked: still one full chunk
+    assert sz.longest_forward(8192, max_req_input_len=40954, override=4000).capped
+
+
+def test_far_above_a_chunk_only_with_chunking_off_and_no_cap():
+    off = sz.longest_forward(-1, max_req_input_len=40954)
+    assert off.far_above_reference() == pytest.approx(40953 / 8192)
+    message = sz.far_above_message(off)
+    assert "one forward of 40953 tokens, 5.0x the 8192-token chunk" in message
+    assert "SGLANG_CP_SYMM_WARMUP_TOKENS" in message
+    assert sz.far_above_message(sz.longest_forward(-1, max_req_input_len=16001)) is None  # 1.95x
+    assert sz.far_above_message(sz.longest_forward(-1, max_req_input_len=40954, override=16384)) is None
+    assert sz.far_above_message(sz.longest_forward(8192, max_req_input_len=40954)) is None
+
+
+def test_a_capped_warmup_says_how_much_growth_it_leaves():
+    shape = sz.load_shape("qwen3-30b-a3b", attn_tp_size=2)  # 5120 B a row: k, v 512 B, hidden 4096 B
+    capped = sz.longest_forward(-1, max_req_input_len=40954, override=16384)
+    left = sz.growth_left_by_cap(capped, 2, shape)
+    assert left == (40954 - 16384) * 5120  # 40953 tokens pad to 40954 rows across 2 CP ranks
+    message = sz.capped_message(capped, left, watchdog_on=True)
+    assert "forwards of 16385-40953 tokens may still grow the symmetric pool by up to 120.0 MiB" in message
+    assert "the watchdog stays on" in message
+    assert "go unreported" in sz.capped_message(capped, left, watchdog_on=False)
+    assert sz.growth_left_by_cap(sz.longest_forward(-1, max_req_input_len=40954), 2, shape) == 0
+
+
+def test_context_length_from_a_plain_config_only():
+    assert sz.context_from_config(sz.PRESETS["qwen3-30b-a3b"]) == 40960
+    assert sz.context_from_config({"max_position_embeddings": 4096, "rope_scaling": {"factor": 4}}) is None
+    assert sz.context_from_config({"text_config": {"max_position_embeddings": 8192}}) == 8192
+    assert sz.context_from_config({}) is None
 
 
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(chunked_prefill_size=-1), "chunked prefill is off"),
-    (dict(chunked_prefill_size=8192, max_req_input_len=1), "accepts no prompt"),
+    (dict(chunked_prefill_size=8192, max_req_input_len=1), "admits no prompt"),
     (dict(chunked_prefill_size=32, page_size=64), "smaller than page_size"),
 ])
 def test_impossible_arguments_say_which_and_why(kwargs, needle):
     with pytest.raises(sz.SizingError, match=needle):
-        sz.warmup_prompt_tokens(**kwargs)
+        sz.longest_forward(**kwargs)
 
 
 @pytest.mark.parametrize("tokens,cp,rows", [(1, 1, 1), (13, 2, 14), (16, 8, 16), (17, 8, 24), (8191, 3, 8193)])
