@@ -57,6 +57,12 @@ from typing import Dict, List, Optional
 DEFAULT_PREALLOC_GIB = 4
 #: PyTorch's caching allocator: the largest request served from the 2 MiB "small" segments (kSmallSize).
 SMALL_ALLOCATION_BYTES = 1 << 20
+#: The allocator's segment sizes (CUDACachingAllocator.cpp): kSmallBuffer, kLargeBuffer for requests under
+#: kMinLargeAlloc, and the rounding of larger ones (kRoundLarge).
+SMALL_SEGMENT_BYTES = 2 << 20
+LARGE_SEGMENT_BYTES = 20 << 20
+MIN_LARGE_ALLOC_BYTES = 10 << 20
+LARGE_ROUND_BYTES = 2 << 20
 #: The shortest extend sglang splits across CP ranks: ``can_cp_split`` needs ``seq_len // (2 * cp_size) != 0``.
 CP_MIN_TOKENS_PER_RANK = 2
 
@@ -96,7 +102,8 @@ def admission_overhead(page_size: int, release=None) -> int:
 
 
 def max_req_input_len_of(context_len: int, pool_tokens: Optional[int] = None) -> int:
-    """sglang's bound on a prompt (``tp_worker.py``): ``min(context_len - 1, pool - 1) - 5``; a prompt must be shorter."""
+    """sglang's bound on a prompt (``tp_worker.py``): ``min(context_len - 1, pool - 1) - 5``; a prompt must be
+    shorter."""
     longest = int(context_len) - 1 if pool_tokens is None else min(int(context_len) - 1, int(pool_tokens) - 1)
     return longest - 5
 
@@ -252,15 +259,25 @@ def far_above_message(forward: LongestForward) -> Optional[str]:
             "time, and the watchdog reports them).")
 
 
-def capped_message(forward: LongestForward, left_bytes: Optional[int], watchdog_on: bool) -> Optional[str]:
-    """What a capped warm-up leaves to serving; None when not capped."""
+def capped_message(forward: LongestForward, left_bytes: Optional[int], watchdog_on: bool,
+                   most: Optional[tuple] = None) -> Optional[str]:
+    """What a capped warm-up leaves to serving; None when not capped.
+
+    ``left_bytes`` (``growth_left_by_cap``): how much the CP buffers' peak still rises
+    between the warm-up's forward and the scheduler's largest, the least the pool can
+    grow by; ``most`` (``capped_growth_bound``): bytes and growths when such lengths
+    arrive in rising order, the worst case.
+    """
     if not forward.capped:
         return None
-    left = f"up to {left_bytes / 2**20:.1f} MiB" if left_bytes is not None else "an unknown amount"
+    left = f"{left_bytes / 2**20:.1f} MiB" if left_bytes is not None else "an unknown amount"
+    worst = (f", and by up to {most[0] / 2**20:.1f} MiB in {most[1]} growth(s) if such lengths arrive in rising order "
+             "(the caching allocator never joins segments)" if most and most[1] else "")
     watch = ("the watchdog stays on and reports each growth" if watchdog_on
              else "the watchdog is off (SGLANG_CP_SYMM_WATCHDOG=0): such growths go unreported")
     return (f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS={forward.prompt}: forwards of {forward.tokens + 1}-"
-            f"{forward.scheduler_tokens} tokens may still grow the symmetric pool by {left} at run time ({watch})")
+            f"{forward.scheduler_tokens} tokens need {left} more CP buffers at once than the warm-up reached, so the "
+            f"symmetric pool may still grow at run time by at least that{worst}; {watch}")
 
 
 def context_from_config(config: dict) -> Optional[int]:
@@ -416,6 +433,46 @@ def cp_need(tokens: int, cp_size: int, shape: ModelShape) -> CpNeed:
     per_gather = {name: rows * row for name, row in shape.gathers.items()}
     send = (rows // cp_size) * shape.row_bytes()
     return CpNeed(tokens, rows, cp_size, per_gather, send)
+
+
+def segment_for(request_bytes: int) -> int:
+    """The segment the caching allocator creates for a request no free block can serve."""
+    if request_bytes <= SMALL_ALLOCATION_BYTES:
+        return SMALL_SEGMENT_BYTES
+    if request_bytes < MIN_LARGE_ALLOC_BYTES:
+        return LARGE_SEGMENT_BYTES
+    return -(-request_bytes // LARGE_ROUND_BYTES) * LARGE_ROUND_BYTES
+
+
+def rising_growth(held_bytes: int, largest_bytes: int) -> tuple:
+    """(bytes, growths) the pool adds for one buffer whose size rises, one length at a time, from one the pool
+    holds a segment for (``held_bytes``; 0: none) to ``largest_bytes``. The worst order for the caching
+    allocator: it serves a request from the smallest free block that fits and never joins segments, so each
+    request above the largest segment held adds a new one (``segment_for``), 2 MiB larger than the last above
+    20 MiB. Requests of at most 1 MiB come from the small segments, which the short prompts fill."""
+    if largest_bytes <= SMALL_ALLOCATION_BYTES:
+        return 0, 0
+    held = segment_for(held_bytes) if held_bytes > SMALL_ALLOCATION_BYTES else 0
+    grown = count = 0
+    while held < largest_bytes:
+        held = segment_for(max(held + 1, SMALL_ALLOCATION_BYTES + 1))  # the smallest request it cannot serve
+        grown, count = grown + held, count + 1
+    return grown, count
+
+
+def capped_growth_bound(forward: LongestForward, cp_size: int, shape: ModelShape, send: bool = False) -> tuple:
+    """(bytes, growths) a capped warm-up may leave to serving at most: each gathered buffer (and staged send
+    share) rising from its size at the warm-up's forward to its size at the scheduler's largest, lengths arriving
+    in rising order (``rising_growth``; buffers counted apart, as if all were alive at once). (0, 0) uncapped."""
+    if not forward.capped:
+        return 0, 0
+    low, high = cp_rows(forward.tokens, cp_size), cp_rows(forward.scheduler_tokens, cp_size)
+    buffers = [(row, 1) for row in shape.gathers.values()] + ([(shape.row_bytes(), cp_size)] if send else [])
+    total = count = 0
+    for row, share in buffers:
+        grown, times = rising_growth(low // share * row, high // share * row)
+        total, count = total + grown, count + times
+    return total, count
 
 
 def growth_left_by_cap(forward: LongestForward, cp_size: int, shape: ModelShape, send: bool = False) -> int:

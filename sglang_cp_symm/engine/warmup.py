@@ -61,6 +61,7 @@ from .sizing import (
     LongestForward,
     SizingError,
     attention_tp_size,
+    capped_growth_bound,
     capped_message,
     cp_need,
     far_above_message,
@@ -161,7 +162,8 @@ class WarmupPlan:
     pool_source: str = ""
     need_bytes: Optional[int] = None  # symmetric-pool bytes the CP buffers of the longest forward hold at once
     gather_bytes: Optional[dict] = None
-    left_bytes: Optional[int] = None  # capped: what forwards up to the scheduler's largest may still add
+    left_bytes: Optional[int] = None  # capped: how much the CP buffers' peak still rises (the least growth left)
+    left_most: Optional[tuple] = None  # capped: (bytes, growths) left at most, lengths arriving in rising order
 
     @property
     def tokens(self) -> int:
@@ -171,7 +173,9 @@ class WarmupPlan:
         return {"prompts": list(self.prompts), "dp_size": self.dp_size, "cp_size": self.cp_size,
                 "longest_forward": self.forward.describe() if self.forward else None,
                 "pool_tokens": self.pool_tokens, "pool_source": self.pool_source, "need_bytes": self.need_bytes,
-                "gather_bytes": self.gather_bytes, "left_bytes": self.left_bytes}
+                "gather_bytes": self.gather_bytes, "left_bytes": self.left_bytes,
+                "left_most_bytes": self.left_most[0] if self.left_most else None,
+                "left_most_growths": self.left_most[1] if self.left_most else None}
 
 
 def _route_field(request_class: Any) -> Optional[str]:
@@ -226,7 +230,8 @@ def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int]
     return WarmupPlan([forward.prompt] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
                       int(model_config.vocab_size), forward.source, forward, pool_tokens, pool_source,
                       need.total(send) if need else None, dict(need.per_gather) if need else None,
-                      growth_left_by_cap(forward, cp, shape, send) if shape is not None else None)
+                      growth_left_by_cap(forward, cp, shape, send) if shape is not None else None,
+                      capped_growth_bound(forward, cp, shape, send) if shape is not None else None)
 
 
 #: The longest the warm-up waits for the ranks to report their KV pools (a tenth of the deadline when shorter).
@@ -288,7 +293,8 @@ def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
     fwd = plan.forward
     longest = fwd.tokens if fwd else plan.tokens
     if fwd is not None and fwd.capped:
-        head = f"longest forward {longest} tokens (capped; the scheduler's largest: {fwd.scheduler_tokens}, {fwd.source})"
+        head = (f"longest forward {longest} tokens (capped; the scheduler's largest: {fwd.scheduler_tokens}, "
+                f"{fwd.source})")
     else:
         head = f"longest forward {longest} tokens ({plan.source})"
     if plan.prompts[0] != longest:
@@ -303,7 +309,7 @@ def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
             f"KV pool {plan.pool_tokens if plan.pool_tokens else 'unknown'}: {plan.pool_source or 'not asked'}); "
             f"{cost}; deadline {deadline.seconds:g} s ({deadline.source}), the start waits at most "
             f"{deadline.bound_s:g} s")
-    capped = capped_message(fwd, plan.left_bytes, watchdog_on) if fwd is not None else None
+    capped = capped_message(fwd, plan.left_bytes, watchdog_on, plan.left_most) if fwd is not None else None
     for extra in (capped, fwd.note if fwd is not None else ""):
         if extra:
             line += f"; {extra}"
@@ -332,7 +338,8 @@ def failure_message(plan: Optional[WarmupPlan], exc: BaseException, deadline: Op
     what = f"{plan.tokens}-token prefill on {plan.dp_size} DP rank(s)" if plan else "the warm-up"
     if isinstance(exc, WarmupTimeout):
         limit = f"{deadline.seconds:g} s deadline ({deadline.source})" if deadline else "deadline"
-        how = f"did not finish within its {limit}, {exc}; the other ranks were stopped and the requests in flight aborted"
+        how = (f"did not finish within its {limit}, {exc}; the other ranks were stopped and the requests in flight "
+               "aborted")
         fix = ("Raise SGLANG_CP_SYMM_WARMUP_TIMEOUT if the server is merely slow, or check the rank named (a full "
                "queue, a rank that does not answer)")
     else:
@@ -483,7 +490,8 @@ def status_words(settings: Any, result: Optional[dict] = None) -> str:
     figures = (f"longest forward {fwd.get('tokens')} tokens ({fwd.get('source')}"
                + (f"; capped, the scheduler's largest is {fwd.get('scheduler_tokens')}" if fwd.get("capped") else "")
                + ")" + (f", CP buffers {_mib(need)}" if need is not None else "")
-               + (f", up to {_mib(plan['left_bytes'])} left to serving" if plan.get("left_bytes") else "")
+               + (f", {_mib(plan['left_bytes'])}-{_mib(plan['left_most_bytes'] or plan['left_bytes'])} of growth "
+                  "left to serving" if plan.get("left_bytes") else "")
                + f", {plan.get('dp_size')} DP rank(s), deadline {deadline.get('seconds', 0):g} s")
     if result.get("ran"):
         return f"done in {result['seconds']:.2f} s: {figures}"

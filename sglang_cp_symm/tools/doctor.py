@@ -25,6 +25,7 @@ from ..engine.sizing import (
     REFERENCE_CHUNK,
     SizingError,
     attention_tp_size,
+    capped_growth_bound,
     capped_message,
     context_from_config,
     cp_need,
@@ -102,7 +103,7 @@ class ServeShape:
     model: Optional[str] = None
     kv_dtype: str = "bf16"
     prealloc_gib: Optional[float] = None
-    max_total_tokens: Optional[int] = None  # the KV pool of one DP rank (--max-total-tokens); None: the memory profile's
+    max_total_tokens: Optional[int] = None  # one DP rank's KV pool (--max-total-tokens); None: the memory profile's
     watchdog_timeout: Optional[float] = None  # --watchdog-timeout; None: sglang's 300 s
     disaggregation_mode: str = "null"
 
@@ -187,7 +188,9 @@ def sizing_report(shape: ServeShape, release, settings) -> dict:
     out["gather_bytes"] = need.per_gather
     out["need_bytes"] = need.total(settings.send)
     out["left_bytes"] = growth_left_by_cap(forward, shape.cp_size, model, settings.send)
-    capped = capped_message(forward, out["left_bytes"], settings.watchdog)
+    most = capped_growth_bound(forward, shape.cp_size, model, settings.send)
+    out["left_most_bytes"], out["left_most_growths"] = most
+    capped = capped_message(forward, out["left_bytes"], settings.watchdog, most)
     if capped:
         out["capped"] = capped
     prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
@@ -378,11 +381,11 @@ def _render_sizing(sizing: Optional[dict]) -> list:
         lines.append(f"    {sizing['note']}")
     else:
         short = sizing["short_prompts"]
-        lines.append(f"    prompts           {fwd['prompt']}" + (f", then {', '.join(map(str, short))}" if short else "")
-                     + " tokens (the short ones fill the 2 MiB small segments)")
+        then = f", then {', '.join(map(str, short))}" if short else ""
+        lines.append(f"    prompts           {fwd['prompt']}{then} tokens (the short ones fill the 2 MiB small segments)")
         gathers = ", ".join(f"{name} {_mib(b)}" for name, b in sizing["gather_bytes"].items())
-        lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers}): what the warm-up "
-                     "adds to the symmetric pool where no pre-allocation holds it")
+        lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers}): what the "
+                     "warm-up adds to the symmetric pool where no pre-allocation holds it")
         if sizing.get("capped"):
             lines.append(f"    capped            {sizing['capped']}")
     deadline = sizing["deadline"]

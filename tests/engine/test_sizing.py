@@ -107,11 +107,28 @@ def test_a_capped_warmup_says_how_much_growth_it_leaves():
     capped = sz.longest_forward(-1, max_req_input_len=40954, override=16384)
     left = sz.growth_left_by_cap(capped, 2, shape)
     assert left == (40954 - 16384) * 5120  # 40953 tokens pad to 40954 rows across 2 CP ranks
-    message = sz.capped_message(capped, left, watchdog_on=True)
-    assert "forwards of 16385-40953 tokens may still grow the symmetric pool by up to 120.0 MiB" in message
+    most = sz.capped_growth_bound(capped, 2, shape)
+    message = sz.capped_message(capped, left, watchdog_on=True, most=most)
+    assert "forwards of 16385-40953 tokens need 120.0 MiB more CP buffers at once than the warm-up reached" in message
+    assert f"by up to {most[0] / 2**20:.1f} MiB in {most[1]} growth(s) if such lengths arrive in rising order" in message
     assert "the watchdog stays on" in message
     assert "go unreported" in sz.capped_message(capped, left, watchdog_on=False)
     assert sz.growth_left_by_cap(sz.longest_forward(-1, max_req_input_len=40954), 2, shape) == 0
+    assert sz.capped_growth_bound(sz.longest_forward(-1, max_req_input_len=40954), 2, shape) == (0, 0)
+
+
+def test_segments_and_the_rising_order_worst_case_follow_the_caching_allocator():
+    mib = 1 << 20
+    assert [sz.segment_for(b) for b in (1, mib, mib + 1, 10 * mib - 1, 10 * mib, 21 * mib + 5)] == \
+        [2 * mib, 2 * mib, 20 * mib, 20 * mib, 10 * mib, 22 * mib]
+    # no warm-up, a sweep to 32768 latent-KV rows (1152 B): 20 MiB, then 22, 24, ... 36 MiB (the small 2 MiB
+    # segment comes on top): 10 growths, as measured on an H200 without the warm-up
+    assert sz.rising_growth(0, 32768 * 1152) == (sum(range(20, 37, 2)) * mib, 9)
+    assert sz.rising_growth(8192 * 1152, 32761 * 1152) == (sum(range(22, 37, 2)) * mib, 8)  # from a 20 MiB segment
+    assert sz.rising_growth(32768 * 1152, 32768 * 1152) == (0, 0) and sz.rising_growth(0, mib) == (0, 0)
+    k_only = sz.ModelShape("k", {"k": 1152})
+    capped = sz.longest_forward(-1, context_len=32768, override=8192)
+    assert sz.capped_growth_bound(capped, 1, k_only) == sz.rising_growth(8192 * 1152, 32761 * 1152)
 
 
 def test_context_length_from_a_plain_config_only():

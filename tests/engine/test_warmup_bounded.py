@@ -72,11 +72,43 @@ warmup.switches.set_applied(warmup.switches.read_settings())
 out.append(scenario("strict, stalled rank", dp_args, stall_rank=1))
 os.environ.pop("SGLANG_CP_SYMM_STRICT")
 warmup.switches.set_applied(warmup.switches.read_settings())
+
+
+def engine_first_requests(name, args, **manager):
+    # the offline Engine's path: the guard on generate_request makes the first requests wait for the warm-up
+    import wrapt
+    from sglang_cp_symm.engine import hooks
+    from sglang.srt.managers.io_struct import GenerateReqInput
+    h.reset_warmup()
+    cls = h.RecordingTokenizerManager
+    original = cls.__dict__["generate_request"]
+    wrapt.wrap_function_wrapper(cls, "generate_request", hooks.first_request_guard)
+    hooks.INSTALLER._undo["warmup.first_request"] = [lambda: setattr(cls, "generate_request", original)]
+    hooks.INSTALLER.statuses["warmup.first_request"] = "installed"
+    tm = cls(args, **manager)
+
+    async def user(i):
+        req = GenerateReqInput(input_ids=[1, 2, 3], sampling_params={"max_new_tokens": 1}, rid=f"user-{i}")
+        return [out async for out in tm.generate_request(req)]
+
+    async def main():
+        return await asyncio.gather(user(0), user(1))
+
+    started = time.monotonic()
+    answers = asyncio.run(main())
+    return {"name": name, "elapsed": time.monotonic() - started, "result": warmup.STATE.result,
+            "answered": [a[-1]["meta_info"]["finish_reason"]["type"] for a in answers],
+            "guard": hooks.INSTALLER.describe()["warmup.first_request"],
+            "restored": cls.__dict__["generate_request"] is original}
+
+
+out.append(engine_first_requests("engine, stalled rank", dp_args, stall_rank=1))
 paged = h.cp_server_args(chunked_prefill_size=-1, page_size=64, max_total_tokens=40960)
 out.append(scenario("chunking off, pages of 64, the release's scheduler", paged, scheduler=True))
 out.append(scenario("the same, the pool not reported", paged, scheduler=True, report_pool=False))
 tm = h.RecordingTokenizerManager(paged, scheduler=True)
-out.append({"name": "the accepted prompt the old plan sent", "schedule": tm.scheduler.schedule(tm.max_req_input_len - 1).__dict__})
+old = tm.scheduler.schedule(tm.max_req_input_len - 1)
+out.append({"name": "the accepted prompt the old plan sent", "schedule": old.__dict__})
 h.emit(out)
 """
 
@@ -124,7 +156,8 @@ def test_a_stalled_rank_the_deadline_fires_the_others_stop_and_the_server_goes_o
     assert r["markers"]["0"] == "done" and r["markers"]["1"] == "unanswered"
     assert s["left_in_flight"] == [] and s["cancelled"] == []  # every abort was answered: nothing left behind
     [warning] = s["warnings"]
-    assert "did not finish within its deadline" in warning and "The server starts anyway" in warning
+    assert "did not finish within its 2 s deadline (SGLANG_CP_SYMM_WARMUP_TIMEOUT=2), still waiting: DP rank 1" in warning
+    assert "The server starts anyway; the symmetric pool may still grow at run time" in warning
     assert s["status"].startswith("timed out after")
 
 
@@ -151,6 +184,14 @@ def test_a_failure_on_one_rank_stops_the_other_at_once(release):
     assert r["ranks"]["0"]["state"] == "stopped" and len(r["ranks"]["0"]["aborted"]) == 1
     assert r["markers"] == {"0": "done", "1": "done"}  # both ranks still close their warm-up
     assert len(s["warnings"]) == 1 and "CUDA out of memory on DP rank 1" in s["warnings"][0]
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_engines_first_requests_wait_at_most_the_bound_then_are_served(release):
+    s = results(release)["engine, stalled rank"]
+    assert s["result"]["timed_out"] and s["elapsed"] < bound_s()
+    assert s["answered"] == ["length", "length"]  # served (routed to DP rank 0) once the warm-up gave up
+    assert s["guard"] == "released" and s["restored"]  # and the guard took itself off
 
 
 @pytest.mark.parametrize("release", RELEASES)

@@ -94,7 +94,9 @@ def test_sizing_with_chunked_prefill_off_warns_once_and_a_cap_says_what_it_leave
     assert sizing["longest_forward"] == {"tokens": 16384, "prompt": 16384, "scheduler_tokens": 40894, "chunk": -1,
                                          "source": sizing["longest_forward"]["source"], "capped": True, "note": ""}
     assert sizing["left_bytes"] == (40894 - 16384) * 5120 and sizing["warnings"] == []
-    assert "forwards of 16385-40894 tokens may still grow the symmetric pool by up to 119.7 MiB" in sizing["capped"]
+    assert "forwards of 16385-40894 tokens need 119.7 MiB more CP buffers at once" in sizing["capped"]
+    assert sizing["left_most_growths"] > 0 and sizing["left_most_bytes"] > sizing["left_bytes"]
+    assert f"in {sizing['left_most_growths']} growth(s) if such lengths arrive in rising order" in sizing["capped"]
     assert sizing["deadline"]["seconds"] == 900 and sizing["deadline"]["source"] == "SGLANG_CP_SYMM_WARMUP_TIMEOUT=900"
 
 
