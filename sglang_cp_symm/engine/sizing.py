@@ -260,24 +260,29 @@ def far_above_message(forward: LongestForward) -> Optional[str]:
 
 
 def capped_message(forward: LongestForward, left_bytes: Optional[int], watchdog_on: bool,
-                   most: Optional[tuple] = None) -> Optional[str]:
+                   most: Optional[tuple] = None, held_by: Optional[str] = None) -> Optional[str]:
     """What a capped warm-up leaves to serving; None when not capped.
 
     ``left_bytes`` (``growth_left_by_cap``): how much the CP buffers' peak still rises
     between the warm-up's forward and the scheduler's largest, the least the pool can
     grow by; ``most`` (``capped_growth_bound``): bytes and growths when such lengths
-    arrive in rising order, the worst case.
+    arrive in rising order, the worst case; ``held_by``: what holds them instead (a
+    pre-allocation large enough), when something does.
     """
     if not forward.capped:
         return None
     left = f"{left_bytes / 2**20:.1f} MiB" if left_bytes is not None else "an unknown amount"
-    worst = (f", and by up to {most[0] / 2**20:.1f} MiB in {most[1]} growth(s) if such lengths arrive in rising order "
-             "(the caching allocator never joins segments)" if most and most[1] else "")
+    if held_by:
+        growth = f"{held_by} holds them, so the pool does not grow while it has room"
+    else:
+        worst = (f", and by up to {most[0] / 2**20:.1f} MiB in {most[1]} growth(s) if such lengths arrive in rising "
+                 "order (the caching allocator never joins segments)" if most and most[1] else "")
+        growth = f"so the symmetric pool may still grow at run time by at least that{worst}"
     watch = ("the watchdog stays on and reports each growth" if watchdog_on
              else "the watchdog is off (SGLANG_CP_SYMM_WATCHDOG=0): such growths go unreported")
     return (f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS={forward.prompt}: forwards of {forward.tokens + 1}-"
-            f"{forward.scheduler_tokens} tokens need {left} more CP buffers at once than the warm-up reached, so the "
-            f"symmetric pool may still grow at run time by at least that{worst}; {watch}")
+            f"{forward.scheduler_tokens} tokens need {left} more CP buffers at once than the warm-up reached; "
+            f"{growth}; {watch}")
 
 
 def context_from_config(config: dict) -> Optional[int]:
@@ -482,6 +487,60 @@ def growth_left_by_cap(forward: LongestForward, cp_size: int, shape: ModelShape,
         return 0
     full = cp_need(forward.scheduler_tokens, cp_size, shape).total(send)
     return max(0, full - cp_need(forward.tokens, cp_size, shape).total(send))
+
+
+#: ``prealloc_verdict`` states in which the pre-allocation holds the CP buffers (the pool does not grow for them).
+PREALLOC_HOLDS = ("ok", "large")
+
+
+def _packed(sizes: List[int], segment: int) -> int:
+    """Segments of ``segment`` bytes that hold ``sizes`` at once, first fit, largest first."""
+    free: List[int] = []
+    for size in sorted(sizes, reverse=True):
+        for i, room in enumerate(free):
+            if room >= size:
+                free[i] -= size
+                break
+        else:
+            free.append(segment - size)
+    return len(free)
+
+
+def reserved_for(buffers: List[int]) -> int:
+    """Bytes the caching allocator reserves, in a pool that holds nothing yet, to hold ``buffers`` at once:
+    one segment each from 10 MiB (rounded to 2 MiB), 20 MiB segments shared by those above 1 MiB, 2 MiB ones by
+    the rest (``segment_for``)."""
+    large = [b for b in buffers if b >= MIN_LARGE_ALLOC_BYTES]
+    middle = [b for b in buffers if SMALL_ALLOCATION_BYTES < b < MIN_LARGE_ALLOC_BYTES]
+    small = [b for b in buffers if 0 < b <= SMALL_ALLOCATION_BYTES]
+    return (sum(segment_for(b) for b in large) + _packed(middle, LARGE_SEGMENT_BYTES) * LARGE_SEGMENT_BYTES
+            + _packed(small, SMALL_SEGMENT_BYTES) * SMALL_SEGMENT_BYTES)
+
+
+def warmup_reservation(forward_tokens: int, short_prompts: List[int], cp_size: int, shape: ModelShape,
+                       send: bool = False) -> int:
+    """The pool the warm-up's prompts leave reserved, from an empty one: the segments of the longest forward's
+    buffers (all alive at once: an upper estimate), then the small segments of the short prompt that needs the
+    most of them (their larger buffers fit in the long forward's free segments)."""
+    def buffers(tokens: int) -> List[int]:
+        rows = cp_rows(tokens, cp_size)
+        out = [rows * row for row in shape.gathers.values()]
+        return out + ([rows // cp_size * shape.row_bytes()] if send else [])
+
+    longest = reserved_for(buffers(forward_tokens))
+    small = max((_packed([b for b in buffers(t) if b <= SMALL_ALLOCATION_BYTES], SMALL_SEGMENT_BYTES)
+                 for t in short_prompts), default=0)
+    return longest + small * SMALL_SEGMENT_BYTES
+
+
+#: ``prealloc_verdict`` states in which the pre-allocation holds the CP buffers (the pool does not grow for them).
+PREALLOC_HOLDS = ("ok", "large")
+
+
+def expected_growth(reservation_bytes: int, verdict: Optional[dict]) -> int:
+    """The symmetric-pool bytes the warm-up is expected to add (``warmup_reservation``), unless the pre-allocation
+    holds its buffers."""
+    return 0 if verdict is not None and verdict.get("state") in PREALLOC_HOLDS else reservation_bytes
 
 
 def prealloc_verdict(release, prealloc_gib: Optional[float], need_bytes: int, plugin_on: bool) -> dict:

@@ -61,14 +61,18 @@ from .sizing import (
     LongestForward,
     SizingError,
     attention_tp_size,
+    PREALLOC_HOLDS,
     capped_growth_bound,
     capped_message,
     cp_need,
+    expected_growth,
     far_above_message,
     growth_left_by_cap,
     longest_forward,
+    prealloc_verdict,
     shape_from_config,
     small_pool_tokens,
+    warmup_reservation,
 )
 from .warmup_deadline import Deadline, sglang_warmup_timeout, warmup_deadline
 from .warmup_fanout import FanOutError, RankFailed, WarmupTimeout, run_ranks, send_markers
@@ -164,6 +168,8 @@ class WarmupPlan:
     gather_bytes: Optional[dict] = None
     left_bytes: Optional[int] = None  # capped: how much the CP buffers' peak still rises (the least growth left)
     left_most: Optional[tuple] = None  # capped: (bytes, growths) left at most, lengths arriving in rising order
+    prealloc: Optional[dict] = None  # sizing.prealloc_verdict for the scheduler's largest forward
+    growth_bytes: Optional[int] = None  # what the warm-up is expected to add to the pool (0: the pre-allocation holds it)
 
     @property
     def tokens(self) -> int:
@@ -175,7 +181,8 @@ class WarmupPlan:
                 "pool_tokens": self.pool_tokens, "pool_source": self.pool_source, "need_bytes": self.need_bytes,
                 "gather_bytes": self.gather_bytes, "left_bytes": self.left_bytes,
                 "left_most_bytes": self.left_most[0] if self.left_most else None,
-                "left_most_growths": self.left_most[1] if self.left_most else None}
+                "left_most_growths": self.left_most[1] if self.left_most else None,
+                "prealloc": self.prealloc, "growth_bytes": self.growth_bytes}
 
 
 def _route_field(request_class: Any) -> Optional[str]:
@@ -216,22 +223,39 @@ def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int]
     """
     from ..releases import installed_sglang
 
+    release = installed_sglang() if release is None else release
     server_args = tokenizer_manager.server_args
     model_config = tokenizer_manager.model_config
     cp = cp_size_of(server_args)
     forward = longest_forward(resolved_arg(server_args, "chunked_prefill_size"),
                               resolved_arg(server_args, "page_size", 1),
                               getattr(tokenizer_manager, "max_req_input_len", None),
-                              getattr(model_config, "context_len", None), pool_tokens,
-                              installed_sglang() if release is None else release, override)
+                              getattr(model_config, "context_len", None), pool_tokens, release, override)
     shape = _model_shape(tokenizer_manager, server_args, cp)
     short = small_pool_tokens(shape, cp, forward.tokens) if shape is not None else []
-    need = cp_need(forward.tokens, cp, shape) if shape is not None else None
-    return WarmupPlan([forward.prompt] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
-                      int(model_config.vocab_size), forward.source, forward, pool_tokens, pool_source,
-                      need.total(send) if need else None, dict(need.per_gather) if need else None,
-                      growth_left_by_cap(forward, cp, shape, send) if shape is not None else None,
-                      capped_growth_bound(forward, cp, shape, send) if shape is not None else None)
+    plan = WarmupPlan([forward.prompt] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
+                      int(model_config.vocab_size), forward.source, forward, pool_tokens, pool_source)
+    if shape is None:
+        return plan
+    need = cp_need(forward.tokens, cp, shape)
+    left = growth_left_by_cap(forward, cp, shape, send)
+    verdict = prealloc_verdict(release, sglang_prealloc_gib(), need.total(send) + left, plugin_on=True)
+    reserved = warmup_reservation(forward.tokens, short, cp, shape, send)
+    return dataclasses.replace(plan, need_bytes=need.total(send), gather_bytes=dict(need.per_gather),
+                               left_bytes=left, left_most=capped_growth_bound(forward, cp, shape, send),
+                               prealloc=verdict, growth_bytes=expected_growth(reserved, verdict))
+
+
+def sglang_prealloc_gib() -> Optional[float]:
+    """``SGLANG_SYMM_MEM_PREALLOC_GB_SIZE`` as sglang holds it (0.5.9+; its server arguments set 4 when symmetric
+    memory is on and the variable is unset); None where unset or unreadable (``prealloc_verdict`` then takes 4)."""
+    try:
+        from sglang.srt.environ import envs
+
+        value = float(envs.SGLANG_SYMM_MEM_PREALLOC_GB_SIZE.get())
+    except Exception:  # before 0.5.9 there is no pre-allocation (prealloc_verdict says so by the release)
+        return None
+    return None if value < 0 else value
 
 
 #: The longest the warm-up waits for the ranks to report their KV pools (a tenth of the deadline when shorter).
@@ -293,8 +317,8 @@ def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
     fwd = plan.forward
     longest = fwd.tokens if fwd else plan.tokens
     if fwd is not None and fwd.capped:
-        head = (f"longest forward {longest} tokens (capped; the scheduler's largest: {fwd.scheduler_tokens}, "
-                f"{fwd.source})")
+        head = (f"longest forward {longest} tokens (capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: "
+                f"{fwd.scheduler_tokens}, {fwd.source})")
     else:
         head = f"longest forward {longest} tokens ({plan.source})"
     if plan.prompts[0] != longest:
@@ -303,13 +327,19 @@ def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
     if plan.need_bytes is not None:
         gathers = ", ".join(f"{k} {_mib(v)}" for k, v in (plan.gather_bytes or {}).items())
         cost = f"its CP buffers need {_mib(plan.need_bytes)} of symmetric pool at once ({gathers})"
+        if plan.prealloc is not None:
+            grows = ("no growth expected" if not plan.growth_bytes
+                     else f"the pool is expected to grow by about {_mib(plan.growth_bytes)} (whole segments)")
+            cost += f": {grows} ({plan.prealloc['state']}: {plan.prealloc['message']})"
     else:
         cost = "its CP buffers' size is unknown (the model config could not be read)"
     line = (f"sglang-cp-symm: warm-up plan: {head}{short}, on each of {plan.dp_size} DP rank(s) (cp {plan.cp_size}, "
             f"KV pool {plan.pool_tokens if plan.pool_tokens else 'unknown'}: {plan.pool_source or 'not asked'}); "
             f"{cost}; deadline {deadline.seconds:g} s ({deadline.source}), the start waits at most "
             f"{deadline.bound_s:g} s")
-    capped = capped_message(fwd, plan.left_bytes, watchdog_on, plan.left_most) if fwd is not None else None
+    holds = plan.prealloc is not None and plan.prealloc.get("state") in PREALLOC_HOLDS
+    capped = (capped_message(fwd, plan.left_bytes, watchdog_on, plan.left_most,
+                             "the symmetric pre-allocation" if holds else None) if fwd is not None else None)
     for extra in (capped, fwd.note if fwd is not None else ""):
         if extra:
             line += f"; {extra}"
@@ -487,9 +517,11 @@ def status_words(settings: Any, result: Optional[dict] = None) -> str:
                 f"deadline {limit})")
     fwd = plan.get("longest_forward") or {}
     need = plan.get("need_bytes")
-    figures = (f"longest forward {fwd.get('tokens')} tokens ({fwd.get('source')}"
-               + (f"; capped, the scheduler's largest is {fwd.get('scheduler_tokens')}" if fwd.get("capped") else "")
-               + ")" + (f", CP buffers {_mib(need)}" if need is not None else "")
+    whence = (f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {fwd.get('scheduler_tokens')}, "
+              f"{fwd.get('source')}" if fwd.get("capped") else fwd.get("source"))
+    figures = (f"longest forward {fwd.get('tokens')} tokens ({whence})"
+               + (f", CP buffers {_mib(need)}" if need is not None else "")
+               + (f", pool growth expected {_mib(plan['growth_bytes'])}" if plan.get("growth_bytes") is not None else "")
                + (f", {_mib(plan['left_bytes'])}-{_mib(plan['left_most_bytes'] or plan['left_bytes'])} of growth "
                   "left to serving" if plan.get("left_bytes") else "")
                + f", {plan.get('dp_size')} DP rank(s), deadline {deadline.get('seconds', 0):g} s")

@@ -25,10 +25,12 @@ from ..engine.sizing import (
     REFERENCE_CHUNK,
     SizingError,
     attention_tp_size,
+    PREALLOC_HOLDS,
     capped_growth_bound,
     capped_message,
     context_from_config,
     cp_need,
+    expected_growth,
     far_above_message,
     growth_left_by_cap,
     load_config,
@@ -37,6 +39,7 @@ from ..engine.sizing import (
     prealloc_verdict,
     shape_from_config,
     small_pool_tokens,
+    warmup_reservation,
 )
 from ..engine.warmup_deadline import warmup_deadline
 from .source_survey import installed_reader, survey
@@ -190,12 +193,16 @@ def sizing_report(shape: ServeShape, release, settings) -> dict:
     out["left_bytes"] = growth_left_by_cap(forward, shape.cp_size, model, settings.send)
     most = capped_growth_bound(forward, shape.cp_size, model, settings.send)
     out["left_most_bytes"], out["left_most_growths"] = most
-    capped = capped_message(forward, out["left_bytes"], settings.watchdog, most)
-    if capped:
-        out["capped"] = capped
     prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
     full = out["need_bytes"] + out["left_bytes"]  # a capped warm-up still leaves the rest for serving to need
     out["prealloc"] = prealloc_verdict(release, prealloc, full, settings.enabled)
+    reserved = warmup_reservation(forward.tokens, out["short_prompts"], shape.cp_size, model, settings.send)
+    out["growth_bytes"] = expected_growth(reserved, out["prealloc"])
+    holds = out["prealloc"]["state"] in PREALLOC_HOLDS
+    capped = capped_message(forward, out["left_bytes"], settings.watchdog, most,
+                            "the symmetric pre-allocation" if holds else None)
+    if capped:
+        out["capped"] = capped
     return out
 
 
@@ -373,7 +380,7 @@ def _render_sizing(sizing: Optional[dict]) -> list:
     default = ", sglang's default on an H100 or H200" if sizing["chunk_is_default"] and fwd["chunk"] > 0 else ""
     source = fwd["source"] + default
     if fwd["capped"]:
-        source = f"capped; the scheduler's largest: {fwd['scheduler_tokens']}, {source}"
+        source = f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {fwd['scheduler_tokens']}, {source}"
     context = (f"; context {sizing['context_length']} from {sizing['context_source']}"
                if sizing.get("context_source") and fwd["chunk"] <= 0 else "")
     lines.append(f"    longest forward   {fwd['tokens']} tokens ({source}{context})")
@@ -384,8 +391,10 @@ def _render_sizing(sizing: Optional[dict]) -> list:
         then = f", then {', '.join(map(str, short))}" if short else ""
         lines.append(f"    prompts           {fwd['prompt']}{then} tokens (the short ones fill the 2 MiB small segments)")
         gathers = ", ".join(f"{name} {_mib(b)}" for name, b in sizing["gather_bytes"].items())
-        lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers}): what the "
-                     "warm-up adds to the symmetric pool where no pre-allocation holds it")
+        grows = (f"the warm-up grows the pool by about {_mib(sizing['growth_bytes'])} (whole segments)"
+                 if sizing["growth_bytes"]
+                 else "the pre-allocation holds them: no growth expected")
+        lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers}); {grows}")
         if sizing.get("capped"):
             lines.append(f"    capped            {sizing['capped']}")
     deadline = sizing["deadline"]

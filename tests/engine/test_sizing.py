@@ -110,9 +110,13 @@ def test_a_capped_warmup_says_how_much_growth_it_leaves():
     most = sz.capped_growth_bound(capped, 2, shape)
     message = sz.capped_message(capped, left, watchdog_on=True, most=most)
     assert "forwards of 16385-40953 tokens need 120.0 MiB more CP buffers at once than the warm-up reached" in message
+    assert "so the symmetric pool may still grow at run time by at least that" in message
     assert f"by up to {most[0] / 2**20:.1f} MiB in {most[1]} growth(s) if such lengths arrive in rising order" in message
     assert "the watchdog stays on" in message
     assert "go unreported" in sz.capped_message(capped, left, watchdog_on=False)
+    held = sz.capped_message(capped, left, True, most, held_by="the symmetric pre-allocation")
+    assert "the symmetric pre-allocation holds them, so the pool does not grow while it has room" in held
+    assert "rising order" not in held
     assert sz.growth_left_by_cap(sz.longest_forward(-1, max_req_input_len=40954), 2, shape) == 0
     assert sz.capped_growth_bound(sz.longest_forward(-1, max_req_input_len=40954), 2, shape) == (0, 0)
 
@@ -194,6 +198,25 @@ def test_cp_need_counts_every_gather_and_the_staged_send_share():
     need = sz.cp_need(8192, 2, sz.load_shape("qwen3-30b-a3b", attn_tp_size=2))
     assert need.rows == 8192 and need.per_gather == {"k": 4 * MIB, "v": 4 * MIB, "hidden_states": 32 * MIB}
     assert need.total(send=False) == 40 * MIB and need.total(send=True) == 60 * MIB
+
+
+def test_the_warmups_reservation_in_whole_segments():
+    latent = sz.ModelShape("latent", {"latent_kv": 1152})
+    # 131065 rows: one 144 MiB segment; the 910-token prompt's 1 MiB buffer: one 2 MiB small segment
+    assert sz.warmup_reservation(131065, [910], 1, latent) == (144 + 2) * MIB
+    assert sz.warmup_reservation(8192, [910], 1, latent) == (20 + 2) * MIB  # 9 MiB: a 20 MiB segment
+    qwen = sz.load_shape("qwen3-30b-a3b", attn_tp_size=2)  # k, v 512 B a row, hidden 4096 B
+    # 8192 rows: k and v 4 MiB each share one 20 MiB segment, hidden 32 MiB its own; at 256 tokens k, v (128 KiB
+    # each) and hidden (1 MiB) fit one small segment
+    assert sz.warmup_reservation(8192, [4096, 2048, 512, 256], 2, qwen) == (20 + 32 + 2) * MIB
+    assert sz.reserved_for([]) == 0 and sz.reserved_for([MIB, MIB, MIB]) == 2 * 2 * MIB
+
+
+def test_the_expected_growth_is_nothing_where_the_preallocation_holds_the_buffers():
+    assert sz.expected_growth(40 * MIB, {"state": "large"}) == sz.expected_growth(40 * MIB, {"state": "ok"}) == 0
+    for state in ("no-prealloc", "off", "not-used-by-cp", "too-small"):
+        assert sz.expected_growth(40 * MIB, {"state": state}) == 40 * MIB
+    assert sz.expected_growth(40 * MIB, None) == 40 * MIB
 
 
 @pytest.mark.parametrize("release,gib,need,plugin,state", [

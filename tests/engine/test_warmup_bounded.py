@@ -133,7 +133,7 @@ def bound_s() -> float:
 def test_a_healthy_warmup_finishes_well_inside_its_deadline_and_says_its_plan_first(release):
     s = results(release)["healthy"]
     r = s["result"]
-    assert r["ran"] and not r["error"] and s["elapsed"] < DEADLINE_S
+    assert r["ran"] and not r["error"] and r["seconds"] < DEADLINE_S  # (the first scenario also pays imports)
     assert s["sent"][0] == s["sent"][1] == [4096, 2048, 1024, 512, 256, 1]
     assert r["markers"] == {"0": "done", "1": "done"} and s["aborted"] == [] and s["left_in_flight"] == []
     assert r["deadline"]["seconds"] == DEADLINE_S and r["deadline"]["source"] == "SGLANG_CP_SYMM_WARMUP_TIMEOUT=2"
@@ -213,7 +213,7 @@ def test_chunking_off_with_large_pages_sends_what_the_releases_scheduler_admits(
     assert old["accepted"] and old["admitted"] is not new_rules
     for name in ("chunking off, pages of 64, the release's scheduler", "the same, the pool not reported"):
         s = by[name]
-        assert s["result"]["ran"] and s["elapsed"] < DEADLINE_S, s
+        assert s["result"]["ran"] and s["result"]["seconds"] < DEADLINE_S, s
         tokens, admitted, _ = s["schedules"][0]
         assert admitted and tokens == (40894 if new_rules else 40953)
         assert tokens == s["result"]["plan"]["longest_forward"]["tokens"]

@@ -62,7 +62,8 @@ def test_sizing_of_the_warmup_and_the_pool():
                  env={"SGLANG_CP_SYMM": "1"}).stdout
     for needle in ("longest forward   8192 tokens (chunked_prefill_size 8192 per DP rank, sglang's default",
                    "prompts           8192, then 4096, 2048, 512, 256 tokens",
-                   "CP buffers        40.0 MiB at most at once (k 4.0 MiB, v 4.0 MiB, hidden_states 32.0 MiB)",
+                   "CP buffers        40.0 MiB at most at once (k 4.0 MiB, v 4.0 MiB, hidden_states 32.0 MiB); the "
+                   "pre-allocation holds them: no growth expected",
                    "deadline          600 s (sglang's own warm-up budget, SGLANG_WARMUP_TIMEOUT unset); the start "
                    "waits at most 664 s",
                    "pre-allocation    large: the CP all-gathers need 0.04 GiB of the 4 GiB pre-allocated"):
@@ -84,7 +85,7 @@ def test_sizing_with_chunked_prefill_off_warns_once_and_a_cap_says_what_it_leave
     assert ("longest forward   40894 tokens (the longest prompt the scheduler admits, KV admission: 40960 free "
             "tokens - 1 new token - 64 (one page, reserved per request from 0.5.11) - 1") in out, out
     assert "context 40960 from the model's max_position_embeddings" in out
-    assert "CP buffers        199.7 MiB at most at once" in out
+    assert "CP buffers        199.7 MiB at most at once" in out and "no growth expected" in out  # 0.5.12: 4 GiB
     warnings = [line for line in out.splitlines() if "5.0x the 8192-token chunk" in line]
     assert len(warnings) == 1 and "SGLANG_CP_SYMM_WARMUP_TOKENS=<your longest prompt>" in warnings[0]
     data = json.loads(doctor("0.5.12", *args, "--json", env={"SGLANG_CP_SYMM": "1",
@@ -96,7 +97,13 @@ def test_sizing_with_chunked_prefill_off_warns_once_and_a_cap_says_what_it_leave
     assert sizing["left_bytes"] == (40894 - 16384) * 5120 and sizing["warnings"] == []
     assert "forwards of 16385-40894 tokens need 119.7 MiB more CP buffers at once" in sizing["capped"]
     assert sizing["left_most_growths"] > 0 and sizing["left_most_bytes"] > sizing["left_bytes"]
-    assert f"in {sizing['left_most_growths']} growth(s) if such lengths arrive in rising order" in sizing["capped"]
+    assert "the symmetric pre-allocation holds them" in sizing["capped"] and sizing["growth_bytes"] == 0
+    own = json.loads(doctor("0.5.11", *args, "--json", env={"SGLANG_CP_SYMM": "1",
+                                                            "SGLANG_CP_SYMM_WARMUP_TOKENS": "16384"}).stdout)["sizing"]
+    # 0.5.11: the CP group's own pool grows: k and v (8 MiB each) in one 20 MiB segment, hidden 64 MiB, small 2 MiB
+    assert own["prealloc"]["state"] == "not-used-by-cp" and own["growth_bytes"] == (20 + 64 + 2) << 20
+    assert f"by up to {own['left_most_bytes'] / 2**20:.1f} MiB in {own['left_most_growths']} growth(s) if such " \
+        "lengths arrive in rising order" in own["capped"]
     assert sizing["deadline"]["seconds"] == 900 and sizing["deadline"]["source"] == "SGLANG_CP_SYMM_WARMUP_TIMEOUT=900"
 
 
