@@ -273,15 +273,15 @@ def capped_message(forward: LongestForward, left_bytes: Optional[int], watchdog_
         return None
     left = f"{left_bytes / 2**20:.1f} MiB" if left_bytes is not None else "an unknown amount"
     if held_by:
-        growth = f"{held_by} holds them, so the pool does not grow while it has room"
+        growth = f"; {held_by} holds them, so the pool does not grow while it has room"
     else:
         worst = (f", and by up to {most[0] / 2**20:.1f} MiB in {most[1]} growth(s) if such lengths arrive in rising "
                  "order (the caching allocator never joins segments)" if most and most[1] else "")
-        growth = f"so the symmetric pool may still grow at run time by at least that{worst}"
+        growth = f", so the symmetric pool may still grow at run time by at least that{worst}"
     watch = ("the watchdog stays on and reports each growth" if watchdog_on
              else "the watchdog is off (SGLANG_CP_SYMM_WATCHDOG=0): such growths go unreported")
     return (f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS={forward.prompt}: forwards of {forward.tokens + 1}-"
-            f"{forward.scheduler_tokens} tokens need {left} more CP buffers at once than the warm-up reached; "
+            f"{forward.scheduler_tokens} tokens need {left} more CP buffers at once than the warm-up reached"
             f"{growth}; {watch}")
 
 
