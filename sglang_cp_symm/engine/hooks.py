@@ -48,7 +48,9 @@ def add_to_cli_warmups(wrapped, instance, args, kwargs):
 
 
 async def first_request_guard(wrapped, instance, args, kwargs):
-    """``TokenizerManager.generate_request``: the first request of this process waits for the warm-up."""
+    """``TokenizerManager.generate_request``: the first request of this process waits for the warm-up, at most its
+    deadline and the time to stop it (``warmup_deadline.Deadline.bound_s``); then it goes on whatever the outcome,
+    unless strict mode turned a failed warm-up into ``WarmupFailed``."""
     obj = args[0] if args else kwargs.get("obj")
     if not warmup_mod.STATE.done and not warmup_mod.is_warmup_request(obj):
         await warmup_mod.ensure_warmed(instance)

@@ -12,7 +12,7 @@ import os
 
 from . import patching
 from .hooks import INSTALLER
-from .warmup import STATE
+from .warmup import STATE, status_words
 from .watchdog import RUN_ID, WATCHDOG, read_run, report_dir
 
 
@@ -89,9 +89,10 @@ def status_line(patcher, settings) -> str:
 
 
 def hooks_line(settings) -> str:
+    """The warm-up's and the watchdog's part: before the server starts, what the warm-up will do and its deadline;
+    once planned (``status()`` in the server's process), the longest forward, whence, its CP buffers, the outcome."""
     states = INSTALLER.describe()
-    warm = "off (SGLANG_CP_SYMM_WARMUP=0)" if not settings.warmup else (
-        f"on, {settings.warmup_tokens} tokens" if settings.warmup_tokens else "on, longest prefill")
+    warm = status_words(settings)
     watch = "off (SGLANG_CP_SYMM_WATCHDOG=0)" if not settings.watchdog else "on"
     problems = [f"{name} {state}" for name, state in sorted(states.items()) if state.startswith("skipped")]
     return f"warm-up {warm}; watchdog {watch}" + (f" ({'; '.join(problems)})" if problems else "")

@@ -1,26 +1,38 @@
 """How many tokens one prefill forward can carry, and what its CP all-gathers need, without a server.
 
 The warm-up uses these rules with the running server's resolved arguments and the
-doctor with the operator's command-line values, so the two never disagree. The
-rules are sglang's own (read in the release wheels; line numbers of 0.5.11 and 0.5.12):
+doctor with the operator's command-line values, so the two never disagree; a
+table-driven test (``tests/engine/test_longest_forward.py``) runs each release's own
+``PrefillAdder`` and ``validate_input_length`` on the same arguments and asserts the
+same figure. The rules are sglang's own (read in the release wheels, ``managers/``):
 
 - ``PrefillAdder.add_one_req`` extends a new request whole when its page-rounded
   length fits ``rem_chunk_tokens``, else it cuts the first chunk at
-  ``rem_chunk_tokens // page_size * page_size`` (``managers/schedule_policy.py``,
-  0.5.11 lines 878 and 893). ``add_chunked_req`` then extends each further chunk by
-  exactly ``rem_chunk_tokens`` (0.5.12 line 805), with no page rounding. So the
-  largest extend of one forward is ``chunked_prefill_size`` itself, and a prompt
-  reaches it in a single forward when ``chunked_prefill_size`` is a multiple of
-  ``page_size`` (every default is), else in its second chunk.
+  ``rem_chunk_tokens // page_size * page_size`` (``schedule_policy.py`` 0.5.11 lines
+  878 and 893). ``add_chunked_req`` then extends each further chunk by
+  ``min(rem_chunk_tokens, rem_total_tokens)``, with no page rounding (0.5.12 line 672).
+  So the largest extend of one forward is ``chunked_prefill_size`` itself; every launch
+  has it a multiple of ``page_size`` (``check_server_args`` asserts it, 0.5.10
+  ``server_args.py`` line 6110), so a prompt of that length is one forward.
+- ``max_prefill_tokens`` never bounds one request: the first request of a batch is
+  admitted whatever its length (the ``len(self.can_run_list) != 0`` test, 0.5.10 lines
+  767 and 790). With chunking off (``--chunked-prefill-size -1``) the whole prompt is
+  one forward.
 - Under DP attention the server divides ``chunked_prefill_size`` by the DP size
-  when it resolves its arguments ("The chunked prefill size is adjusted to ...",
-  0.5.11 ``server_args.py``), so the resolved value is per DP rank.
-- With chunking off (``--chunked-prefill-size -1``) the whole prompt is one
-  forward; the scheduler rejects prompts of ``max_req_input_len`` tokens or more
-  (``scheduler.py``: ``len(req.origin_input_ids) >= self.max_req_input_len``).
+  when it resolves its arguments, so the resolved value is per DP rank; every figure
+  here is per DP rank (each has its own scheduler and KV pool). Attention CP divides
+  nothing: the model splits the forward across the CP ranks.
+- The longest prompt: the scheduler refuses ``len(ids) >= max_req_input_len``
+  (``utils.validate_input_length``), where ``max_req_input_len = min(context_len - 1,
+  pool - 1) - 5`` (``tp_worker.py``); and it admits a prompt only while ``N +
+  max_new_tokens (+ page_size from 0.5.11) < free KV tokens`` (0.5.11 line 822), else
+  the request waits in the queue with NO_TOKEN, never scheduled on an idle server.
+  On 0.5.11+ with pages of more than 6 tokens and a pool near or below the context,
+  the second bound is the tighter one (``longest_admitted_prompt``).
 - An attention-CP all-gather returns ``ceil(N / cp) * cp`` rows for N extend
   tokens (``prepare_context_parallel_metadata``: ``max_rank_len = ceil(kv_len /
-  cp_size)`` on every rank, ``layers/utils/cp_utils.py``).
+  cp_size)`` on every rank, ``layers/utils/cp_utils.py``); CP-v2 (0.5.16+) pads each
+  share further to a multiple of ``cp`` or ``2 * cp``, fewer than ``2 * cp * cp`` rows.
 
 And PyTorch's caching allocator, which serves sglang's symmetric ``MemPool``
 (``c10/cuda/CUDACachingAllocator.cpp``): a request of at most 1 MiB
@@ -45,6 +57,12 @@ from typing import Dict, List, Optional
 DEFAULT_PREALLOC_GIB = 4
 #: PyTorch's caching allocator: the largest request served from the 2 MiB "small" segments (kSmallSize).
 SMALL_ALLOCATION_BYTES = 1 << 20
+#: The allocator's segment sizes (CUDACachingAllocator.cpp): kSmallBuffer, kLargeBuffer for requests under
+#: kMinLargeAlloc, and the rounding of larger ones (kRoundLarge).
+SMALL_SEGMENT_BYTES = 2 << 20
+LARGE_SEGMENT_BYTES = 20 << 20
+MIN_LARGE_ALLOC_BYTES = 10 << 20
+LARGE_ROUND_BYTES = 2 << 20
 #: The shortest extend sglang splits across CP ranks: ``can_cp_split`` needs ``seq_len // (2 * cp_size) != 0``.
 CP_MIN_TOKENS_PER_RANK = 2
 
@@ -65,52 +83,216 @@ def attention_tp_size(tp_size: int, attention_dp_size: int = 1, cp_size: int = 1
     return max(1, tp_size // max(1, attention_dp_size) // max(1, cp_size))
 
 
-def longest_prompt(max_req_input_len: Optional[int] = None, context_len: Optional[int] = None) -> Optional[int]:
-    """The longest prompt the scheduler accepts, from what the running server knows.
+#: The warm-up's requests ask for one new token; the KV admission counts it (``max_new_tokens``, clipped at 4096).
+WARMUP_NEW_TOKENS = 1
+#: From this release ``add_one_req`` reserves one page more per request in its KV admission test
+#: (``total_tokens = extend_input_len + max_new + self.page_size``, schedule_policy.py 0.5.11 line 822; 0.5.21+
+#: ``per_req_token_overhead``, which is the page unless the KV cache is sharded).
+PAGE_RESERVED_FROM = (0, 5, 11)
+#: sglang's ``chunked_prefill_size`` when none is given on a GPU of 80-160 GB (H100, H200, H20;
+#: ``_handle_gpu_memory_settings``, 0.5.6-0.5.23): what a server would chunk at, were chunking on.
+REFERENCE_CHUNK = 8192
+#: With chunking off, a longest forward at least this many times ``REFERENCE_CHUNK`` gets one warning.
+FAR_ABOVE_FACTOR = 2
 
-    ``max_req_input_len`` is the scheduler's own bound (a prompt must be shorter);
-    without it, ``context_len`` gives the bound sglang derives from it
-    (``min(context_len - 1, token pool - 1) - 5``, ``tp_worker.py``), then minus one.
+
+def admission_overhead(page_size: int, release=None) -> int:
+    """Tokens the KV admission test adds per request beyond its prompt and new tokens (unknown release: newest)."""
+    return max(1, int(page_size or 1)) if release is None or tuple(release) >= PAGE_RESERVED_FROM else 0
+
+
+def max_req_input_len_of(context_len: int, pool_tokens: Optional[int] = None) -> int:
+    """sglang's bound on a prompt (``tp_worker.py``): ``min(context_len - 1, pool - 1) - 5``; a prompt must be
+    shorter."""
+    longest = int(context_len) - 1 if pool_tokens is None else min(int(context_len) - 1, int(pool_tokens) - 1)
+    return longest - 5
+
+
+@dataclass(frozen=True)
+class PromptBound:
+    """The longest prompt one DP rank's scheduler both accepts and admits, and which of the two bounds it."""
+
+    tokens: Optional[int]
+    source: str
+
+
+def longest_admitted_prompt(max_req_input_len: Optional[int] = None, context_len: Optional[int] = None,
+                            pool_tokens: Optional[int] = None, page_size: int = 1, release=None) -> PromptBound:
+    """The longest prompt that passes ``validate_input_length`` and then the KV admission of ``add_one_req``.
+
+    - accepted: ``N < max_req_input_len`` (given, or from the context length and the pool);
+    - admitted on an idle server: ``N + 1 new token + overhead < free KV tokens``, where the
+      free tokens are the pool in whole pages and the overhead a page from 0.5.11
+      (``admission_overhead``). A prompt that is accepted but not admitted is never
+      scheduled: it waits in the queue (NO_TOKEN), which is why both bounds count.
+
+    The pool, when not given: where ``max_req_input_len`` shows the pool was the
+    tighter bound (``max_req_input_len + 6 < context_len``) it is exactly
+    ``max_req_input_len + 6``; otherwise only "at least that" is known, and that
+    smallest pool is assumed (the prompt is then admitted whatever the pool is).
+    With neither a pool nor ``max_req_input_len`` (the doctor without
+    ``--max-total-tokens``), the pool is taken to be larger than the context.
     """
-    if max_req_input_len is not None:
-        return int(max_req_input_len) - 1
-    if context_len is not None:
-        return int(context_len) - 7
-    return None
-
-
-def max_extend_tokens(chunked_prefill_size: Optional[int], max_req_input_len: Optional[int] = None,
-                      context_len: Optional[int] = None) -> int:
-    """The most tokens one prefill forward can extend, from *resolved* server arguments."""
-    longest = longest_prompt(max_req_input_len, context_len)
-    if longest is not None and longest <= 0:
-        raise SizingError(f"the server accepts no prompt at all (max_req_input_len {max_req_input_len}, "
-                          f"context length {context_len})")
-    if chunked_prefill_size is not None and chunked_prefill_size > 0:
-        return chunked_prefill_size if longest is None else min(chunked_prefill_size, longest)
-    if longest is None:
-        raise SizingError("chunked prefill is off (-1) and no context length is known: pass the context length")
-    return longest
-
-
-def warmup_prompt_tokens(chunked_prefill_size: Optional[int], page_size: Optional[int] = 1,
-                         max_req_input_len: Optional[int] = None, context_len: Optional[int] = None) -> int:
-    """The prompt length whose prefill contains one forward of ``max_extend_tokens`` tokens.
-
-    When the chunk size is not a multiple of the page size, the first chunk is cut
-    short (page-aligned) and the second one carries the full chunk, so the prompt
-    is the first chunk plus a full one, if the server accepts that long a prompt.
-    """
-    longest = longest_prompt(max_req_input_len, context_len)
-    most = max_extend_tokens(chunked_prefill_size, max_req_input_len, context_len)
     page = max(1, int(page_size or 1))
-    if chunked_prefill_size is None or chunked_prefill_size <= 0 or chunked_prefill_size % page == 0:
-        return most
-    first_chunk = chunked_prefill_size // page * page
-    if first_chunk <= 0:
-        raise SizingError(f"chunked_prefill_size {chunked_prefill_size} is smaller than page_size {page}")
-    wanted = first_chunk + chunked_prefill_size
-    return wanted if longest is None else min(wanted, longest)
+    pool_note = ""
+    if max_req_input_len is not None:
+        bound = int(max_req_input_len)
+        accepted, accepted_from = bound - 1, f"max_req_input_len {bound} - 1"
+        if pool_tokens is None:
+            pool_tokens = bound + 6
+            exact = context_len is not None and bound + 6 < int(context_len)
+            pool_note = "" if exact else " (pool not reported: the smallest that max_req_input_len allows)"
+    elif context_len is not None:
+        bound = max_req_input_len_of(context_len, pool_tokens)
+        accepted = bound - 1
+        accepted_from = (f"context length {context_len} - 7" if pool_tokens is None or pool_tokens >= context_len
+                         else f"KV pool {pool_tokens} - 7")
+    else:
+        return PromptBound(None, "no context length or max_req_input_len known")
+    if pool_tokens is None:
+        return PromptBound(accepted, accepted_from)
+    free = int(pool_tokens) // page * page
+    overhead = admission_overhead(page, release)
+    admitted = free - WARMUP_NEW_TOKENS - overhead - 1
+    if admitted < accepted:
+        reserve = f" - {overhead} (one page, reserved per request from 0.5.11)" if overhead else ""
+        return PromptBound(admitted, f"KV admission: {free} free tokens - 1 new token{reserve} - 1{pool_note}")
+    return PromptBound(accepted, accepted_from)
+
+
+def largest_forward_of(prompt: int, chunked_prefill_size: Optional[int], page_size: int = 1) -> int:
+    """The longest extend among the forwards of one ``prompt``-token prefill (no cached prefix).
+
+    ``add_one_req`` takes it whole when ``ceil(N / page) * page`` fits the chunk, else the
+    page-aligned first chunk; ``add_chunked_req`` then extends ``min(chunk, rest)``.
+    """
+    chunk = chunked_prefill_size if chunked_prefill_size is not None and chunked_prefill_size > 0 else None
+    if chunk is None:
+        return prompt
+    page = max(1, int(page_size or 1))
+    if math.ceil(prompt / page) * page <= chunk:
+        return prompt
+    first = chunk // page * page
+    return max(first, min(chunk, prompt - first))
+
+
+@dataclass(frozen=True)
+class LongestForward:
+    """The warm-up's longest forward next to the largest one the scheduler would run for one request."""
+
+    tokens: int  # the warm-up's longest forward
+    prompt: int  # the prompt whose prefill contains it
+    scheduler_tokens: int  # the largest forward the scheduler would run for one request on this server
+    chunk: int  # the resolved chunked_prefill_size of one DP rank; -1: chunking off
+    source: str  # where scheduler_tokens came from
+    capped: bool = False  # SGLANG_CP_SYMM_WARMUP_TOKENS set the warm-up below scheduler_tokens
+    note: str = ""  # an override that had to be clamped says so here
+
+    @property
+    def chunking_off(self) -> bool:
+        return self.chunk <= 0
+
+    def far_above_reference(self) -> Optional[float]:
+        """With chunking off and no cap: how many times ``REFERENCE_CHUNK`` the forward is, when at least
+        ``FAR_ABOVE_FACTOR``; else None."""
+        ratio = self.tokens / REFERENCE_CHUNK
+        return ratio if self.chunking_off and not self.capped and ratio >= FAR_ABOVE_FACTOR else None
+
+    def describe(self) -> dict:
+        return {"tokens": self.tokens, "prompt": self.prompt, "scheduler_tokens": self.scheduler_tokens,
+                "chunk": self.chunk, "source": self.source, "capped": self.capped, "note": self.note}
+
+
+def longest_forward(chunked_prefill_size: Optional[int], page_size: int = 1, max_req_input_len: Optional[int] = None,
+                    context_len: Optional[int] = None, pool_tokens: Optional[int] = None, release=None,
+                    override: Optional[int] = None) -> LongestForward:
+    """The largest forward the scheduler would run for one request, from *resolved* server arguments of one DP
+    rank, and the warm-up's (the same, unless ``override``, ``SGLANG_CP_SYMM_WARMUP_TOKENS``, sets the prompt).
+
+    With chunking on it is the chunk, or the longest admitted prompt where that is
+    shorter; with chunking off the longest admitted prompt, as one forward.
+    """
+    page = max(1, int(page_size or 1))
+    chunk = chunked_prefill_size if chunked_prefill_size is not None and chunked_prefill_size > 0 else -1
+    bound = longest_admitted_prompt(max_req_input_len, context_len, pool_tokens, page, release)
+    if bound.tokens is not None and bound.tokens <= 0:
+        raise SizingError(f"the server admits no prompt at all ({bound.source})")
+    if chunk > 0:
+        prompt, source = chunk, f"chunked_prefill_size {chunk} per DP rank"
+        if chunk % page:  # a launch refuses this (check_server_args); kept exact for the arithmetic's sake
+            if chunk < page:
+                raise SizingError(f"chunked_prefill_size {chunk} is smaller than page_size {page}")
+            prompt = chunk // page * page + chunk  # the page-aligned first chunk, then a full one
+        if bound.tokens is not None and bound.tokens < prompt:
+            prompt = bound.tokens
+            if bound.tokens < chunk:
+                source = (f"the longest prompt the scheduler admits, {bound.source}, shorter than "
+                          f"chunked_prefill_size {chunk}")
+        most = largest_forward_of(prompt, chunk, page)
+    else:
+        if bound.tokens is None:
+            raise SizingError("chunked prefill is off (-1) and no context length is known: pass the context length")
+        most, prompt = bound.tokens, bound.tokens
+        source = f"the longest prompt the scheduler admits, {bound.source}; chunked prefill off: one forward"
+    if not override:
+        return LongestForward(most, prompt, most, chunk, source)
+    note = ""
+    asked = int(override)
+    if bound.tokens is not None and asked > bound.tokens:
+        note = (f"SGLANG_CP_SYMM_WARMUP_TOKENS={asked} is longer than the longest prompt this server admits "
+                f"({bound.tokens}); using {bound.tokens}")
+        asked = bound.tokens
+    tokens = largest_forward_of(asked, chunk, page)
+    return LongestForward(tokens, asked, most, chunk, source, capped=tokens < most, note=note)
+
+
+def far_above_message(forward: LongestForward) -> Optional[str]:
+    """The one warning for a warm-up forward far above a chunk (chunking off, no cap); None when not so."""
+    ratio = forward.far_above_reference()
+    if ratio is None:
+        return None
+    return (f"chunked prefill is off (--chunked-prefill-size -1), so the warm-up runs one forward of "
+            f"{forward.tokens} tokens, {ratio:.1f}x the {REFERENCE_CHUNK}-token chunk sglang uses by default on an "
+            "80-160 GB GPU. The scheduler runs a prompt that long the same way (max_prefill_tokens does not split "
+            "it), so this is the honest maximum; if your prompts are never that long, cap the warm-up with "
+            "SGLANG_CP_SYMM_WARMUP_TOKENS=<your longest prompt> (longer forwards may then grow the pool at run "
+            "time, and the watchdog reports them).")
+
+
+def capped_message(forward: LongestForward, left_bytes: Optional[int], watchdog_on: bool,
+                   most: Optional[tuple] = None, held_by: Optional[str] = None) -> Optional[str]:
+    """What a capped warm-up leaves to serving; None when not capped.
+
+    ``left_bytes`` (``growth_left_by_cap``): how much the CP buffers' peak still rises
+    between the warm-up's forward and the scheduler's largest, the least the pool can
+    grow by; ``most`` (``capped_growth_bound``): bytes and growths when such lengths
+    arrive in rising order, the worst case; ``held_by``: what holds them instead (a
+    pre-allocation large enough), when something does.
+    """
+    if not forward.capped:
+        return None
+    left = f"{left_bytes / 2**20:.1f} MiB" if left_bytes is not None else "an unknown amount"
+    if held_by:
+        growth = f"; {held_by} holds them, so the pool does not grow while it has room"
+    else:
+        worst = (f", and by up to {most[0] / 2**20:.1f} MiB in {most[1]} growth(s) if such lengths arrive in rising "
+                 "order (the caching allocator never joins segments)" if most and most[1] else "")
+        growth = f", so the symmetric pool may still grow at run time by at least that{worst}"
+    watch = ("the watchdog stays on and reports each growth" if watchdog_on
+             else "the watchdog is off (SGLANG_CP_SYMM_WATCHDOG=0): such growths go unreported")
+    return (f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS={forward.prompt}: forwards of {forward.tokens + 1}-"
+            f"{forward.scheduler_tokens} tokens need {left} more CP buffers at once than the warm-up reached"
+            f"{growth}; {watch}")
+
+
+def context_from_config(config: dict) -> Optional[int]:
+    """A model's context length where its ``config.json`` states it plainly (``max_position_embeddings`` and no
+    ``rope_scaling``, which sglang may apply); else None (pass ``--context-length``)."""
+    cfg = config.get("text_config") or config
+    value = cfg.get("max_position_embeddings")
+    if cfg.get("rope_scaling") or not isinstance(value, int) or value <= 0:
+        return None
+    return value
 
 
 def cp_rows(tokens: int, cp_size: int) -> int:
@@ -180,17 +362,19 @@ PRESETS = {
     # deepseek-ai/DeepSeek-V3.2-Exp: hidden 7168, kv_lora_rank 512, qk_rope_head_dim 64, index_head_dim 128.
     "deepseek-v3.2": {"hidden_size": 7168, "kv_lora_rank": 512, "qk_rope_head_dim": 64, "index_head_dim": 128,
                       "num_attention_heads": 128},
-    # Qwen/Qwen3-30B-A3B: hidden 2048, 4 KV heads of 128.
-    "qwen3-30b-a3b": {"hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128},
-    # Qwen/Qwen3-235B-A22B: hidden 4096, 4 KV heads of 128.
-    "qwen3-235b-a22b": {"hidden_size": 4096, "num_attention_heads": 64, "num_key_value_heads": 4, "head_dim": 128},
+    # Qwen/Qwen3-30B-A3B: hidden 2048, 4 KV heads of 128, context 40960.
+    "qwen3-30b-a3b": {"hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+                      "max_position_embeddings": 40960},
+    # Qwen/Qwen3-235B-A22B: hidden 4096, 4 KV heads of 128, context 40960.
+    "qwen3-235b-a22b": {"hidden_size": 4096, "num_attention_heads": 64, "num_key_value_heads": 4, "head_dim": 128,
+                        "max_position_embeddings": 40960},
 }
 
 
-def load_shape(model: str, kv_dtype: str = "bf16", attn_tp_size: int = 1) -> ModelShape:
-    """A preset name, a ``config.json`` path, or a model folder holding one."""
+def load_config(model: str) -> dict:
+    """A preset's config, or a ``config.json`` (a path, or a model folder holding one)."""
     if model in PRESETS:
-        return shape_from_config(PRESETS[model], kv_dtype, attn_tp_size, model)
+        return dict(PRESETS[model])
     path = Path(model)
     if path.is_dir():
         path = path / "config.json"
@@ -198,10 +382,14 @@ def load_shape(model: str, kv_dtype: str = "bf16", attn_tp_size: int = 1) -> Mod
         raise SizingError(f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a config.json "
                           "or a folder holding one")
     try:
-        config = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SizingError(f"{path}: not a readable JSON file ({exc})") from None
-    return shape_from_config(config, kv_dtype, attn_tp_size, str(model))
+
+
+def load_shape(model: str, kv_dtype: str = "bf16", attn_tp_size: int = 1) -> ModelShape:
+    """A preset name, a ``config.json`` path, or a model folder holding one."""
+    return shape_from_config(load_config(model), kv_dtype, attn_tp_size, str(model))
 
 
 def small_pool_tokens(shape: ModelShape, cp_size: int, max_tokens: int) -> List[int]:
@@ -250,6 +438,109 @@ def cp_need(tokens: int, cp_size: int, shape: ModelShape) -> CpNeed:
     per_gather = {name: rows * row for name, row in shape.gathers.items()}
     send = (rows // cp_size) * shape.row_bytes()
     return CpNeed(tokens, rows, cp_size, per_gather, send)
+
+
+def segment_for(request_bytes: int) -> int:
+    """The segment the caching allocator creates for a request no free block can serve."""
+    if request_bytes <= SMALL_ALLOCATION_BYTES:
+        return SMALL_SEGMENT_BYTES
+    if request_bytes < MIN_LARGE_ALLOC_BYTES:
+        return LARGE_SEGMENT_BYTES
+    return -(-request_bytes // LARGE_ROUND_BYTES) * LARGE_ROUND_BYTES
+
+
+def rising_growth(held_bytes: int, largest_bytes: int) -> tuple:
+    """(bytes, growths) the pool adds for one buffer whose size rises, one length at a time, from one the pool
+    holds a segment for (``held_bytes``; 0: none) to ``largest_bytes``. The worst order for the caching
+    allocator: it serves a request from the smallest free block that fits and never joins segments, so each
+    request above the largest segment held adds a new one (``segment_for``), 2 MiB larger than the last above
+    20 MiB. Requests of at most 1 MiB come from the small segments, which the short prompts fill."""
+    if largest_bytes <= SMALL_ALLOCATION_BYTES:
+        return 0, 0
+    held = segment_for(held_bytes) if held_bytes > SMALL_ALLOCATION_BYTES else 0
+    grown = count = 0
+    while held < largest_bytes:
+        held = segment_for(max(held + 1, SMALL_ALLOCATION_BYTES + 1))  # the smallest request it cannot serve
+        grown, count = grown + held, count + 1
+    return grown, count
+
+
+def capped_growth_bound(forward: LongestForward, cp_size: int, shape: ModelShape, send: bool = False) -> tuple:
+    """(bytes, growths) a capped warm-up may leave to serving at most: each gathered buffer (and staged send
+    share) rising from its size at the warm-up's forward to its size at the scheduler's largest, lengths arriving
+    in rising order (``rising_growth``; buffers counted apart, as if all were alive at once). (0, 0) uncapped."""
+    if not forward.capped:
+        return 0, 0
+    low, high = cp_rows(forward.tokens, cp_size), cp_rows(forward.scheduler_tokens, cp_size)
+    buffers = [(row, 1) for row in shape.gathers.values()] + ([(shape.row_bytes(), cp_size)] if send else [])
+    total = count = 0
+    for row, share in buffers:
+        grown, times = rising_growth(low // share * row, high // share * row)
+        total, count = total + grown, count + times
+    return total, count
+
+
+def growth_left_by_cap(forward: LongestForward, cp_size: int, shape: ModelShape, send: bool = False) -> int:
+    """Bytes of CP buffers a capped warm-up leaves for serving to add to the pool: the scheduler's largest
+    forward's need minus the warm-up's (0 when not capped)."""
+    if not forward.capped:
+        return 0
+    full = cp_need(forward.scheduler_tokens, cp_size, shape).total(send)
+    return max(0, full - cp_need(forward.tokens, cp_size, shape).total(send))
+
+
+#: ``prealloc_verdict`` states in which the pre-allocation holds the CP buffers (the pool does not grow for them).
+PREALLOC_HOLDS = ("ok", "large")
+
+
+def _packed(sizes: List[int], segment: int) -> int:
+    """Segments of ``segment`` bytes that hold ``sizes`` at once, first fit, largest first."""
+    free: List[int] = []
+    for size in sorted(sizes, reverse=True):
+        for i, room in enumerate(free):
+            if room >= size:
+                free[i] -= size
+                break
+        else:
+            free.append(segment - size)
+    return len(free)
+
+
+def reserved_for(buffers: List[int]) -> int:
+    """Bytes the caching allocator reserves, in a pool that holds nothing yet, to hold ``buffers`` at once:
+    one segment each from 10 MiB (rounded to 2 MiB), 20 MiB segments shared by those above 1 MiB, 2 MiB ones by
+    the rest (``segment_for``)."""
+    large = [b for b in buffers if b >= MIN_LARGE_ALLOC_BYTES]
+    middle = [b for b in buffers if SMALL_ALLOCATION_BYTES < b < MIN_LARGE_ALLOC_BYTES]
+    small = [b for b in buffers if 0 < b <= SMALL_ALLOCATION_BYTES]
+    return (sum(segment_for(b) for b in large) + _packed(middle, LARGE_SEGMENT_BYTES) * LARGE_SEGMENT_BYTES
+            + _packed(small, SMALL_SEGMENT_BYTES) * SMALL_SEGMENT_BYTES)
+
+
+def warmup_reservation(forward_tokens: int, short_prompts: List[int], cp_size: int, shape: ModelShape,
+                       send: bool = False) -> int:
+    """The pool the warm-up's prompts leave reserved, from an empty one: the segments of the longest forward's
+    buffers (all alive at once: an upper estimate), then the small segments of the short prompt that needs the
+    most of them (their larger buffers fit in the long forward's free segments)."""
+    def buffers(tokens: int) -> List[int]:
+        rows = cp_rows(tokens, cp_size)
+        out = [rows * row for row in shape.gathers.values()]
+        return out + ([rows // cp_size * shape.row_bytes()] if send else [])
+
+    longest = reserved_for(buffers(forward_tokens))
+    small = max((_packed([b for b in buffers(t) if b <= SMALL_ALLOCATION_BYTES], SMALL_SEGMENT_BYTES)
+                 for t in short_prompts), default=0)
+    return longest + small * SMALL_SEGMENT_BYTES
+
+
+#: ``prealloc_verdict`` states in which the pre-allocation holds the CP buffers (the pool does not grow for them).
+PREALLOC_HOLDS = ("ok", "large")
+
+
+def expected_growth(reservation_bytes: int, verdict: Optional[dict]) -> int:
+    """The symmetric-pool bytes the warm-up is expected to add (``warmup_reservation``), unless the pre-allocation
+    holds its buffers."""
+    return 0 if verdict is not None and verdict.get("state") in PREALLOC_HOLDS else reservation_bytes
 
 
 def prealloc_verdict(release, prealloc_gib: Optional[float], need_bytes: int, plugin_on: bool) -> dict:

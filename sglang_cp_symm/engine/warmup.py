@@ -1,4 +1,4 @@
-"""The warm-up: the longest prefill the server can schedule, once per DP rank, before it serves traffic.
+"""The warm-up: the longest forward the server can schedule for one request, once per DP rank, before traffic.
 
 Why: nothing at sglang start-up runs a CP prefill (CUDA-graph capture is
 decode-only; the general warm-up prompt is a few tokens), so the first long
@@ -9,13 +9,25 @@ all-gather buffer the server can need in the pool, registered with the
 communicator of the group that uses it.
 
 What runs, per DP rank and in this order (``plan_for``):
-1. one prompt whose prefill extends the most tokens one forward can carry
-   (``sizing.warmup_prompt_tokens``): the large segments reach their peak;
+1. one prompt whose prefill holds the largest forward the scheduler would run for
+   one request on this server (``sizing.longest_forward``: the chunk per DP rank,
+   or with chunking off the longest prompt it both accepts and admits; the ranks'
+   KV pools are asked for first, through sglang's ``get_internal_state``);
 2. a few short prompts, one at each length where a gathered buffer crosses the
    allocator's 1 MiB "small" limit (``sizing.small_pool_tokens``, from the served
    model's config): the small segments reach their peak, which the long prompt
    never touches.
 Each has random token ids (no radix-cache hit shortens it) and ``max_new_tokens=1``.
+
+Said before it is done: one INFO line gives the plan (the longest forward, where the
+figure came from, the symmetric-pool bytes its CP buffers need, the deadline), one
+WARNING when chunking is off and that forward is far above a chunk, and a capped
+warm-up (``SGLANG_CP_SYMM_WARMUP_TOKENS``) says how much growth it leaves to serving.
+
+Bounded: every wait is under one deadline (``warmup_deadline``); on a timeout or a
+failure on any rank the other ranks are stopped and their requests aborted
+(``warmup_fanout``), the completion markers still go out, and the server starts with
+one warning; strict mode refuses to start instead.
 
 Where it runs (one code path per mechanism; the register ``targets.HOOKS`` says where each attaches):
 - HTTP server: sglang's own named warm-up ``cp_symm_max_tokens``, added to
@@ -32,7 +44,8 @@ Where it runs (one code path per mechanism; the register ``targets.HOOKS`` says 
 
 Each rank reports through the scheduler hook (``observe_request``): the first
 warm-up request opens the rank's warm-up phase; a one-token marker request sent
-after the last one closes it and makes the rank log its pool line.
+after the last one closes it and makes the rank log its pool line (the first other
+request closes it where no marker arrived).
 """
 
 from __future__ import annotations
@@ -44,8 +57,26 @@ import time
 from typing import Any, List, Optional
 
 from . import settings as switches
-from .sizing import SizingError, attention_tp_size, shape_from_config, small_pool_tokens, warmup_prompt_tokens
-from .watchdog import WATCHDOG, write_rank_record
+from .sizing import (
+    LongestForward,
+    SizingError,
+    attention_tp_size,
+    PREALLOC_HOLDS,
+    capped_growth_bound,
+    capped_message,
+    cp_need,
+    expected_growth,
+    far_above_message,
+    growth_left_by_cap,
+    longest_forward,
+    prealloc_verdict,
+    shape_from_config,
+    small_pool_tokens,
+    warmup_reservation,
+)
+from .warmup_deadline import Deadline, sglang_warmup_timeout, warmup_deadline
+from .warmup_fanout import FanOutError, RankFailed, WarmupTimeout, run_ranks, send_markers
+from .watchdog import WARMUP, WATCHDOG, write_rank_record
 from .logs import logger
 
 
@@ -62,12 +93,13 @@ class WarmupFailed(RuntimeError):
 class _ProcessState:
     """What this process's warm-up did (the HTTP server's or the Engine's process)."""
 
-    result: dict = dataclasses.field(default_factory=dict)
+    result: dict = dataclasses.field(default_factory=dict)  # also while it runs: the plan, for the status line
     task: Optional[asyncio.Future] = None
+    finished: bool = False
 
     @property
     def done(self) -> bool:
-        return bool(self.result)
+        return self.finished
 
 
 STATE = _ProcessState()
@@ -76,8 +108,9 @@ STATE = _ProcessState()
 def resolved_arg(server_args: Any, name: str, default: Any = None) -> Any:
     """A server argument as the server resolved it.
 
-    0.5.23 resolves arguments in a pipeline and publishes them (``resolved_dict()``);
-    earlier releases resolve them in place in ``__post_init__``.
+    From 0.5.19 the fields keep the raw input and the resolved values come from
+    ``resolved_dict()`` (server_args.py 0.5.19 line 3708; 0.5.23 resolves in
+    ``resolve_once()``); earlier releases resolve them in place in ``__post_init__``.
     """
     resolved = getattr(server_args, "resolved_dict", None)
     if callable(resolved):
@@ -104,7 +137,7 @@ def cp_size_of(server_args: Any) -> int:
 
 
 def attention_dp_of(server_args: Any) -> int:
-    """Attention-DP groups per replica: ``attn_dp_size`` (0.5.23), else ``dp_size`` under DP attention."""
+    """Attention-DP groups per replica: ``attn_dp_size`` (0.5.22+), else ``dp_size`` under DP attention."""
     attn_dp = resolved_arg(server_args, "attn_dp_size", None)
     if attn_dp:
         return int(attn_dp)
@@ -112,8 +145,9 @@ def attention_dp_of(server_args: Any) -> int:
 
 
 def dp_ranks_of(server_args: Any) -> int:
-    """How many DP ranks requests are routed to: ``dp_size`` (0.5.6-0.5.22), ``dp_size * attn_dp_size``
-    (0.5.23, sglang's own ``num_dp_ranks``, which its warm-ups fan out over)."""
+    """How many DP ranks requests are routed to: ``dp_size`` (0.5.6-0.5.21), ``dp_size * attn_dp_size``
+    (0.5.22+, where ``--dp-size N --enable-dp-attention`` becomes ``attn_dp_size=N``; 0.5.23's own
+    ``num_dp_ranks``, which its warm-ups fan out over)."""
     dp = int(resolved_arg(server_args, "dp_size", 1) or 1)
     attn_dp = resolved_arg(server_args, "attn_dp_size", None)
     return dp * int(attn_dp) if attn_dp else dp
@@ -126,11 +160,29 @@ class WarmupPlan:
     cp_size: int
     route_field: Optional[str]  # GenerateReqInput's DP routing field: routed_dp_rank (0.5.11+) or data_parallel_rank
     vocab_size: int
-    source: str
+    source: str  # where the longest forward's figure came from
+    forward: Optional[LongestForward] = None
+    pool_tokens: Optional[int] = None  # one DP rank's KV pool, as its scheduler reported it
+    pool_source: str = ""
+    need_bytes: Optional[int] = None  # symmetric-pool bytes the CP buffers of the longest forward hold at once
+    gather_bytes: Optional[dict] = None
+    left_bytes: Optional[int] = None  # capped: how much the CP buffers' peak still rises (the least growth left)
+    left_most: Optional[tuple] = None  # capped: (bytes, growths) left at most, lengths arriving in rising order
+    prealloc: Optional[dict] = None  # sizing.prealloc_verdict for the scheduler's largest forward
+    growth_bytes: Optional[int] = None  # what the warm-up is expected to add to the pool (0: the pre-allocation holds it)
 
     @property
     def tokens(self) -> int:
         return self.prompts[0]
+
+    def describe(self) -> dict:
+        return {"prompts": list(self.prompts), "dp_size": self.dp_size, "cp_size": self.cp_size,
+                "longest_forward": self.forward.describe() if self.forward else None,
+                "pool_tokens": self.pool_tokens, "pool_source": self.pool_source, "need_bytes": self.need_bytes,
+                "gather_bytes": self.gather_bytes, "left_bytes": self.left_bytes,
+                "left_most_bytes": self.left_most[0] if self.left_most else None,
+                "left_most_growths": self.left_most[1] if self.left_most else None,
+                "prealloc": self.prealloc, "growth_bytes": self.growth_bytes}
 
 
 def _route_field(request_class: Any) -> Optional[str]:
@@ -153,24 +205,151 @@ def _model_shape(tokenizer_manager: Any, server_args: Any, cp_size: int):
         return None
 
 
-def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int] = None) -> WarmupPlan:
-    """The warm-up's prompts and fan-out, from the running server's own resolved arguments."""
+def _stage_send(settings: Any) -> bool:
+    """Whether the CP gathers stage their send buffers in the pool too (the NCCL policy's decision)."""
+    from .patching import PATCHER
+
+    decision = PATCHER.decision
+    return bool(decision.stage_send) if decision is not None else bool(getattr(settings, "send", False))
+
+
+def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int] = None,
+             pool_tokens: Optional[int] = None, pool_source: str = "", send: bool = False,
+             release: Any = None) -> WarmupPlan:
+    """The warm-up's prompts and fan-out, from the running server's own resolved arguments.
+
+    ``pool_tokens``: one DP rank's KV pool as its scheduler reported it (``reported_pool_tokens``);
+    without it the pool is inferred from ``max_req_input_len`` (``sizing.longest_admitted_prompt``).
+    """
+    from ..releases import installed_sglang
+
+    release = installed_sglang() if release is None else release
     server_args = tokenizer_manager.server_args
     model_config = tokenizer_manager.model_config
     cp = cp_size_of(server_args)
-    if override:
-        longest, source = override, "SGLANG_CP_SYMM_WARMUP_TOKENS"
-    else:
-        chunk = resolved_arg(server_args, "chunked_prefill_size")
-        longest = warmup_prompt_tokens(chunk, resolved_arg(server_args, "page_size", 1),
-                                       getattr(tokenizer_manager, "max_req_input_len", None),
-                                       getattr(model_config, "context_len", None))
-        source = (f"chunked_prefill_size {chunk}" if chunk and chunk > 0
-                  else "the longest prompt (chunked prefill off)")
+    forward = longest_forward(resolved_arg(server_args, "chunked_prefill_size"),
+                              resolved_arg(server_args, "page_size", 1),
+                              getattr(tokenizer_manager, "max_req_input_len", None),
+                              getattr(model_config, "context_len", None), pool_tokens, release, override)
     shape = _model_shape(tokenizer_manager, server_args, cp)
-    short = small_pool_tokens(shape, cp, longest) if shape is not None else []
-    return WarmupPlan([longest] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
-                      int(model_config.vocab_size), source)
+    short = small_pool_tokens(shape, cp, forward.tokens) if shape is not None else []
+    plan = WarmupPlan([forward.prompt] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
+                      int(model_config.vocab_size), forward.source, forward, pool_tokens, pool_source)
+    if shape is None:
+        return plan
+    need = cp_need(forward.tokens, cp, shape)
+    left = growth_left_by_cap(forward, cp, shape, send)
+    verdict = prealloc_verdict(release, sglang_prealloc_gib(), need.total(send) + left, plugin_on=True)
+    reserved = warmup_reservation(forward.tokens, short, cp, shape, send)
+    return dataclasses.replace(plan, need_bytes=need.total(send), gather_bytes=dict(need.per_gather),
+                               left_bytes=left, left_most=capped_growth_bound(forward, cp, shape, send),
+                               prealloc=verdict, growth_bytes=expected_growth(reserved, verdict))
+
+
+def sglang_prealloc_gib() -> Optional[float]:
+    """``SGLANG_SYMM_MEM_PREALLOC_GB_SIZE`` as sglang holds it (0.5.9+; its server arguments set 4 when symmetric
+    memory is on and the variable is unset); None where unset or unreadable (``prealloc_verdict`` then takes 4)."""
+    try:
+        from sglang.srt.environ import envs
+
+        value = float(envs.SGLANG_SYMM_MEM_PREALLOC_GB_SIZE.get())
+    except Exception:  # before 0.5.9 there is no pre-allocation (prealloc_verdict says so by the release)
+        return None
+    return None if value < 0 else value
+
+
+#: The longest the warm-up waits for the ranks to report their KV pools (a tenth of the deadline when shorter).
+POOL_QUERY_S = 10.0
+
+
+async def reported_pool_tokens(tokenizer_manager: Any, timeout_s: float) -> tuple:
+    """One DP rank's KV pool in tokens (the smallest of all ranks), as the schedulers report it, and whence.
+
+    sglang's own ``get_internal_state()`` (tokenizer_communicator_mixin.py 0.5.6 line 701,
+    tokenizer_control_mixin.py 0.5.11 line 780, 0.5.23 line 967): each DP rank answers with
+    ``memory_usage.token_capacity = max_total_num_tokens`` (scheduler.py 0.5.6 line 2265, 0.5.11
+    line 3378; scheduler_components/memory_usage.py 0.5.17+ line 33). The call is shielded, never
+    cancelled: its communicator admits one call at a time, and a cancelled one would leave it
+    waiting for good (``_Communicator.queueing_call``); past ``timeout_s`` the answer is just not
+    awaited. Returns ``(None, why)`` where nothing usable came back.
+    """
+    getter = getattr(tokenizer_manager, "get_internal_state", None)
+    if not callable(getter):
+        return None, "not reported (no get_internal_state here)"
+    try:
+        start_loop = getattr(tokenizer_manager, "auto_create_handle_loop", None)
+        if callable(start_loop):  # 0.5.6-0.5.10's get_internal_state does not start the receive loop itself
+            start_loop()
+        task = asyncio.ensure_future(getter())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a late failure is not "never retrieved"
+        states = await asyncio.wait_for(asyncio.shield(task), timeout=timeout_s)
+    except asyncio.TimeoutError:
+        return None, f"not reported within {timeout_s:.1f} s"
+    except Exception as exc:
+        return None, f"not reported ({type(exc).__name__}: {str(exc)[:100]})"
+    capacities = []
+    for state in states or ():
+        try:
+            capacities.append(int(state["memory_usage"]["token_capacity"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    if not capacities:
+        return None, "not reported (no token_capacity in the ranks' internal state)"
+    return min(capacities), f"reported by {len(capacities)} DP rank(s)"
+
+
+def deadline_for(settings: Any, server_args: Any, disaggregation_mode: str) -> Deadline:
+    """The warm-up's deadline for this server (``warmup_deadline``); never raises."""
+    try:
+        watchdog = resolved_arg(server_args, "watchdog_timeout", None)
+        return warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout(),
+                               float(watchdog) if watchdog is not None else None, disaggregation_mode)
+    except (TypeError, ValueError):  # a watchdog timeout that is not a number: sglang's own default applies
+        return warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout(), None, disaggregation_mode)
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.1f} MiB"
+
+
+def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
+    """The INFO line logged before the first warm-up request: what will run, whence, what it costs, how long."""
+    fwd = plan.forward
+    longest = fwd.tokens if fwd else plan.tokens
+    if fwd is not None and fwd.capped:
+        head = (f"longest forward {longest} tokens (capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: "
+                f"{fwd.scheduler_tokens}, {fwd.source})")
+    else:
+        head = f"longest forward {longest} tokens ({plan.source})"
+    if plan.prompts[0] != longest:
+        head += f" in a {plan.prompts[0]}-token prompt"
+    short = f", then {', '.join(map(str, plan.prompts[1:]))} tokens" if len(plan.prompts) > 1 else ""
+    if plan.need_bytes is not None:
+        gathers = ", ".join(f"{k} {_mib(v)}" for k, v in (plan.gather_bytes or {}).items())
+        cost = f"its CP buffers need {_mib(plan.need_bytes)} of symmetric pool at once ({gathers})"
+        if plan.prealloc is not None:
+            grows = ("no growth expected" if not plan.growth_bytes
+                     else f"the pool is expected to grow by about {_mib(plan.growth_bytes)} (whole segments)")
+            cost += f": {grows} ({plan.prealloc['state']}: {plan.prealloc['message']})"
+    else:
+        cost = "its CP buffers' size is unknown (the model config could not be read)"
+    line = (f"sglang-cp-symm: warm-up plan: {head}{short}, on each of {plan.dp_size} DP rank(s) (cp {plan.cp_size}, "
+            f"KV pool {plan.pool_tokens if plan.pool_tokens else 'unknown'}: {plan.pool_source or 'not asked'}); "
+            f"{cost}; deadline {deadline.seconds:g} s ({deadline.source}), the start waits at most "
+            f"{deadline.bound_s:g} s")
+    holds = plan.prealloc is not None and plan.prealloc.get("state") in PREALLOC_HOLDS
+    capped = (capped_message(fwd, plan.left_bytes, watchdog_on, plan.left_most,
+                             "the symmetric pre-allocation" if holds else None) if fwd is not None else None)
+    for extra in (capped, fwd.note if fwd is not None else ""):
+        if extra:
+            line += f"; {extra}"
+    return line
+
+
+def far_above_warning(plan: WarmupPlan) -> Optional[str]:
+    """One WARNING when chunking is off and the longest forward is far above the chunk a server would use."""
+    message = far_above_message(plan.forward) if plan.forward is not None else None
+    return f"sglang-cp-symm: {message}" if message else None
 
 
 def _request(request_class: Any, plan: WarmupPlan, length: int, rid: str, dp_rank: int, rng: random.Random,
@@ -185,32 +364,21 @@ def _request(request_class: Any, plan: WarmupPlan, length: int, rid: str, dp_ran
     return req
 
 
-async def _drain(tokenizer_manager: Any, request: Any) -> None:
-    """Run one request to its end; an abort the tokenizer manager yields instead of raising is a failure too."""
-    last = None
-    async for last in tokenizer_manager.generate_request(request, None):
-        pass
-    reason = ((last or {}).get("meta_info") or {}).get("finish_reason") if isinstance(last, dict) else None
-    if isinstance(reason, dict) and reason.get("type") == "abort":
-        raise RuntimeError(f"the server aborted the request: {reason.get('message', reason)}")
-
-
-async def _rank_sequence(tokenizer_manager: Any, request_class: Any, plan: WarmupPlan, dp_rank: int,
-                         disaggregation_mode: str, bootstrap_host: Optional[str]) -> None:
-    rng = random.Random()  # fresh ids every time: a radix-cache hit would shorten the prefill
-    for i, length in enumerate(plan.prompts):
-        rid = f"{RID_PREFIX}{dp_rank}-{i}-{rng.getrandbits(32):08x}"
-        await _drain(tokenizer_manager, _request(request_class, plan, length, rid, dp_rank, rng,
-                                                 disaggregation_mode, bootstrap_host))
-
-
-def failure_message(plan: Optional[WarmupPlan], exc: BaseException) -> str:
+def failure_message(plan: Optional[WarmupPlan], exc: BaseException, deadline: Optional[Deadline] = None) -> str:
     what = f"{plan.tokens}-token prefill on {plan.dp_size} DP rank(s)" if plan else "the warm-up"
-    return (f"sglang-cp-symm: the CP warm-up ({what}) failed: {type(exc).__name__}: {exc}. The server starts "
-            "anyway; the first long requests will grow the symmetric pool at run time (an ncclMemAlloc plus a "
-            "collective window registration per new segment, about 2 ms each on one H100, and a hang if ranks "
-            "grow unevenly). Lower SGLANG_CP_SYMM_WARMUP_TOKENS or free memory; SGLANG_CP_SYMM_WARMUP=0 turns "
-            "the warm-up off.")
+    if isinstance(exc, WarmupTimeout):
+        limit = f"{deadline.seconds:g} s deadline ({deadline.source})" if deadline else "deadline"
+        how = (f"did not finish within its {limit}, {exc}; the other ranks were stopped and the requests in flight "
+               "aborted")
+        fix = ("Raise SGLANG_CP_SYMM_WARMUP_TIMEOUT if the server is merely slow, or check the rank named (a full "
+               "queue, a rank that does not answer)")
+    else:
+        how = f"failed: {exc}" if isinstance(exc, RankFailed) else f"failed: {type(exc).__name__}: {exc}"
+        fix = "Lower SGLANG_CP_SYMM_WARMUP_TOKENS or free memory"
+    return (f"sglang-cp-symm: the CP warm-up ({what}) {how}. The server starts anyway; the symmetric pool may "
+            "still grow at run time: the first long requests pay for it (an ncclMemAlloc plus a collective window "
+            "registration per new segment, about 2 ms each on one H100, and a hang if ranks grow unevenly); the "
+            f"watchdog reports each growth. {fix}; SGLANG_CP_SYMM_WARMUP=0 turns the warm-up off.")
 
 
 def skip_reason(settings: Any, server_args: Any, tokenizer_manager: Any, disaggregation_mode: str) -> Optional[str]:
@@ -232,13 +400,15 @@ def skip_reason(settings: Any, server_args: Any, tokenizer_manager: Any, disaggr
 async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
     """The named warm-up ``cp_symm_max_tokens`` (sglang calls it as ``fn(disaggregation_mode, tokenizer_manager)``).
 
-    Runs once per process; later calls return the first result. Never raises unless
-    strict mode is on; what it did is returned and kept in ``STATE.result``.
+    Runs once per process; later calls return the first result. Bounded by its deadline
+    (``Deadline.bound_s`` at most). Never raises unless strict mode is on; what it did is
+    returned and kept in ``STATE.result``.
     """
     if STATE.done:
         return STATE.result
     settings = switches.current()
-    result = {"ran": False, "prompts": None, "dp_size": None, "seconds": None, "error": None, "skipped": None}
+    result = {"ran": False, "prompts": None, "dp_size": None, "seconds": None, "error": None, "skipped": None,
+              "timed_out": False, "plan": None, "deadline": None, "ranks": None, "markers": None}
     server_args = tokenizer_manager.server_args
     reason = skip_reason(settings, server_args, tokenizer_manager, disaggregation_mode)
     if reason:
@@ -254,44 +424,113 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
         FAKE_BOOTSTRAP_HOST = None
     plan = None
     started = time.monotonic()
+    deadline = deadline_for(settings, server_args, disaggregation_mode)
+    result["deadline"] = deadline.describe()
     try:
-        plan = plan_for(tokenizer_manager, GenerateReqInput, settings.warmup_tokens)
-        result.update(prompts=plan.prompts, dp_size=plan.dp_size)
-        logger.info("sglang-cp-symm: warm-up: prompts of %s tokens (the first from %s) on each of %d DP rank(s)",
-                    ", ".join(map(str, plan.prompts)), plan.source, plan.dp_size)
-        await asyncio.gather(*(_rank_sequence(tokenizer_manager, GenerateReqInput, plan, r, disaggregation_mode,
-                                              FAKE_BOOTSTRAP_HOST) for r in range(plan.dp_size)))
-        result.update(ran=True, seconds=round(time.monotonic() - started, 3))
-        logger.info("sglang-cp-symm: warm-up done in %.2f s; each rank logs its pool line", result["seconds"])
+        pool, pool_source = await reported_pool_tokens(tokenizer_manager,
+                                                       min(POOL_QUERY_S, max(0.1, deadline.seconds / 10)))
+        plan = plan_for(tokenizer_manager, GenerateReqInput, settings.warmup_tokens, pool, pool_source,
+                        _stage_send(settings))
+        result.update(prompts=plan.prompts, dp_size=plan.dp_size, plan=plan.describe())
+        _publish(result)
+        logger.info(plan_line(plan, deadline, settings.watchdog))
+        warning = far_above_warning(plan)
+        if warning:
+            logger.warning(warning)
+        rng = random.Random()  # fresh ids every time: a radix-cache hit would shorten the prefill
+
+        def make_request(rank: int, index: int, length: int) -> Any:
+            rid = f"{RID_PREFIX}{rank}-{index}-{rng.getrandbits(32):08x}"
+            return _request(GenerateReqInput, plan, length, rid, rank, rng, disaggregation_mode, FAKE_BOOTSTRAP_HOST)
+
+        runs = await run_ranks(tokenizer_manager, make_request, {r: plan.prompts for r in range(plan.dp_size)},
+                               deadline.seconds - (time.monotonic() - started), deadline.grace_s)
+        result.update(ran=True, ranks={r: run.describe() for r, run in runs.items()})
     except Exception as exc:
-        result.update(error=f"{type(exc).__name__}: {exc}", seconds=round(time.monotonic() - started, 3))
-        message = failure_message(plan, exc)
-        await _send_markers(tokenizer_manager, GenerateReqInput, plan, disaggregation_mode, FAKE_BOOTSTRAP_HOST)
+        result.update(error=f"{type(exc).__name__}: {exc}", seconds=round(time.monotonic() - started, 3),
+                      timed_out=isinstance(exc, WarmupTimeout))
+        if isinstance(exc, FanOutError):
+            result["ranks"] = {r: run.describe() for r, run in exc.runs.items()}
+        message = failure_message(plan, exc, deadline)
+        result["markers"] = await _send_markers(tokenizer_manager, GenerateReqInput, plan, disaggregation_mode,
+                                                FAKE_BOOTSTRAP_HOST, deadline)
+        result["seconds"] = round(time.monotonic() - started, 3)
         _keep(result)
         if settings.strict:
             raise WarmupFailed(f"sglang-cp-symm strict mode: {message}") from exc
         logger.warning(message)
         return result
-    await _send_markers(tokenizer_manager, GenerateReqInput, plan, disaggregation_mode, FAKE_BOOTSTRAP_HOST)
+    result["markers"] = await _send_markers(tokenizer_manager, GenerateReqInput, plan, disaggregation_mode,
+                                            FAKE_BOOTSTRAP_HOST, deadline)
+    result["seconds"] = round(time.monotonic() - started, 3)
+    logger.info("sglang-cp-symm: warm-up done in %.2f s; each rank logs its pool line", result["seconds"])
     return _keep(result)
 
 
-async def _send_markers(tokenizer_manager, request_class, plan, disaggregation_mode, bootstrap_host) -> None:
+async def _send_markers(tokenizer_manager, request_class, plan, disaggregation_mode, bootstrap_host,
+                        deadline: Deadline) -> Optional[dict]:
     """One one-token request per DP rank: each rank closes its warm-up phase and logs its line on receipt."""
     if plan is None:
-        return
+        return None
     rng = random.Random()
-    markers = [_request(request_class, plan, 1, f"{DONE_PREFIX}{r}-{rng.getrandbits(32):08x}", r, rng,
-                        disaggregation_mode, bootstrap_host) for r in range(plan.dp_size)]
-    try:
-        await asyncio.gather(*(_drain(tokenizer_manager, m) for m in markers))
-    except Exception as exc:  # the ranks then open their serving phase on the first real request
-        logger.info("sglang-cp-symm: warm-up completion marker failed (%s); ranks report on first traffic", exc)
+
+    def make_marker(rank: int) -> Any:
+        return _request(request_class, plan, 1, f"{DONE_PREFIX}{rank}-{rng.getrandbits(32):08x}", rank, rng,
+                        disaggregation_mode, bootstrap_host)
+
+    outcome = await send_markers(tokenizer_manager, make_marker, list(range(plan.dp_size)), deadline.grace_s)
+    missed = {r: o for r, o in outcome.items() if o != "done"}
+    if missed:  # the ranks then close their warm-up phase on the first real request
+        logger.info("sglang-cp-symm: warm-up completion marker not answered on DP rank(s) %s; those ranks close "
+                    "their warm-up on the first request", ", ".join(f"{r} ({o})" for r, o in sorted(missed.items())))
+    return outcome
 
 
 def _keep(result: dict) -> dict:
+    """The warm-up is over (ran, failed, timed out or skipped): keep what it did."""
     STATE.result = dict(result)
+    STATE.finished = True
     return result
+
+
+def _publish(result: dict) -> None:
+    """What the warm-up has planned so far, while it runs (``status()`` and the status line read it)."""
+    STATE.result = dict(result)
+
+
+def status_words(settings: Any, result: Optional[dict] = None) -> str:
+    """The warm-up's part of the status line: the switch before the server starts, the plan once it is
+    known, and how it ended."""
+    if not settings.warmup:
+        return "off (SGLANG_CP_SYMM_WARMUP=0)"
+    result = STATE.result if result is None else result
+    if result.get("skipped"):
+        return f"skipped ({result['skipped']})"
+    plan = result.get("plan")
+    deadline = result.get("deadline") or {}
+    if not plan:
+        cap = f", capped at {settings.warmup_tokens} tokens" if settings.warmup_tokens else ""
+        limit = (f"{settings.warmup_timeout_s} s (SGLANG_CP_SYMM_WARMUP_TIMEOUT)" if settings.warmup_timeout_s
+                 else "sglang's own warm-up budget (SGLANG_WARMUP_TIMEOUT, else 600 s), at least 1.5 x "
+                      "--watchdog-timeout")
+        return (f"on (longest forward: the server's largest for one request{cap}, logged before it runs; "
+                f"deadline {limit})")
+    fwd = plan.get("longest_forward") or {}
+    need = plan.get("need_bytes")
+    whence = (f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {fwd.get('scheduler_tokens')}, "
+              f"{fwd.get('source')}" if fwd.get("capped") else fwd.get("source"))
+    figures = (f"longest forward {fwd.get('tokens')} tokens ({whence})"
+               + (f", CP buffers {_mib(need)}" if need is not None else "")
+               + (f", pool growth expected {_mib(plan['growth_bytes'])}" if plan.get("growth_bytes") is not None else "")
+               + (f", {_mib(plan['left_bytes'])}-{_mib(plan['left_most_bytes'] or plan['left_bytes'])} of growth "
+                  "left to serving" if plan.get("left_bytes") else "")
+               + f", {plan.get('dp_size')} DP rank(s), deadline {deadline.get('seconds', 0):g} s")
+    if result.get("ran"):
+        return f"done in {result['seconds']:.2f} s: {figures}"
+    if result.get("error"):
+        ended = "timed out" if result.get("timed_out") else "failed"
+        return f"{ended} after {result.get('seconds') or 0:.2f} s, the pool may grow at run time: {figures}"
+    return f"running: {figures}"
 
 
 def is_warmup_request(obj: Any) -> bool:
@@ -332,10 +571,17 @@ def rank_name(scheduler: Any) -> str:
 def observe_request(scheduler: Any, request: Any) -> Optional[str]:
     """One request arrived at this rank's scheduler; returns the warm-up line when this closed the warm-up."""
     if not is_warmup_request(request):
+        line = None
+        if WATCHDOG.phase == WARMUP:  # the completion marker never arrived (a warm-up cut short)
+            line = WATCHDOG.finish_warmup()
+            if line is not None:
+                line += " (closed by the first request: no completion marker arrived)"
+                logger.info(line)
+                write_rank_record()
         WATCHDOG.traffic()
         if WATCHDOG.measuring:
             WATCHDOG.between_requests()
-        return None
+        return line
     WATCHDOG.rank = rank_name(scheduler)
     WATCHDOG.rank_info = {k: getattr(scheduler, k, None) for k in ("tp_rank", "dp_rank", "pp_rank")}
     if request.rid.startswith(DONE_PREFIX):

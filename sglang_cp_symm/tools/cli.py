@@ -103,7 +103,8 @@ def _doctor(args) -> int:
     shape = ServeShape(cp_size=args.cp_size, chunked_prefill_size=args.chunked_prefill_size,
                        context_length=args.context_length, page_size=args.page_size, tp_size=args.tp_size,
                        dp_size=args.dp_size, enable_dp_attention=args.enable_dp_attention, model=args.model,
-                       kv_dtype=args.kv_dtype, prealloc_gib=args.prealloc_gb)
+                       kv_dtype=args.kv_dtype, prealloc_gib=args.prealloc_gb, max_total_tokens=args.max_total_tokens,
+                       watchdog_timeout=args.watchdog_timeout, disaggregation_mode=args.disaggregation_mode)
     return run(as_json=args.json, check=args.check, nccl=args.nccl, shape=shape, ranks=args.ranks or None,
                want_ranks=args.ranks is not None)
 
@@ -126,6 +127,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a number of seconds from above 0 to 86400")
     return value
 
 
@@ -165,6 +176,13 @@ def main(argv=None) -> int:
     sizing.add_argument("--kv-dtype", default="bf16", help="the KV cache dtype (bf16, fp8_e4m3, ...)")
     sizing.add_argument("--prealloc-gb", type=float, default=None,
                         help="SGLANG_SYMM_MEM_PREALLOC_GB_SIZE (default: the environment's, else sglang's 4)")
+    sizing.add_argument("--max-total-tokens", type=_positive, default=None,
+                        help="the KV pool of one DP rank in tokens (default: larger than the context, as a memory "
+                             "profile on a large GPU gives); with pages > 6 tokens it can bound the longest prompt")
+    sizing.add_argument("--watchdog-timeout", type=_positive_seconds, default=None,
+                        help="sglang's --watchdog-timeout (default 300): the warm-up's deadline is at least 1.5x it")
+    sizing.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null",
+                        help="a PD prefill server gets sglang's 1800 s warm-up budget; decode runs no warm-up")
     p_doctor.add_argument("--ranks", nargs="?", const="", default=None, metavar="DIR",
                           help="show the last launch's per-rank records (default folder: SGLANG_CP_SYMM_REPORT_DIR)")
     p_doctor.set_defaults(func=_doctor)

@@ -19,18 +19,29 @@ from typing import Optional
 from .. import __version__
 from ..engine.nccl_library import engine_nccl, torch_built_with
 from ..engine.nccl_policy import NcclVersion, decide
-from ..engine.settings import ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TOKENS, WATCHDOG, read_settings
+from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
+                               read_settings)
 from ..engine.sizing import (
+    REFERENCE_CHUNK,
     SizingError,
     attention_tp_size,
+    PREALLOC_HOLDS,
+    capped_growth_bound,
+    capped_message,
+    context_from_config,
     cp_need,
-    load_shape,
-    max_extend_tokens,
+    expected_growth,
+    far_above_message,
+    growth_left_by_cap,
+    load_config,
+    longest_forward,
     per_dp_chunk,
     prealloc_verdict,
+    shape_from_config,
     small_pool_tokens,
-    warmup_prompt_tokens,
+    warmup_reservation,
 )
+from ..engine.warmup_deadline import warmup_deadline
 from .source_survey import installed_reader, survey
 from ..targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, TARGETS, is_supported
 from .verdict import verdict
@@ -38,7 +49,7 @@ from ..releases import distribution_version, installed_sglang
 
 ENTRY_POINT = "cp_symm"
 #: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
-DEFAULT_CHUNK = 8192
+DEFAULT_CHUNK = REFERENCE_CHUNK
 BOOTSTRAP = "sglang_cp_symm_bootstrap.pth"
 
 
@@ -95,6 +106,9 @@ class ServeShape:
     model: Optional[str] = None
     kv_dtype: str = "bf16"
     prealloc_gib: Optional[float] = None
+    max_total_tokens: Optional[int] = None  # one DP rank's KV pool (--max-total-tokens); None: the memory profile's
+    watchdog_timeout: Optional[float] = None  # --watchdog-timeout; None: sglang's 300 s
+    disaggregation_mode: str = "null"
 
     @property
     def given(self) -> bool:
@@ -110,41 +124,85 @@ def prealloc_from_env() -> Optional[float]:
     return None if value is not None and value < 0 else value  # -1: unset, sglang's default applies
 
 
+def sglang_warmup_timeout_from_env() -> Optional[float]:
+    """``SGLANG_WARMUP_TIMEOUT`` as sglang parses it (a float; unset or unreadable: None, sglang's default)."""
+    raw = os.environ.get("SGLANG_WARMUP_TIMEOUT")
+    try:
+        return float(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
 def sizing_report(shape: ServeShape, release, settings) -> dict:
-    """The warm-up sglang-cp-symm will run and the pool the CP all-gathers need, for one set of server arguments."""
+    """The warm-up sglang-cp-symm will run and the pool the CP all-gathers need, for one set of server arguments.
+
+    The same rules as the running warm-up (``sizing.longest_forward``, ``warmup_deadline``), given the
+    command line's values instead of the server's resolved ones.
+    """
     out: dict = {"given": asdict(shape)}
     if shape.cp_size <= 1:
         out["warmup"] = "none: attention context parallelism is off (--attn-cp-size 1)"
         return out
+    if str(shape.disaggregation_mode) == "decode":
+        out["warmup"] = "none: a PD decode server runs no prefill"
+        return out
+    config = None
+    if shape.model is not None:
+        try:
+            config = load_config(shape.model)
+        except SizingError as exc:
+            out["error"] = str(exc)
+            return out
+    context = shape.context_length
+    out["context_source"] = "--context-length" if context else None
+    if context is None and config is not None:
+        context = context_from_config(config)
+        out["context_source"] = "the model's max_position_embeddings" if context else None
     given_chunk = DEFAULT_CHUNK if shape.chunked_prefill_size is None else shape.chunked_prefill_size
     chunk = per_dp_chunk(given_chunk, shape.dp_size, shape.enable_dp_attention)
+    pool = None if shape.max_total_tokens is None else shape.max_total_tokens // shape.page_size * shape.page_size
     try:
-        most = max_extend_tokens(chunk, context_len=shape.context_length)
-        longest = settings.warmup_tokens or warmup_prompt_tokens(chunk, shape.page_size,
-                                                                  context_len=shape.context_length)
+        forward = longest_forward(chunk, shape.page_size, context_len=context, pool_tokens=pool, release=release,
+                                  override=settings.warmup_tokens)
     except SizingError as exc:
         out["error"] = str(exc)
         return out
-    out["chunk_is_default"] = shape.chunked_prefill_size is None
-    out["per_dp_chunk"] = chunk
-    out["max_extend"] = most
-    out["longest_prompt"] = longest
-    if shape.model is None:
+    deadline = warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout_from_env(), shape.watchdog_timeout,
+                               shape.disaggregation_mode)
+    out.update(chunk_is_default=shape.chunked_prefill_size is None, per_dp_chunk=chunk, context_length=context,
+               pool_tokens=pool, longest_forward=forward.describe(), max_extend=forward.tokens,
+               longest_prompt=forward.prompt, deadline=deadline.describe(), warnings=[])
+    warning = far_above_message(forward)
+    if warning:
+        out["warnings"].append(warning)
+    if config is None:
         out["note"] = "pass --model (a preset or a config.json) to size the buffers and the short prompts"
         return out
     attn_tp = attention_tp_size(shape.tp_size, shape.dp_size if shape.enable_dp_attention else 1, shape.cp_size)
     try:
-        model = load_shape(shape.model, shape.kv_dtype, attn_tp)
+        model = shape_from_config(config, shape.kv_dtype, attn_tp, str(shape.model))
     except SizingError as exc:
         out["error"] = str(exc)
         return out
-    need = cp_need(most, shape.cp_size, model)
-    out["short_prompts"] = small_pool_tokens(model, shape.cp_size, longest)
+    need = cp_need(forward.tokens, shape.cp_size, model)
+    out["short_prompts"] = small_pool_tokens(model, shape.cp_size, forward.tokens)
+    out["prompts"] = [forward.prompt] + out["short_prompts"]
     out["row_bytes"] = dict(model.gathers)
     out["gather_bytes"] = need.per_gather
     out["need_bytes"] = need.total(settings.send)
+    out["left_bytes"] = growth_left_by_cap(forward, shape.cp_size, model, settings.send)
+    most = capped_growth_bound(forward, shape.cp_size, model, settings.send)
+    out["left_most_bytes"], out["left_most_growths"] = most
     prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
-    out["prealloc"] = prealloc_verdict(release, prealloc, out["need_bytes"], settings.enabled)
+    full = out["need_bytes"] + out["left_bytes"]  # a capped warm-up still leaves the rest for serving to need
+    out["prealloc"] = prealloc_verdict(release, prealloc, full, settings.enabled)
+    reserved = warmup_reservation(forward.tokens, out["short_prompts"], shape.cp_size, model, settings.send)
+    out["growth_bytes"] = expected_growth(reserved, out["prealloc"])
+    holds = out["prealloc"]["state"] in PREALLOC_HOLDS
+    capped = capped_message(forward, out["left_bytes"], settings.watchdog, most,
+                            "the symmetric pre-allocation" if holds else None)
+    if capped:
+        out["capped"] = capped
     return out
 
 
@@ -181,7 +239,7 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
                  "loaded": None if loaded is None else str(loaded), "loaded_from": loaded_from,
                  "used_for_verdict": None if nccl is None else str(nccl), "given": nccl_override},
         "switches": {name: os.environ.get(name) for name in (ENABLE, STRICT, SEND, ALLOW_NCCL_RACE, WARMUP,
-                                                              WARMUP_TOKENS, WATCHDOG)},
+                                                              WARMUP_TOKENS, WARMUP_TIMEOUT, WATCHDOG)},
         "settings": settings.describe(),
         "entry_point": _entry_point(),
         "bootstrap_pth": _bootstrap_installed(),
@@ -233,6 +291,7 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
             actions.append(report["sizing"]["prealloc"]["message"])
         if "error" in report["sizing"]:
             findings.append(f"sizing: {report['sizing']['error']}")
+        findings.extend(f"warm-up: {w}" for w in report["sizing"].get("warnings", ()))
     if want_ranks:
         report["ranks"] = ranks_report(ranks)
         findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
@@ -278,7 +337,7 @@ def render(report: dict) -> str:
     out.append(f"  switches    {ENABLE}={'on' if s['enabled'] else 'off'}, STRICT={'on' if s['strict'] else 'off'}, "
                f"SEND={'on' if s['send'] else 'off'}, ALLOW_NCCL_RACE={'on' if s['allow_nccl_race'] else 'off'}, "
                f"WARMUP={'on' if s['warmup'] else 'off'}"
-               + (f" ({s['warmup_tokens']} tokens)" if s["warmup_tokens"] else "")
+               + _warmup_switch_details(s)
                + f", WATCHDOG={'on' if s['watchdog'] else 'off'}")
     if report["targets"]:
         out.append("  CP all-gathers on this release:")
@@ -298,6 +357,13 @@ def render(report: dict) -> str:
     return "\n".join(out)
 
 
+def _warmup_switch_details(settings: dict) -> str:
+    details = [f"{settings['warmup_tokens']} tokens" if settings["warmup_tokens"] else "",
+               f"deadline {settings['warmup_timeout_s']} s" if settings.get("warmup_timeout_s") else ""]
+    details = [d for d in details if d]
+    return f" ({', '.join(details)})" if details else ""
+
+
 def _mib(value: int) -> str:
     return f"{value / 2**20:.1f} MiB"
 
@@ -310,18 +376,32 @@ def _render_sizing(sizing: Optional[dict]) -> list:
         return lines + [f"    {sizing['warmup']}"]
     if "error" in sizing:
         return lines + [f"    cannot size: {sizing['error']}"]
-    chunk = sizing["per_dp_chunk"]
-    default = ", sglang's default on an H100 or H200" if sizing["chunk_is_default"] else ""
-    lines.append(f"    longest prefill   {sizing['longest_prompt']} tokens"
-                 + (f" (chunked_prefill_size {chunk} per DP rank{default})" if chunk > 0
-                    else " (chunked prefill off)"))
+    fwd = sizing["longest_forward"]
+    default = ", sglang's default on an H100 or H200" if sizing["chunk_is_default"] and fwd["chunk"] > 0 else ""
+    source = fwd["source"] + default
+    if fwd["capped"]:
+        source = f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {fwd['scheduler_tokens']}, {source}"
+    context = (f"; context {sizing['context_length']} from {sizing['context_source']}"
+               if sizing.get("context_source") and fwd["chunk"] <= 0 else "")
+    lines.append(f"    longest forward   {fwd['tokens']} tokens ({source}{context})")
     if "note" in sizing:
-        return lines + [f"    {sizing['note']}"]
-    short = sizing["short_prompts"]
-    lines.append(f"    short prompts     {', '.join(map(str, short)) or 'none'} tokens (fill the 2 MiB small segments)")
-    gathers = ", ".join(f"{name} {_mib(b)}" for name, b in sizing["gather_bytes"].items())
-    lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers})")
-    lines.append(f"    pre-allocation    {sizing['prealloc']['state']}: {sizing['prealloc']['message']}")
+        lines.append(f"    {sizing['note']}")
+    else:
+        short = sizing["short_prompts"]
+        then = f", then {', '.join(map(str, short))}" if short else ""
+        lines.append(f"    prompts           {fwd['prompt']}{then} tokens (the short ones fill the 2 MiB small segments)")
+        gathers = ", ".join(f"{name} {_mib(b)}" for name, b in sizing["gather_bytes"].items())
+        grows = (f"the warm-up grows the pool by about {_mib(sizing['growth_bytes'])} (whole segments)"
+                 if sizing["growth_bytes"]
+                 else "the pre-allocation holds them: no growth expected")
+        lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers}); {grows}")
+        if sizing.get("capped"):
+            lines.append(f"    capped            {sizing['capped']}")
+    deadline = sizing["deadline"]
+    lines.append(f"    deadline          {deadline['seconds']:g} s ({deadline['source']}); the start waits at most "
+                 f"{deadline['bound_s']:g} s, then serves (strict mode: refuses to start)")
+    if "prealloc" in sizing:
+        lines.append(f"    pre-allocation    {sizing['prealloc']['state']}: {sizing['prealloc']['message']}")
     return lines
 
 

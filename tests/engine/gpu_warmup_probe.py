@@ -1,6 +1,6 @@
 """GPU probe (stage C): what the warm-up's prompts do to sglang's real symmetric pool, counted by the real watchdog.
 
-Run as ``python tests/gpu_warmup_probe.py MODE MAX_TOKENS``; prints one JSON line.
+Run as ``python tests/engine/gpu_warmup_probe.py MODE MAX_TOKENS``; prints one JSON line.
 MODE is the warm-up run before the sweep:
 - ``none``: no warm-up;
 - ``max``: one gather of the longest prompt (the issue's floor);
@@ -8,6 +8,15 @@ MODE is the warm-up run before the sweep:
   ``sizing.small_pool_tokens`` for this shape.
 Then the sweep: one call of the patched KV-cache all-gather for every length from 1 to
 MAX_TOKENS (DeepSeek-style latent KV rows, 576 bf16 elements), as the serving phase.
+
+``python tests/engine/gpu_warmup_probe.py off CONTEXT_LEN [CAP]``: chunked prefill off on a
+server of that context length, planned by the plugin's own code (``sizing.longest_forward``
+with this release's rules, ``warmup.plan_line``, the far-above warning; ``CAP`` plays
+``SGLANG_CP_SYMM_WARMUP_TOKENS``), then measured: the pool growth the warm-up's prompts
+cause (bytes, segments, the watchdog's count) next to the bytes the plan said its CP
+buffers need, and a sweep up to the scheduler's largest forward (every length up to
+2048, then a stride that keeps it near 32768 calls, and the largest), whose growth is
+what a capped warm-up said it leaves.
 
 Everything is sglang's own (the allocator it compiles, its ``SymmetricMemoryContext``,
 ``GroupCoordinator``, ``cp_utils``) plus the plugin as installed by ``patch()``: the
@@ -106,5 +115,98 @@ def main(mode: str, max_tokens: int) -> dict:
     }
 
 
+def plan_chunking_off(context_len: int, cap=None, page_size: int = 1):
+    """The plugin's plan for a chunking-off server of ``context_len`` tokens (no KV pool reported: one GPU
+    runs no scheduler), for the latent-KV gather of this probe, CP 1."""
+    import dataclasses
+
+    from sglang_cp_symm.engine.sizing import (ModelShape, capped_growth_bound, cp_need, expected_growth,
+                                              growth_left_by_cap, longest_forward, prealloc_verdict,
+                                              small_pool_tokens, warmup_reservation)
+    from sglang_cp_symm.engine.warmup import WarmupPlan, far_above_warning, plan_line
+    from sglang_cp_symm.engine.warmup_deadline import warmup_deadline
+    from sglang_cp_symm.releases import installed_sglang
+
+    release = installed_sglang()
+    shape = ModelShape("latent-kv-bf16", {"latent_kv": LATENT_KV_ELEMENTS * 2})
+    forward = longest_forward(-1, page_size, context_len=context_len, release=release, override=cap)
+    need = cp_need(forward.tokens, 1, shape).total(False)
+    left = growth_left_by_cap(forward, 1, shape)
+    verdict = prealloc_verdict(release, None, need + left, plugin_on=True)
+    short = small_pool_tokens(shape, 1, forward.tokens)
+    plan = WarmupPlan([forward.prompt] + short, 1, 1, None, 32000, forward.source, forward, None,
+                      "not asked (one GPU, no scheduler)")
+    plan = dataclasses.replace(plan, need_bytes=need, gather_bytes=dict(cp_need(forward.tokens, 1, shape).per_gather),
+                               left_bytes=left, left_most=capped_growth_bound(forward, 1, shape), prealloc=verdict,
+                               growth_bytes=expected_growth(warmup_reservation(forward.tokens, short, 1, shape),
+                                                            verdict))
+    return plan, plan_line(plan, warmup_deadline(None), True), far_above_warning(plan)
+
+
+def main_chunking_off(context_len: int, cap=None) -> dict:
+    torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, _ = setup("plugin")
+    from types import SimpleNamespace
+
+    from sglang_cp_symm.engine import pool as cp_pools
+    from sglang_cp_symm.engine.watchdog import SERVING, WARMUP, WATCHDOG
+
+    plan, line, warning = plan_chunking_off(context_len, cap)
+    fwd = plan.forward
+    fn = cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache
+    stream = torch.cuda.current_stream()
+    source = torch.randn(fwd.scheduler_tokens, 1, LATENT_KV_ELEMENTS, device="cuda", dtype=torch.bfloat16)
+
+    def gather(n: int, check: bool = False) -> bool:
+        x = source[:n]  # one input buffer, sliced: the sweep measures the pool, not the random generator
+        meta = cp_utils.ContextParallelMetadata(max_rank_len=[n], per_rank_actual_token=[n])
+        out = fn(x, n, 1, SimpleNamespace(attn_cp_metadata=meta), stream)
+        return bool(torch.equal(out, x)) if check else True
+
+    def reserved():
+        pools = {"shared": pa._mem_pool, **{f"cp{i}": p for i, p in enumerate(cp_pools.group_pools().values())}}
+        stats = [cp_pools.pool_stats(p) for p in pools.values() if p is not None]
+        return sum(s["reserved_bytes"] for s in stats), sum(s["segments"] for s in stats)
+
+    before, seg_before = reserved()
+    started = time.perf_counter()
+    for n in plan.prompts:
+        WATCHDOG.begin_warmup(n)
+        gather(n)
+    torch.cuda.synchronize()
+    warmup_seconds = time.perf_counter() - started
+    WATCHDOG.finish_warmup()
+    after, seg_after = reserved()
+    largest = fwd.scheduler_tokens
+    stride = max(1, (largest - 2048) // 30720)
+    lengths = list(range(1, min(largest, 2048) + 1)) + list(range(2048 + stride, largest, stride)) + [largest]
+    correct = True
+    started = time.perf_counter()
+    for n in lengths:
+        correct &= gather(n, check=n in (1, 910, 911, plan.prompts[0], largest))
+    torch.cuda.synchronize()
+    sweep_seconds = time.perf_counter() - started
+    swept, seg_swept = reserved()
+    mib = lambda b: round(b / 2**20, 1)  # noqa: E731
+    return {
+        "mode": "off", "sglang": __import__("sglang").__version__,
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())), "context_len": context_len, "cap": cap,
+        "planned": {"longest_forward": fwd.tokens, "scheduler_largest": fwd.scheduler_tokens, "source": fwd.source,
+                    "prompts": plan.prompts, "need_mib": mib(plan.need_bytes), "left_mib": mib(plan.left_bytes),
+                    "growth_mib": mib(plan.growth_bytes), "prealloc": plan.prealloc["state"],
+                    "left_most_mib": mib(plan.left_most[0]), "left_most_growths": plan.left_most[1],
+                    "capped": fwd.capped, "plan_line": line, "warning": warning},
+        "measured": {"warmup_growth_mib": mib(after - before), "warmup_new_segments": seg_after - seg_before,
+                     "warmup_growths": WATCHDOG.counts[WARMUP], "warmup_seconds": round(warmup_seconds, 2),
+                     "sweep_calls": len(lengths), "sweep_stride": stride, "sweep_growth_mib": mib(swept - after),
+                     "sweep_new_segments": seg_swept - seg_after, "sweep_growths": WATCHDOG.counts[SERVING],
+                     "sweep_seconds": round(sweep_seconds, 2), "pool_mib_after_sweep": mib(swept)},
+        "correct": correct,
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], int(sys.argv[2]))))
+    if sys.argv[1] == "off":
+        cap = int(sys.argv[3]) if len(sys.argv) > 3 else None
+        print(json.dumps(main_chunking_off(int(sys.argv[2]), cap)))
+    else:
+        print(json.dumps(main(sys.argv[1], int(sys.argv[2]))))

@@ -10,6 +10,9 @@ independently, with the pools' own snapshots.
   prefill ever creates (PyTorch serves requests of at most 1 MiB from separate segments);
 - the plugin's warm-up (longest prompt, then the short lengths of ``small_pool_tokens``):
   no growth at all.
+And with chunked prefill off (``gpu_warmup_probe.py off CONTEXT [CAP]``, context 32768 here): the plan's
+figures (the longest forward, the bytes its CP buffers need, what a cap leaves) next to the pool growth measured,
+the warm-up's and a sweep's up to the scheduler's largest forward.
 Skipped where no CUDA GPU exists; needs sglang importable (docs/gpu-runs.md).
 """
 
@@ -30,9 +33,12 @@ PROBE = Path(__file__).with_name("gpu_warmup_probe.py")
 MAX_TOKENS = 8192
 
 
-def probe(mode: str) -> dict:
-    result = subprocess.run([sys.executable, str(PROBE), mode, str(MAX_TOKENS)], capture_output=True, text=True,
-                            timeout=600, env=dict(os.environ))
+OFF_CONTEXT = 32768
+
+
+def probe(mode: str, *args: str) -> dict:
+    argv = [sys.executable, str(PROBE), mode, *(args or (str(MAX_TOKENS),))]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-3000:]
     line = result.stdout.strip().splitlines()[-1]
     if os.environ.get("CP_SYMM_PROBE_LOG"):  # the figures behind the assertions, for docs/gpu-runs.md
@@ -60,3 +66,29 @@ def test_the_plugins_warmup_leaves_nothing_to_grow():
     r = probe("full")
     assert r["correct"] and len(r["warmup_prompts"]) >= 2
     assert r["sweep_growths"] == r["sweep_new_segments"] == 0
+
+
+def test_chunked_prefill_off_the_planned_forward_holds_the_pool_before_serving():
+    r = probe("off", str(OFF_CONTEXT))
+    planned, measured = r["planned"], r["measured"]
+    assert r["correct"]
+    assert planned["longest_forward"] == planned["scheduler_largest"] == OFF_CONTEXT - 7  # the longest accepted prompt
+    assert planned["warning"] and "one forward of 32761 tokens" in planned["warning"]
+    assert planned["plan_line"].startswith("sglang-cp-symm: warm-up plan: longest forward 32761 tokens")
+    # the warm-up grew the pool by what the plan expected: its CP buffers in whole segments and the small one, where
+    # no pre-allocation holds them (0.5.9-0.5.11 give the CP group a pool of its own)
+    assert measured["warmup_growth_mib"] == planned["growth_mib"], (planned, measured)
+    assert measured["warmup_growths"] == measured["warmup_new_segments"] >= 1
+    assert measured["sweep_growths"] == measured["sweep_new_segments"] == 0  # nothing left for serving
+
+
+def test_a_capped_warmup_leaves_what_it_said_and_the_watchdog_counts_it():
+    r = probe("off", str(OFF_CONTEXT), str(OFF_CONTEXT // 4))
+    planned, measured = r["planned"], r["measured"]
+    assert r["correct"] and planned["capped"] and planned["longest_forward"] == OFF_CONTEXT // 4
+    assert planned["warning"] is None and "capped by SGLANG_CP_SYMM_WARMUP_TOKENS" in planned["plan_line"]
+    assert measured["warmup_growth_mib"] == planned["growth_mib"], (planned, measured)  # 20 MiB + the 2 MiB small one
+    assert measured["sweep_growths"] == measured["sweep_new_segments"] >= 1  # the watchdog stayed on
+    # a rising sweep is the worst order: it grows the pool by what the plan gave as the most
+    assert planned["left_mib"] <= measured["sweep_growth_mib"] <= planned["left_most_mib"]
+    assert measured["sweep_growths"] <= planned["left_most_growths"]

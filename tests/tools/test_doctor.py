@@ -60,23 +60,70 @@ def test_without_sglang_it_says_so():
 def test_sizing_of_the_warmup_and_the_pool():
     out = doctor("0.5.12", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4",
                  env={"SGLANG_CP_SYMM": "1"}).stdout
-    for needle in ("longest prefill   8192 tokens (chunked_prefill_size 8192 per DP rank, sglang's default",
-                   "short prompts     4096, 2048, 512, 256 tokens",
-                   "CP buffers        40.0 MiB at most at once (k 4.0 MiB, v 4.0 MiB, hidden_states 32.0 MiB)",
+    for needle in ("longest forward   8192 tokens (chunked_prefill_size 8192 per DP rank, sglang's default",
+                   "prompts           8192, then 4096, 2048, 512, 256 tokens",
+                   "CP buffers        40.0 MiB at most at once (k 4.0 MiB, v 4.0 MiB, hidden_states 32.0 MiB); the "
+                   "pre-allocation holds them: no growth expected",
+                   "deadline          600 s (sglang's own warm-up budget, SGLANG_WARMUP_TIMEOUT unset); the start "
+                   "waits at most 664 s",
                    "pre-allocation    large: the CP all-gathers need 0.04 GiB of the 4 GiB pre-allocated"):
         assert needle in out, out
     data = json.loads(doctor("0.5.12", "doctor", "--json", "--model", "deepseek-v3.2", "--cp-size", "8", "--tp", "8",
                              "--chunked-prefill-size", "131072", "--prealloc-gb", "1").stdout)
     sizing = data["sizing"]
     assert sizing["longest_prompt"] == 131072 and sizing["prealloc"]["state"] == "too-small"
+    assert sizing["longest_forward"]["tokens"] == 131072 and sizing["deadline"]["seconds"] == 600
     assert any("SGLANG_SYMM_MEM_PREALLOC_GB_SIZE=" in a for a in data["recommended"])
+
+
+def test_sizing_with_chunked_prefill_off_warns_once_and_a_cap_says_what_it_leaves():
+    """Chunking off on 0.5.12 with pages of 64 and a pool as large as the context: the KV admission, not the
+    context, bounds the longest prompt (the table test checks the figure against the release's PrefillAdder)."""
+    args = ("doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", "--chunked-prefill-size", "-1",
+            "--page-size", "64", "--max-total-tokens", "40960")
+    out = doctor("0.5.12", *args, env={"SGLANG_CP_SYMM": "1"}).stdout
+    assert ("longest forward   40894 tokens (the longest prompt the scheduler admits, KV admission: 40960 free "
+            "tokens - 1 new token - 64 (one page, reserved per request from 0.5.11) - 1") in out, out
+    assert "context 40960 from the model's max_position_embeddings" in out
+    assert "CP buffers        199.7 MiB at most at once" in out and "no growth expected" in out  # 0.5.12: 4 GiB
+    warnings = [line for line in out.splitlines() if "5.0x the 8192-token chunk" in line]
+    assert len(warnings) == 1 and "SGLANG_CP_SYMM_WARMUP_TOKENS=<your longest prompt>" in warnings[0]
+    data = json.loads(doctor("0.5.12", *args, "--json", env={"SGLANG_CP_SYMM": "1",
+                                                             "SGLANG_CP_SYMM_WARMUP_TOKENS": "16384",
+                                                             "SGLANG_CP_SYMM_WARMUP_TIMEOUT": "900"}).stdout)
+    sizing = data["sizing"]
+    assert sizing["longest_forward"] == {"tokens": 16384, "prompt": 16384, "scheduler_tokens": 40894, "chunk": -1,
+                                         "source": sizing["longest_forward"]["source"], "capped": True, "note": ""}
+    assert sizing["left_bytes"] == (40894 - 16384) * 5120 and sizing["warnings"] == []
+    assert "forwards of 16385-40894 tokens need 119.7 MiB more CP buffers at once" in sizing["capped"]
+    assert sizing["left_most_growths"] > 0 and sizing["left_most_bytes"] > sizing["left_bytes"]
+    assert "the symmetric pre-allocation holds them" in sizing["capped"] and sizing["growth_bytes"] == 0
+    own = json.loads(doctor("0.5.11", *args, "--json", env={"SGLANG_CP_SYMM": "1",
+                                                            "SGLANG_CP_SYMM_WARMUP_TOKENS": "16384"}).stdout)["sizing"]
+    # 0.5.11: the CP group's own pool grows: k and v (8 MiB each) in one 20 MiB segment, hidden 64 MiB, small 2 MiB
+    assert own["prealloc"]["state"] == "not-used-by-cp" and own["growth_bytes"] == (20 + 64 + 2) << 20
+    assert f"by up to {own['left_most_bytes'] / 2**20:.1f} MiB in {own['left_most_growths']} growth(s) if such " \
+        "lengths arrive in rising order" in own["capped"]
+    assert sizing["deadline"]["seconds"] == 900 and sizing["deadline"]["source"] == "SGLANG_CP_SYMM_WARMUP_TIMEOUT=900"
+
+
+def test_sizing_deadline_follows_sglangs_own_timeouts():
+    base = ("doctor", "--json", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4")
+    prefill = json.loads(doctor("0.5.11", *base, "--disaggregation-mode", "prefill").stdout)["sizing"]["deadline"]
+    assert prefill["seconds"] == 1800
+    slow = json.loads(doctor("0.5.11", *base, "--watchdog-timeout", "1000").stdout)["sizing"]["deadline"]
+    assert slow["seconds"] == 1500 and "1.5 x --watchdog-timeout 1000 s" in slow["source"]
+    env = json.loads(doctor("0.5.11", *base, env={"SGLANG_WARMUP_TIMEOUT": "1200"}).stdout)["sizing"]["deadline"]
+    assert env["seconds"] == 1200 and env["source"] == "SGLANG_WARMUP_TIMEOUT=1200"
+    decode = doctor("0.5.11", "doctor", *base[2:], "--disaggregation-mode", "decode").stdout
+    assert "none: a PD decode server runs no prefill" in decode
 
 
 def test_sizing_on_0_5_11_says_the_cp_pool_is_the_plugins_own_and_dp_attention_halves_the_chunk():
     out = doctor("0.5.11", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", "--dp", "2",
                  "--enable-dp-attention", "--chunked-prefill-size", "8192", env={"SGLANG_CP_SYMM": "1"}).stdout
-    assert "longest prefill   4096 tokens (chunked_prefill_size 4096 per DP rank)" in out
-    assert "short prompts     2048, 1024, 512, 256 tokens" in out
+    assert "longest forward   4096 tokens (chunked_prefill_size 4096 per DP rank)" in out
+    assert "prompts           4096, then 2048, 1024, 512, 256 tokens" in out
     assert "not-used-by-cp: on sglang 0.5.11 the plugin gives the CP group its own pool" in out
 
 
