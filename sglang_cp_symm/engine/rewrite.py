@@ -1,29 +1,83 @@
-"""Move exactly one statement of a target function into the symmetric-memory context.
+"""Move exactly one statement of a target function into the symmetric-memory context, or refuse.
 
 The edit is made on the function's source text, located with the ``ast`` module:
-the single statement that assigns the all-gather's output buffer is indented one
+the single statement that allocates the all-gather's output buffer is indented one
 level and preceded by::
 
     with use_symmetric_memory(
         <group>, disabled=not is_allocation_symmetric()
     ):
 
-Nothing else moves. In particular the ``F.pad`` that only shorter ranks run stays
-outside, because window registration is collective and a pool miss on some
-ranks only would hang all of them. The same text edit yields the runtime
-function (``patching``) and the source diffs in ``patches/``, so the two cannot
-drift apart.
+The same text edit yields the runtime function (``patching``) and the source diffs
+in ``patches/``, so the two cannot drift apart.
 
-Every assumption is checked; a function of another shape raises ``ShapeMismatch``
-with the reason, and the caller leaves it untouched.
+Safety rule
+-----------
+Window registration is collective: an allocation moved into the context that is
+not the same size, in the same order, on every rank of the group hangs every rank
+on a pool miss, or silently mismatches window offsets (sglang #36943, #34230). So
+the rewrite accepts one shape, proved from the source, and refuses everything else
+(``ShapeMismatch`` with the reason: the function is left exactly as it was, the
+target reads ``skipped: <reason>``, strict mode stops the engine at its start):
+
+1. **The function**: one plain ``def`` (no decorator, not ``async``, no ``yield``,
+   ``global`` or ``nonlocal``) with exactly one all-gather taking ``(output, input)``
+   on the register's kind of group, in its own body (not in a nested function).
+   ``patching`` also proves that the source it edits compiles to the code that runs.
+2. **One allocation statement**: the statement right before the gather's, in the
+   same block, is ``<output> = <allocator>(...)``: one target, one call, its lines to
+   itself; the allocator is ``torch.empty`` / ``torch.zeros``, or ``new_empty`` /
+   ``new_zeros`` of the gather's input; keywords ``dtype`` and ``device`` only (no
+   ``out=``, no ``*_like``, no ``**``). A view, a reshape, a helper's result or a
+   second allocation in the statement is refused.
+3. **Sizes the same on every rank**, built with ``+ - * // %``, tuples and ``*``
+   unpacking from: integer constants; the expressions the register lists as uniform
+   for the target (``Target.uniform``: positional parameters never reassigned, or a
+   call such as a branch predicate, each with the sglang source that makes it so);
+   the gather input's own shape (``x.shape``, ``x.shape[i]``, ``x.shape[i:]``,
+   ``x.size(i)``, ``x.ndim``, ``x.numel()``) read where ``x`` already is the tensor
+   handed to the gather (no assignment or in-place ``x.*_()`` call in between), because
+   ``all_gather_into_tensor`` needs every rank to send the same number of elements, so
+   wherever the unpatched gather is well defined these are equal on every rank; and
+   local names assigned exactly once, on the allocation's path, from such
+   expressions. ``dtype`` and ``device`` are the input's, constants, or uniform. The
+   local length, the rank index, a value from per-rank metadata, a keyword-only
+   argument, a conditional expression: refused.
+4. **Reached on every path**: the allocation and the gather sit in the function
+   body or in ``if`` blocks whose conditions are uniform (rule 3), never in a loop,
+   ``try``, ``with`` or ``match``; every ``return``, ``raise`` and ``assert`` before the
+   allocation is under ``if``\\ s with uniform conditions (an ``assert``'s test uniform
+   too). Exceptions raised by calls are not modelled: a call that fails on one rank
+   only leaves the unpatched gather waiting the same way.
+5. **Contexts**: the output is ``upstream`` (nothing moves) only when the allocation
+   handed to the gather is inside a symmetric context: ``use_symmetric_memory``,
+   any module name bound to it, or a local bound once to an expression that opens
+   it (zigzag's ``ctx = use_symmetric_memory(...) if x.is_cuda else nullcontext()``).
+   A function that opens a symmetric context around anything else is refused.
+6. **Send staging** wraps the gather's one-line input argument. The staged buffer
+   has the input's size (the same contract) and is allocated while the gather's
+   arguments are evaluated, so exactly where and as often as the gather runs. Its
+   group is the one of the context that holds the output (upstream's or the
+   rewrite's own); a function that already stages its input (``patches/`` applied)
+   or whose input is already allocated in a symmetric context is left alone
+   (``AlreadyStaged``). Staging never depends on per-rank run-time state.
+7. **Names**: ``injected_names`` lists every name the inserted code reads; a local
+   one must be bound on the path, a global one is resolved by ``patching`` before
+   the function changes (refused if missing), so nothing is left to fail later.
+8. **Checked result**: the edited function's AST equals the original's with exactly
+   that statement wrapped in the context (and the input in the staging call).
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import textwrap
+from collections import Counter
 from dataclasses import dataclass
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Tuple
 
+from . import send_staging
 from ..targets import (
     ALLOCATION_SYMMETRIC_MODULE,
     ALLOCATION_SYMMETRIC_NAME,
@@ -34,11 +88,44 @@ from ..targets import (
 
 
 class ShapeMismatch(Exception):
-    """The function does not have the shape the register describes."""
+    """The function does not have the shape the safety rule accepts; it is left as it was."""
 
 
 class NoGatherCall(ShapeMismatch):
     """The function makes no all-gather of (output, input) at all (a helper of that name, or a stub)."""
+
+
+class AlreadyInContext(ShapeMismatch):
+    """The allocation handed to the gather is already inside a symmetric context: nothing to move."""
+
+    def __init__(self, message: str, group: str = "") -> None:
+        super().__init__(message)
+        self.group = group  # the group expression of that context, as the function writes it
+
+
+class AlreadyStaged(ShapeMismatch):
+    """The gather's send buffer is already staged or allocated in a symmetric context: nothing to wrap."""
+
+
+STAGE_SEND_NAME = "cp_symm_stage_send"
+DEFAULT_CONTEXT_NAMES: FrozenSet[str] = frozenset({SYMMETRIC_CONTEXT_NAME})
+
+#: Names the inserted code may use that sglang (or the plugin) defines, and where: ``patching`` injects them
+#: into the target module when it lacks them (0.5.10's cp_utils imports neither of the first two).
+REQUIRED_NAMES = {
+    SYMMETRIC_CONTEXT_NAME: SYMMETRIC_CONTEXT_MODULE,
+    ALLOCATION_SYMMETRIC_NAME: ALLOCATION_SYMMETRIC_MODULE,
+}
+#: Every name the inserted code may use that the plugin can provide where a module lacks it, and its home.
+INJECTABLE = {**REQUIRED_NAMES, STAGE_SEND_NAME: send_staging.__name__}
+
+ALLOCATORS = ("empty", "zeros")  # torch.<name>(*size, ...)
+INPUT_ALLOCATORS = ("new_empty", "new_zeros")  # <input>.<name>(size, ...)
+SIZE_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod)
+SHAPE_ATTRIBUTES = ("shape", "ndim", "dtype", "device")
+SHAPE_METHODS = ("size", "dim", "numel")
+SHAPE_PRESERVING = ("contiguous",)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
 
 
 @dataclass(frozen=True)
@@ -49,9 +136,26 @@ class Edit:
     last_line: int  # 0-based index of its last line (inclusive)
     indent: str
     group_text: str
+    statement: str = ""  # the moved statement, unparsed (for reports and tests)
+    uses_torch: bool = False  # the allocator is ``torch.<name>``: patching checks the module's ``torch``
 
 
-def _root_name(node: ast.AST) -> str | None:
+@dataclass(frozen=True)
+class SendEdit:
+    """Where the all-gather's input argument is, relative to the text that was parsed."""
+
+    line: int  # 0-based
+    start_col: int
+    end_col: int
+    arg_text: str
+    group_text: str
+    stream_text: str
+
+
+# -- reading the function -------------------------------------------------------------
+
+
+def _root_name(node: ast.AST) -> Optional[str]:
     """``padded_x`` for ``padded_x``, ``padded_x.contiguous()`` and ``padded_x[:n]``."""
     while True:
         if isinstance(node, ast.Name):
@@ -67,6 +171,40 @@ def _root_name(node: ast.AST) -> str | None:
 def _group_kind(text: str) -> str:
     """"tp" for a gather on the attention-TP group (0.5.6-0.5.8), else "cp"; from the call's own text."""
     return "tp" if ("attention_tp" in text or "attn_tp" in text) else "cp"
+
+
+def _own_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """Every node under ``node`` that runs in its scope: nested functions, lambdas and classes are yielded
+    themselves but not entered."""
+    stack = list(ast.iter_child_nodes(node))
+    while stack:
+        child = stack.pop()
+        yield child
+        if not isinstance(child, _SCOPES):
+            stack.extend(ast.iter_child_nodes(child))
+
+
+def _stores(nodes: Iterable[ast.AST]) -> Iterator[Tuple[str, ast.AST]]:
+    """(name, node) for every binding made by ``nodes``: assignments, deletions, imports, nested definitions,
+    exception and match captures (comprehension variables too: over-counting only refuses more)."""
+    for node in nodes:
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            yield node.id, node
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node.name, node
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                yield (alias.asname or alias.name.split(".")[0]), node
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            yield node.name, node
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            yield node.name, node
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            yield node.rest, node
+
+
+def _normalised(text: str) -> str:
+    return ast.unparse(ast.parse(text, mode="eval").body)
 
 
 def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
@@ -87,134 +225,504 @@ def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
     return calls[0]
 
 
-def _is_symmetric_context(item: ast.withitem) -> bool:
-    call = item.context_expr
-    if isinstance(call, ast.Name):  # `ctx = use_symmetric_memory(...) if ... ; with ctx:`
-        return True
-    return isinstance(call, ast.Call) and _root_name(call.func) == SYMMETRIC_CONTEXT_NAME
+class _NotUniform(Exception):
+    """An expression the rule cannot prove the same on every rank; the message says which part."""
 
 
-def already_in_context(func: ast.AST, target: Target) -> bool:
-    """True when the output is assigned inside a ``with`` whose context is a symmetric one."""
-    for node in ast.walk(func):
-        if isinstance(node, ast.With) and any(_is_symmetric_context(i) for i in node.items):
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Assign) and any(
-                    isinstance(t, ast.Name) and t.id == target.output for t in inner.targets
-                ):
-                    return True
-    return False
+class _Function:
+    """One target function, read once: its gather, its blocks and bindings, and the rule's checks."""
+
+    def __init__(self, func: ast.AST, target: Target, context_names: Iterable[str], text: str = "") -> None:
+        self.func, self.target, self.text = func, target, text
+        self.context_names = frozenset(context_names) | DEFAULT_CONTEXT_NAMES
+        self.nodes = list(_own_nodes(func))
+        self.parent: Dict[int, ast.AST] = {}
+        self.block_of: Dict[int, Tuple[list, int]] = {}  # id(stmt) -> (its statement list, its index)
+        for node in [func] + self.nodes:
+            if node is not func and isinstance(node, _SCOPES):
+                continue
+            for _field, value in ast.iter_fields(node):
+                children = value if isinstance(value, list) else [value]
+                for index, child in enumerate(children):
+                    if isinstance(child, ast.AST):
+                        self.parent[id(child)] = node
+                        if isinstance(value, list) and isinstance(child, ast.stmt):
+                            self.block_of[id(child)] = (value, index)
+        self.stored = Counter(name for name, _ in _stores(self.nodes))
+        self.store_nodes: Dict[str, List[ast.AST]] = {}
+        for name, node in _stores(self.nodes):
+            self.store_nodes.setdefault(name, []).append(node)
+        args = func.args
+        self.positional = {a.arg for a in args.posonlyargs + args.args}
+        self.other_params = {a.arg for a in args.kwonlyargs} | {a.arg for a in (args.vararg, args.kwarg) if a}
+        self.declared = {_normalised(text) for text in target.uniform}
+        self.gather = find_gather_call(func, target)
+        if not any(node is self.gather for node in self.nodes):
+            raise ShapeMismatch("the all-gather is inside a nested function")
+        self.gather_stmt = self.statement_of(self.gather)
+        arg = self.gather.args[1]
+        self.input = target.input
+        # The input's shape is usable only when the gather sends the input itself (not a slice of it).
+        self.input_whole = isinstance(arg, ast.Name) or (
+            isinstance(arg, ast.Call) and not arg.args and not arg.keywords
+            and isinstance(arg.func, ast.Attribute) and arg.func.attr in SHAPE_PRESERVING
+            and isinstance(arg.func.value, ast.Name))
+        self._checking: set = set()
+
+    # -- structure -------------------------------------------------------------------
+    def statement_of(self, node: ast.AST) -> ast.stmt:
+        while not isinstance(node, ast.stmt):
+            node = self.parent[id(node)]
+        return node
+
+    def chain(self, stmt: ast.stmt) -> List[Tuple[ast.AST, list, int]]:
+        """From ``stmt`` up to the function: (the compound statement holding the block, the block, the index of
+        the path's statement in it), innermost first; the last holder is the function itself."""
+        out = []
+        while stmt is not self.func:
+            block, index = self.block_of[id(stmt)]
+            holder = self.parent[id(stmt)]
+            out.append((holder, block, index))
+            while not isinstance(holder, ast.stmt):  # an except handler or a match case: up to its statement
+                holder = self.parent[id(holder)]
+            stmt = holder
+        return out
+
+    def dominates(self, earlier: ast.stmt, later: ast.stmt) -> bool:
+        """True when ``earlier`` runs before ``later`` on every path that reaches ``later``."""
+        if id(earlier) not in self.block_of:
+            return False
+        block, index = self.block_of[id(earlier)]
+        return any(b is block and index < i for _, b, i in self.chain(later))
+
+    # -- contexts --------------------------------------------------------------------
+    def symmetric_call(self, node: ast.AST) -> Optional[ast.Call]:
+        """The ``use_symmetric_memory(...)`` call ``node`` is (or, for a local bound once, was bound to)."""
+        if isinstance(node, ast.Call):
+            f = node.func
+            if (isinstance(f, ast.Name) and f.id in self.context_names) or (
+                    isinstance(f, ast.Attribute) and f.attr == SYMMETRIC_CONTEXT_NAME):
+                return node
+            return None
+        if isinstance(node, ast.IfExp):  # `use_symmetric_memory(...) if x.is_cuda else nullcontext()`
+            return self.symmetric_call(node.body) or self.symmetric_call(node.orelse)
+        if isinstance(node, ast.Name) and self.stored[node.id] == 1 and node.id not in self.positional:
+            (store,) = self.store_nodes[node.id]
+            owner = self.parent.get(id(store))
+            if isinstance(owner, ast.Assign) and len(owner.targets) == 1 and owner.targets[0] is store:
+                return self.symmetric_call(owner.value)
+        return None
+
+    def context_group(self, with_node: ast.With) -> Optional[str]:
+        for item in with_node.items:
+            call = self.symmetric_call(item.context_expr)
+            if call is not None:
+                if call.args:
+                    return ast.unparse(call.args[0])
+                for keyword in call.keywords:
+                    if keyword.arg == "group_coordinator":
+                        return ast.unparse(keyword.value)
+                return ""
+        return None
+
+    def opens_a_context(self) -> bool:
+        return any(isinstance(n, ast.Call) and self.symmetric_call(n) is not None for n in self.nodes)
+
+    # -- the output ----------------------------------------------------------------------
+    def output_allocation(self) -> Tuple[str, ast.stmt, Optional[str]]:
+        """("in context", statement, group), or ("to move" / "not adjacent", the assignment nearest before the
+        gather, None); refuses other shapes."""
+        out = self.target.output
+        gather_block, gather_index = self.block_of[id(self.gather_stmt)]
+        if any(name == out for name, _ in _stores(_own_nodes_of(self.gather_stmt))):
+            raise ShapeMismatch(f"the all-gather's statement also assigns {out}")
+        for index in range(gather_index - 1, -1, -1):
+            stmt = gather_block[index]
+            if not any(name == out for name, _ in _stores([stmt, *_own_nodes_of(stmt)])):
+                continue
+            if isinstance(stmt, ast.With):
+                group = self.context_group(stmt)
+                last = next((s for s in reversed(stmt.body)
+                             if any(n == out for n, _ in _stores([s, *_own_nodes_of(s)]))), None)
+                if group is not None and isinstance(last, ast.Assign):
+                    return "in context", stmt, group
+            if isinstance(stmt, ast.Assign):
+                for holder, _, _ in self.chain(stmt):
+                    if isinstance(holder, ast.With) and self.context_group(holder) is not None:
+                        return "in context", holder, self.context_group(holder)
+                return ("to move" if index == gather_index - 1 else "not adjacent"), stmt, None
+            raise ShapeMismatch(f"{out} is assigned right before the all-gather by a {type(stmt).__name__} "
+                                "statement, not by one allocation")
+        raise ShapeMismatch(f"no allocation of {out} right before the all-gather in its block")
+
+    def check_path(self, stmt: ast.stmt) -> None:
+        """Rule 4: ``stmt`` is reached on every rank where the function runs."""
+        for holder, block, index in self.chain(stmt):
+            if holder is not self.func:
+                if not isinstance(holder, ast.If):
+                    kind = {ast.For: "a loop", ast.AsyncFor: "a loop", ast.While: "a loop", ast.Try: "a try statement",
+                            ast.ExceptHandler: "a try statement", ast.With: "a with statement (not a symmetric context)",
+                            ast.match_case: "a match statement"}.get(type(holder), type(holder).__name__)
+                    raise ShapeMismatch(f"the allocation of {self.target.output} is inside {kind}")
+                self.uniform(holder.test, holder, "the condition of the if around the allocation")
+            for earlier in block[:index]:
+                self.check_exits(earlier)
+
+    def check_exits(self, stmt: ast.stmt) -> None:
+        """Every return, raise and assert in ``stmt`` (which runs before the allocation) is under uniform ifs."""
+        for node in [stmt, *_own_nodes_of(stmt)]:
+            if not isinstance(node, (ast.Return, ast.Raise, ast.Assert)):
+                continue
+            what = type(node).__name__.lower()
+            if isinstance(node, ast.Assert):
+                self.uniform(node.test, node, "an assert before the allocation")
+            elif node is stmt:
+                raise ShapeMismatch(f"a {what} before the allocation leaves the function on every path")
+            holder = node
+            while holder is not stmt:
+                holder = self.parent[id(holder)]
+                if isinstance(holder, ast.If):
+                    self.uniform(holder.test, holder, f"the condition of an early {what}")
+                elif isinstance(holder, (ast.stmt, ast.excepthandler, ast.match_case)):
+                    raise ShapeMismatch(f"an early {what} before the allocation sits in a "
+                                        f"{type(holder).__name__.lower()} statement")
+
+    def check_allocation(self, stmt: ast.stmt) -> bool:
+        """Rule 2 and 3 for the statement to move; returns True when its allocator is ``torch.<name>``."""
+        out = self.target.output
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == out):
+            raise ShapeMismatch(f"the statement before the all-gather is not a plain assignment of {out}")
+        value = stmt.value
+        if not isinstance(value, ast.Call):
+            raise ShapeMismatch(f"{out} is not assigned from an allocating call")
+        func = value.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name.endswith("_like"):
+            raise ShapeMismatch(f"{out} = {name}(...) copies the size of another tensor, which is not proved "
+                                "the same on every rank")
+        uses_torch = (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                      and func.value.id == "torch" and func.attr in ALLOCATORS)
+        on_input = (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                    and func.value.id == self.input and func.attr in INPUT_ALLOCATORS)
+        if uses_torch and self.stored["torch"]:
+            raise ShapeMismatch("the function rebinds the name torch")
+        if not (uses_torch or on_input):
+            raise ShapeMismatch(f"{out} is assigned from {ast.unparse(func)}(...), not one of the allocations the "
+                                f"rewrite knows (torch.empty, torch.zeros, {self.input}.new_empty, "
+                                f"{self.input}.new_zeros)")
+        if on_input:
+            self.input_property(func.value, stmt, "the tensor new_empty copies its dtype from")
+            if len(value.args) != 1:
+                raise ShapeMismatch(f"{ast.unparse(func)} takes one size argument here")
+        if not value.args:
+            raise ShapeMismatch(f"the allocation of {out} has no size argument")
+        for keyword in value.keywords:
+            if keyword.arg is None:
+                raise ShapeMismatch(f"the allocation of {out} takes **keywords")
+            if keyword.arg == "out":
+                raise ShapeMismatch(f"the allocation of {out} has an out= argument (it writes into an existing tensor)")
+            if keyword.arg not in ("dtype", "device"):
+                raise ShapeMismatch(f"the allocation of {out} takes {keyword.arg}=, which the rule does not cover")
+            if not (isinstance(keyword.value, ast.Attribute) and isinstance(keyword.value.value, ast.Name)
+                    and keyword.value.value.id == "torch" and not self.stored["torch"]):
+                self.uniform(keyword.value, stmt, f"the {keyword.arg} of {out}")
+        for arg in value.args:
+            self.uniform(arg, stmt, f"the size of {out}")
+        return uses_torch
+
+    def check_lines(self, stmt: ast.stmt) -> None:
+        """The statement has its lines to itself, and indenting it changes no string."""
+        lines = self.text.splitlines()
+        first, last = stmt.lineno - 1, stmt.end_lineno - 1
+        if lines[first][: stmt.col_offset].strip() or lines[last][stmt.end_col_offset:].strip()[:1] not in ("", "#"):
+            raise ShapeMismatch(f"the allocation of {self.target.output} shares its line with another statement")
+        for node in ast.walk(stmt):
+            if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)) and node.lineno != node.end_lineno:
+                raise ShapeMismatch(f"the allocation of {self.target.output} holds a string that spans lines")
+
+    # -- uniformity (rule 3) ----------------------------------------------------------------
+    def uniform(self, expr: ast.AST, at: ast.AST, what: str) -> None:
+        try:
+            self._uniform(expr, self.statement_of(at) if not isinstance(at, ast.stmt) else at)
+        except _NotUniform as exc:
+            raise ShapeMismatch(f"{what}: {exc}") from None
+
+    def _uniform(self, expr: ast.AST, at: ast.stmt) -> None:
+        text = ast.unparse(expr)
+        if isinstance(expr, ast.Constant):
+            if expr.value is None or isinstance(expr.value, (bool, int, str)):
+                return
+            raise _NotUniform(f"{text!r} is not an integer constant")
+        if text in self.declared:
+            self._declared(expr, text)
+            return
+        if isinstance(expr, ast.Name):
+            self._uniform_name(expr.id, at)
+        elif isinstance(expr, ast.BinOp) and isinstance(expr.op, SIZE_OPERATORS):
+            self._uniform(expr.left, at)
+            self._uniform(expr.right, at)
+        elif isinstance(expr, ast.UnaryOp) and isinstance(expr.op, (ast.USub, ast.UAdd)):
+            self._uniform(expr.operand, at)
+        elif isinstance(expr, (ast.Tuple, ast.List)):
+            for element in expr.elts:
+                self._uniform(element, at)
+        elif isinstance(expr, ast.Starred):
+            self._uniform(expr.value, at)
+        elif self._is_input_property(expr):
+            self.input_property(expr, at, text)
+        else:
+            raise _NotUniform(f"{text!r} is not proved the same on every rank")
+
+    def _declared(self, expr: ast.AST, text: str) -> None:
+        for node in [expr, *ast.walk(expr)]:
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                if node.id in self.other_params:
+                    raise _NotUniform(f"{node.id!r} is a keyword-only or variadic parameter; the register's "
+                                      "facts hold for positional arguments only")
+                if self.stored[node.id]:
+                    raise _NotUniform(f"{node.id!r} is reassigned in the function, so {text!r} is not the value "
+                                      "the register vouches for")
+
+    def _uniform_name(self, name: str, at: ast.stmt) -> None:
+        if name in self.positional or name in self.other_params:
+            raise _NotUniform(f"parameter {name!r} is not one the register declares the same on every rank")
+        stores = self.store_nodes.get(name, [])
+        if not stores:
+            raise _NotUniform(f"{name!r} is not a local the rule can follow")
+        if len(stores) != 1:
+            raise _NotUniform(f"{name!r} is assigned {len(stores)} times")
+        owner = self.parent.get(id(stores[0]))
+        if not (isinstance(owner, ast.Assign) and len(owner.targets) == 1 and owner.targets[0] is stores[0]):
+            raise _NotUniform(f"{name!r} is not bound by a plain assignment")
+        if not self.dominates(owner, at):
+            raise _NotUniform(f"{name!r} is not assigned on every path before it is used")
+        if name in self._checking:
+            raise _NotUniform(f"{name!r} depends on itself")
+        self._checking.add(name)
+        try:
+            self._uniform(owner.value, owner)
+        finally:
+            self._checking.discard(name)
+
+    def _is_input_property(self, expr: ast.AST) -> bool:
+        node = expr
+        if isinstance(node, ast.Subscript):
+            index = node.slice
+            bounds = [index.lower, index.upper, index.step] if isinstance(index, ast.Slice) else [index]
+            if not all(b is None or _int_constant(b) for b in bounds):
+                return False
+            node = node.value
+            if not (isinstance(node, ast.Attribute) and node.attr == "shape"):
+                return False
+        if isinstance(node, ast.Call):
+            if node.keywords or len(node.args) > 1 or not all(_int_constant(a) for a in node.args):
+                return False
+            node = node.func
+            if not (isinstance(node, ast.Attribute) and node.attr in SHAPE_METHODS):
+                return False
+        elif not (isinstance(node, ast.Attribute) and node.attr in SHAPE_ATTRIBUTES):
+            return False
+        return isinstance(node.value, ast.Name) and node.value.id == self.input
+
+    def input_property(self, expr: ast.AST, at: ast.stmt, text: str) -> None:
+        """``expr`` reads the gather's input where it already is the tensor the gather sends."""
+        if not self.input_whole:
+            raise _NotUniform(f"{text!r}: the all-gather sends {ast.unparse(self.gather.args[1])}, not "
+                              f"{self.input} itself")
+        end = self.gather_stmt.end_lineno
+        for node in self.store_nodes.get(self.input, []):
+            if at.lineno <= node.lineno <= end:
+                raise _NotUniform(f"{text!r}: {self.input} is reassigned between there and the all-gather")
+        for node in self.nodes:
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.endswith("_")
+                    and not node.func.attr.startswith("_") and _root_name(node.func.value) == self.input
+                    and at.lineno <= node.lineno <= end):
+                raise _NotUniform(f"{text!r}: {self.input}.{node.func.attr}() may change its shape before the "
+                                  "all-gather")
+
+    # -- names the inserted code reads (rule 7) -------------------------------------------
+    def names_at(self, texts: Iterable[str], point: ast.stmt) -> Dict[str, str]:
+        """{name: "local" or "global"} for the names read by ``texts``, inserted right before ``point``."""
+        found: Dict[str, str] = {}
+        for text in texts:
+            for node in ast.walk(ast.parse(text, mode="eval")):
+                if isinstance(node, ast.Name):
+                    found[node.id] = self._where(node.id, point)
+        return found
+
+    def _where(self, name: str, point: ast.stmt) -> str:
+        if name in self.positional or name in self.other_params:
+            return "local"
+        stores = self.store_nodes.get(name, [])
+        if not stores:
+            return "global"
+        bound = [self.statement_of(s) if not isinstance(s, ast.stmt) else s for s in stores]
+        if any(self.dominates(stmt, point) for stmt in bound):
+            return "local"
+        raise ShapeMismatch(f"the inserted code reads {name!r}, which is not bound on every path before it")
 
 
-def _blocks(node: ast.AST):
-    """Every statement list in ``node`` (bodies, else branches, handlers...)."""
-    for child in ast.walk(node):
-        for field in ("body", "orelse", "finalbody"):
-            block = getattr(child, field, None)
-            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
-                yield block
+def _own_nodes_of(stmt: ast.AST) -> List[ast.AST]:
+    return list(_own_nodes(stmt))
 
 
-def _assigns_output(stmt: ast.stmt, target: Target) -> bool:
-    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == target.output)
+def _int_constant(node: ast.AST) -> bool:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        node = node.operand
+    return isinstance(node, ast.Constant) and type(node.value) is int
 
 
-def _allocation_before(func: ast.AST, call: ast.Call, target: Target) -> ast.Assign:
-    """The statement that allocates the buffer handed to ``call``: the nearest assignment of the output
-    before the gather, in the gather's own block (0.5.8 allocates it inside an ``if``)."""
-    holders = [(block, index) for block in _blocks(func) for index, stmt in enumerate(block)
-               if any(node is call for node in ast.walk(stmt))]
-    if not holders:  # pragma: no cover - a call always sits in some statement
-        raise ShapeMismatch("the all-gather is not in a statement block")
-    # The innermost statement holding the call: the one with the shortest span.
-    block, index = min(holders, key=lambda h: h[0][h[1]].end_lineno - h[0][h[1]].lineno)
-    for previous in reversed(block[:index]):
-        if _assigns_output(previous, target):
-            if not isinstance(previous.value, ast.Call):
-                raise ShapeMismatch(f"{target.output} is not assigned from an allocating call")
-            return previous
-        if any(isinstance(n, ast.Name) and n.id == target.output and isinstance(n.ctx, ast.Store)
-               for n in ast.walk(previous)):
-            break  # assigned in a nested statement: not a plain allocation
-    raise ShapeMismatch(f"no allocation of {target.output} right before the all-gather in its block")
-
-
-def find_output_edit(func_source: str, target: Target) -> Edit:
-    """Locate the output allocation in a function's source (as ``inspect.getsource`` returns it)."""
-    text, func = _parse_single_function(func_source)
-    if already_in_context(func, target):
-        raise ShapeMismatch("the output is already allocated in a symmetric context")
-    call = find_gather_call(func, target)
-    if isinstance(call.func, ast.Attribute):
-        receiver = ast.unparse(call.func.value)
-        if receiver != ast.unparse(ast.parse(target.group, mode="eval").body):
-            raise ShapeMismatch(
-                f"the all-gather runs on {receiver!r}, not on the register's group {target.group!r}"
-            )
-
-    assign = _allocation_before(func, call, target)
-    lines = text.splitlines()
-    first = assign.lineno - 1
-    last = assign.end_lineno - 1
-    line = lines[first]
-    indent = line[: len(line) - len(line.lstrip())]
-    return Edit(first_line=first, last_line=last, indent=indent, group_text=target.group)
-
-
-@dataclass(frozen=True)
-class SendEdit:
-    """Where the all-gather's input argument is, relative to the text that was parsed."""
-
-    line: int  # 0-based
-    start_col: int
-    end_col: int
-    arg_text: str
-    group_text: str
-    stream_text: str
-
-
-STAGE_SEND_NAME = "cp_symm_stage_send"
-
-
-def _parse_single_function(func_source: str) -> tuple[str, ast.AST]:
+def _parse_single_function(func_source: str) -> Tuple[str, ast.AST]:
     text = textwrap.dedent(func_source)
     try:
         module = ast.parse(text)
     except SyntaxError as exc:  # pragma: no cover - sources shipped in wheels parse
         raise ShapeMismatch(f"source does not parse: {exc}") from None
     funcs = [n for n in module.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    if len(funcs) != 1:
+    if len(funcs) != 1 or len(module.body) != 1:
         raise ShapeMismatch("source is not a single function definition")
-    if funcs[0].decorator_list:
+    func = funcs[0]
+    if func.decorator_list:
         raise ShapeMismatch("decorated functions are not rewritten")
-    return text, funcs[0]
+    if isinstance(func, ast.AsyncFunctionDef):
+        raise ShapeMismatch("coroutines are not rewritten")
+    for node in _own_nodes(func):
+        if isinstance(node, (ast.Yield, ast.YieldFrom, ast.Await)):
+            raise ShapeMismatch("generators are not rewritten")
+        if isinstance(node, (ast.Global, ast.Nonlocal)):
+            raise ShapeMismatch(f"the function declares {type(node).__name__.lower()} names")
+    return text, func
 
 
-def find_send_edit(func_source: str, target: Target) -> SendEdit:
-    """Locate the all-gather's input argument, to route it through a staged symmetric buffer."""
+def _read(func_source: str, target: Target, context_names: Iterable[str]) -> _Function:
     text, func = _parse_single_function(func_source)
-    call = find_gather_call(func, target)
-    arg = call.args[1]
+    return _Function(func, target, context_names, text)
+
+
+# -- the public checks ---------------------------------------------------------------------
+
+
+def already_in_context(func: ast.AST, target: Target, context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> bool:
+    """True when the allocation handed to the gather is inside a symmetric context (rule 5)."""
+    try:
+        return _Function(func, target, context_names).output_allocation()[0] == "in context"
+    except ShapeMismatch:
+        return False
+
+
+def output_state(func_source: str, target: Target,
+                 context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> Tuple[str, str]:
+    """("in context", group) when upstream already allocates the output there, ("to move", "") when the
+    rule proves the edit; raises ``ShapeMismatch`` otherwise."""
+    try:
+        find_output_edit(func_source, target, context_names)
+    except AlreadyInContext as exc:
+        return "in context", exc.group
+    return "to move", ""
+
+
+def find_output_edit(func_source: str, target: Target, context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> Edit:
+    """Locate the output allocation in a function's source (as ``inspect.getsource`` returns it) and prove the
+    safety rule for it; ``AlreadyInContext`` (a ``ShapeMismatch``) when upstream already put it in a context."""
+    fn = _read(func_source, target, context_names)
+    state, stmt, group = fn.output_allocation()
+    if state == "in context":
+        raise AlreadyInContext("the output is already allocated in a symmetric context", group)
+    if fn.opens_a_context():
+        raise ShapeMismatch("the function opens a symmetric context around another buffer, not around "
+                            f"{target.output}")
+    call = fn.gather
+    if isinstance(call.func, ast.Attribute):
+        receiver = ast.unparse(call.func.value)
+        if receiver != _normalised(target.group):
+            raise ShapeMismatch(
+                f"the all-gather runs on {receiver!r}, not on the register's group {target.group!r}"
+            )
+    uses_torch = fn.check_allocation(stmt)
+    if state == "not adjacent":
+        raise ShapeMismatch(f"statements run between the allocation of {target.output} and the all-gather")
+    fn.check_path(stmt)
+    fn.check_lines(stmt)
+    fn.names_at([target.group], stmt)
+    lines = fn.text.splitlines()
+    first, last = stmt.lineno - 1, stmt.end_lineno - 1
+    line = lines[first]
+    indent = line[: len(line) - len(line.lstrip())]
+    return Edit(first_line=first, last_line=last, indent=indent, group_text=target.group,
+                statement=ast.unparse(stmt), uses_torch=uses_torch)
+
+
+def _send_group(fn: _Function) -> str:
+    """The group the staged send buffer is allocated for: the one of the context that holds the output."""
+    try:
+        state, _, context_group = fn.output_allocation()
+    except ShapeMismatch:
+        state, context_group = "refused", None
+    call = fn.gather
+    if isinstance(call.func, ast.Attribute):  # the collective runs on its receiver's communicator
+        receiver = ast.unparse(call.func.value)
+        if state == "in context" and context_group != receiver:
+            raise ShapeMismatch(f"the output's context is on {context_group!r} but the all-gather runs on "
+                                f"{receiver!r}")
+        return receiver
+    return context_group if state == "in context" else fn.target.group
+
+
+def find_send_edit(func_source: str, target: Target, context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> SendEdit:
+    """Locate the all-gather's input argument, to route it through a staged symmetric buffer (rule 6)."""
+    fn = _read(func_source, target, context_names)
+    for node in fn.nodes:
+        if isinstance(node, ast.Call) and _root_name(node.func) == STAGE_SEND_NAME:
+            raise AlreadyStaged("the function already stages its send buffer (sglang-cp-symm's patches/ applied)")
+    for node in fn.nodes:
+        if isinstance(node, ast.With) and fn.context_group(node) is not None and any(
+                name == fn.input for name, _ in _stores(_own_nodes_of(node))):
+            raise AlreadyStaged(f"{fn.input} is already allocated in a symmetric context")
+    arg = fn.gather.args[1]
     if arg.lineno != arg.end_lineno:
         raise ShapeMismatch("the all-gather's input spans several lines")
-    # The group the gather runs on: its receiver, or for a function-form gather the register's group.
-    group = ast.unparse(call.func.value) if isinstance(call.func, ast.Attribute) else target.group
-    stream = ast.unparse(call.args[2]) if len(call.args) >= 3 else "None"
-    line = text.splitlines()[arg.lineno - 1]
-    # ast columns count UTF-8 bytes; the sources we patch are ASCII on these lines.
+    group = _send_group(fn)
+    stream = ast.unparse(fn.gather.args[2]) if len(fn.gather.args) >= 3 else "None"
+    fn.names_at([group, stream], fn.gather_stmt)
+    line = fn.text.splitlines()[arg.lineno - 1]
+    if not line.isascii():  # ast columns count UTF-8 bytes
+        raise ShapeMismatch("the all-gather's line is not ASCII")
     return SendEdit(arg.lineno - 1, arg.col_offset, arg.end_col_offset,
                     line[arg.col_offset:arg.end_col_offset], group, stream)
 
 
-def apply_send_edit(lines: list[str], edit: SendEdit) -> list[str]:
+def injected_names(func_source: str, target: Target, output: bool = True, send: bool = False,
+                   context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> Dict[str, str]:
+    """Every name the inserted code reads: {name: "local" (bound on the path) or "global" (must resolve in the
+    module's globals)}. Raises ``ShapeMismatch`` where the edit itself is refused."""
+    fn = _read(func_source, target, context_names)
+    names: Dict[str, str] = {}
+    if output:
+        edit = find_output_edit(func_source, target, context_names)
+        stmt = next(s for s in fn.nodes if isinstance(s, ast.stmt) and s.lineno - 1 == edit.first_line)
+        names.update({SYMMETRIC_CONTEXT_NAME: "global", ALLOCATION_SYMMETRIC_NAME: "global"})
+        names.update(fn.names_at([edit.group_text], stmt))
+        if edit.uses_torch:
+            names.setdefault("torch", "global")
+    if send:
+        edit = find_send_edit(func_source, target, context_names)
+        names[STAGE_SEND_NAME] = "global"
+        names.update(fn.names_at([edit.group_text, edit.stream_text], fn.gather_stmt))
+    return names
+
+
+# -- applying ----------------------------------------------------------------------------------
+
+
+def apply_send_edit(lines: List[str], edit: SendEdit) -> List[str]:
     index = edit.line
     line = lines[index]
     staged = f"{STAGE_SEND_NAME}({edit.arg_text}, {edit.group_text}, {edit.stream_text})"
     return lines[:index] + [line[: edit.start_col] + staged + line[edit.end_col :]] + lines[index + 1 :]
 
 
-def context_lines(edit: Edit) -> list[str]:
+def context_lines(edit: Edit) -> List[str]:
     i = edit.indent
     return [
         f"{i}with {SYMMETRIC_CONTEXT_NAME}(",
@@ -223,14 +731,41 @@ def context_lines(edit: Edit) -> list[str]:
     ]
 
 
-def apply_edit(lines: list[str], edit: Edit) -> list[str]:
+def apply_edit(lines: List[str], edit: Edit) -> List[str]:
     """Return ``lines`` with the allocation at ``edit`` moved into the context."""
     first, last = edit.first_line, edit.last_line
     moved = [("    " + l) if l.strip() else l for l in lines[first : last + 1]]
     return lines[:first] + context_lines(edit) + moved + lines[last + 1 :]
 
 
-def rewrite_function_source(func_source: str, target: Target, output: bool = True, send: bool = False) -> str:
+def _expected(func: ast.AST, edit: Optional[Edit], send: Optional[SendEdit], gather: ast.Call) -> str:
+    """The dump of the function the edits must produce, built on the original's tree (rule 8)."""
+    tree = copy.deepcopy(func)
+    twin = {id(o): c for o, c in zip(ast.walk(func), ast.walk(tree))}
+    if send is not None:
+        call = twin[id(gather)]
+        call.args[1] = ast.copy_location(ast.Call(ast.Name(STAGE_SEND_NAME, ast.Load()),
+                                                  [call.args[1], ast.parse(send.group_text, mode="eval").body,
+                                                   ast.parse(send.stream_text, mode="eval").body], []), call.args[1])
+    if edit is not None:
+        context = ast.parse(f"{SYMMETRIC_CONTEXT_NAME}({edit.group_text}, disabled=not "
+                            f"{ALLOCATION_SYMMETRIC_NAME}())", mode="eval").body
+        moved = 0
+        for node in list(ast.walk(tree)):
+            for _field, value in ast.iter_fields(node):
+                if isinstance(value, list):
+                    for index, stmt in enumerate(value):
+                        if isinstance(stmt, ast.Assign) and stmt.lineno - 1 == edit.first_line:
+                            value[index] = ast.copy_location(
+                                ast.With([ast.withitem(context, None)], [stmt], None), stmt)
+                            moved += 1
+        if moved != 1:  # pragma: no cover - the line checks make the statement unique on its line
+            raise ShapeMismatch("the allocation is not one statement of its own")
+    return ast.dump(ast.parse(ast.unparse(ast.fix_missing_locations(tree))).body[0])
+
+
+def rewrite_function_source(func_source: str, target: Target, output: bool = True, send: bool = False,
+                            context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> str:
     """The function's source (dedented) with the output allocation inside the symmetric context
     (``output``) and/or the all-gather's input routed through a staged symmetric buffer (``send``).
 
@@ -238,22 +773,20 @@ def rewrite_function_source(func_source: str, target: Target, output: bool = Tru
     """
     if not (output or send):
         raise ValueError("nothing to rewrite")
-    lines = textwrap.dedent(func_source).splitlines()
-    if send:
-        lines = apply_send_edit(lines, find_send_edit(func_source, target))
-    if output:
-        lines = apply_edit(lines, find_output_edit(func_source, target))
+    text, func = _parse_single_function(func_source)
+    lines = text.splitlines()
+    send_edit = find_send_edit(func_source, target, context_names) if send else None
+    edit = find_output_edit(func_source, target, context_names) if output else None
+    if send_edit is not None:
+        lines = apply_send_edit(lines, send_edit)
+    if edit is not None:
+        lines = apply_edit(lines, edit)
     new_text = "\n".join(lines) + "\n"
-    check = ast.parse(new_text).body[0]  # self-check: it parses, and the edits are there
-    if output and not already_in_context(check, target):  # pragma: no cover - guarded by construction
-        raise ShapeMismatch("rewrite did not place the output in the context")
-    if send and STAGE_SEND_NAME not in new_text:  # pragma: no cover
-        raise ShapeMismatch("rewrite did not stage the send buffer")
+    try:
+        new_func = ast.parse(new_text).body[0]
+    except SyntaxError as exc:  # pragma: no cover - guarded by the line checks
+        raise ShapeMismatch(f"the edited function does not parse: {exc}") from None
+    gather = find_gather_call(func, target)
+    if ast.dump(new_func) != _expected(func, edit, send_edit, gather):  # pragma: no cover - by construction
+        raise ShapeMismatch("the edit changed more than the allocation and the send argument")
     return new_text
-
-
-#: Names the rewritten code uses, and where sglang defines them.
-REQUIRED_NAMES = {
-    SYMMETRIC_CONTEXT_NAME: SYMMETRIC_CONTEXT_MODULE,
-    ALLOCATION_SYMMETRIC_NAME: ALLOCATION_SYMMETRIC_MODULE,
-}
