@@ -49,6 +49,12 @@ def _find_code(code: types.CodeType, qualname: str, name: str, first_line: int) 
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(text: str, filename: str) -> types.CodeType:
+    """One compile per module text: each target of a module proves against the same unedited compile."""
+    return compile(text, filename, "exec", dont_inherit=True)
+
+
 def build_code(original: Callable, function_source: str, first_line: int) -> types.CodeType:
     """The code object of ``function_source`` (one dedented ``def``) compiled as ``original`` was: in its own
     file, in place of the original's lines. The compiler must see the whole module: 3.11, for one, compiles
@@ -66,7 +72,7 @@ def build_code(original: Callable, function_source: str, first_line: int) -> typ
     new_lines = [(indent + line if line.strip() else line) + "\n" for line in function_source.splitlines()]
     text = "".join(file_lines[:start] + new_lines + file_lines[start + len(old_lines):])
     try:
-        compiled = compile(text, code.co_filename, "exec", dont_inherit=True)
+        compiled = _compiled(text, code.co_filename)
     except SyntaxError as exc:
         raise RebuildError(f"the module does not compile with the function rewritten: {exc}") from None
     qualname = getattr(original, "__qualname__", original.__name__)

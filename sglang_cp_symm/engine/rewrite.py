@@ -207,6 +207,14 @@ def _normalised(text: str) -> str:
     return ast.unparse(ast.parse(text, mode="eval").body)
 
 
+def _sent(node: ast.AST) -> ast.AST:
+    """The gather's input argument, seen through a staging call already in the source (``patches/`` 0002)."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == STAGE_SEND_NAME
+            and node.args):
+        return node.args[0]
+    return node
+
+
 def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
     """The one call on the target's kind of group that takes (output, input) as its first two arguments."""
     calls = [
@@ -216,7 +224,7 @@ def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
         and len(node.args) >= 2
         and isinstance(node.args[0], ast.Name)
         and node.args[0].id == target.output
-        and _root_name(node.args[1]) == target.input
+        and _root_name(_sent(node.args[1])) == target.input
         and _group_kind(ast.unparse(node.func)) == _group_kind(target.group)
     ]
     if len(calls) != 1:
@@ -260,7 +268,7 @@ class _Function:
         if not any(node is self.gather for node in self.nodes):
             raise ShapeMismatch("the all-gather is inside a nested function")
         self.gather_stmt = self.statement_of(self.gather)
-        arg = self.gather.args[1]
+        arg = _sent(self.gather.args[1])  # a staged copy has the input's shape
         self.input = target.input
         # The input's shape is usable only when the gather sends the input itself (not a slice of it).
         self.input_whole = isinstance(arg, ast.Name) or (
@@ -351,8 +359,10 @@ class _Function:
                     if isinstance(holder, ast.With) and self.context_group(holder) is not None:
                         return "in context", holder, self.context_group(holder)
                 return ("to move" if index == gather_index - 1 else "not adjacent"), stmt, None
-            raise ShapeMismatch(f"{out} is assigned right before the all-gather by a {type(stmt).__name__} "
-                                "statement, not by one allocation")
+            kind = {ast.If: "an if statement", ast.AnnAssign: "an annotated assignment",
+                    ast.AugAssign: "an augmented assignment", ast.For: "a loop", ast.While: "a loop",
+                    ast.Try: "a try statement", ast.With: "a with statement"}.get(type(stmt), type(stmt).__name__)
+            raise ShapeMismatch(f"{out} is assigned right before the all-gather by {kind}, not by one allocation")
         raise ShapeMismatch(f"no allocation of {out} right before the all-gather in its block")
 
     def check_path(self, stmt: ast.stmt) -> None:

@@ -160,7 +160,7 @@ CASES = [
     Case("chained-assignment", replaced(ALLOC, ALLOC.replace("out =", "out = spare =")),
          r"not a plain assignment of out"),
     Case("annotated-assignment", replaced(ALLOC, ALLOC.replace("out =", "out: torch.Tensor =")),
-         r"assigned right before the all-gather by a AnnAssign statement"),
+         r"assigned right before the all-gather by an annotated assignment"),
     Case("allocation-shares-its-line", replaced(ALLOC, "    spare = 0; " + ALLOC.lstrip()),
          r"shares its line with another statement"),
     Case("string-spanning-lines", replaced("device=x.device,", 'device="""\ncpu""",'),
@@ -170,7 +170,7 @@ CASES = [
     # -- not reached on every path --------------------------------------------------------------
     Case("allocation-chosen-by-an-if",
          replaced(ALLOC, "    if cp_size > 2:\n    " + ALLOC + "    else:\n    " + ALLOC.replace("torch.empty", "torch.zeros")),
-         r"out is assigned right before the all-gather by a If statement"),
+         r"out is assigned right before the all-gather by an if statement"),
     Case("allocation-chosen-by-a-conditional-expression",
          replaced(ALLOC, "    out = torch.empty(max_len * cp_size) if x.is_cuda else torch.zeros(max_len * cp_size)\n"),
          r"not assigned from an allocating call"),
