@@ -8,7 +8,6 @@ sglang itself provides are covered on a real release by test_rewrite_refusals.py
 (the positive control) and test_patch_failures.py.
 """
 
-import functools
 import importlib
 import inspect
 import itertools
