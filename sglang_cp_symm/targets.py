@@ -51,6 +51,13 @@ class Target:
     ``output`` and ``input`` name the variables the function hands to the
     all-gather as receive and send buffer; ``group`` is the expression, as the
     function itself writes it, that names the attention-CP group coordinator.
+
+    ``uniform`` lists the expressions of the function (parameters, or calls the
+    function makes, as it writes them) that hold the same value on every rank of
+    the group, and ``uniform_why`` cites the sglang source that makes them so. The
+    rewrite moves an allocation only when its size is built from these, constants
+    and the gather input's own shape (``rewrite``'s safety rule); a target that
+    needs no output edit lists none.
     """
 
     name: str
@@ -64,6 +71,8 @@ class Target:
     fixed_in: Optional[Release]
     fixed_by: str
     drop_when: str
+    uniform: tuple[str, ...] = ()
+    uniform_why: str = ""
 
     def exists_in(self, release: Release) -> bool:
         return self.first <= release <= self.last
@@ -113,6 +122,13 @@ TARGETS: tuple[Target, ...] = (
         fixed_in=R("0.5.9"),
         fixed_by="sglang PR #17756 (0.5.9)",
         drop_when="sglang >= 0.5.9",
+        uniform=("total_len", "attn_tp_size"),
+        uniform_why=(
+            "its one caller, cp_all_gather_rerange_output (nsa/utils.py 0.5.6:157, 0.5.7:166, 0.5.8:343), passes "
+            "forward_batch.nsa_cp_metadata.total_seq_lens, which prepare_input_dp_with_cp_dsa sets to the whole "
+            "request's length (0.5.6:326, 0.5.8:532), and its own cp_size, the models' get_attention_tp_size() "
+            "(deepseek_v2.py 0.5.8:1112, nsa_indexer.py 0.5.8:157)"
+        ),
     ),
     Target(
         name="nsa.rerange_output_tp",
@@ -126,6 +142,12 @@ TARGETS: tuple[Target, ...] = (
         fixed_in=R("0.5.9"),
         fixed_by="sglang PR #17756 (0.5.9)",
         drop_when="sglang >= 0.5.9",
+        uniform=("cp_size", "is_nsa_prefill_cp_round_robin_split()"),
+        uniform_why=(
+            "callers pass self.cp_size = get_attention_tp_size() (deepseek_v2.py 0.5.8:1112, 2515; "
+            "nsa_indexer.py 0.5.8:157; deepseek_nextn.py 0.5.8:125); the branch predicate reads only "
+            "get_global_server_args() (nsa/utils.py 0.5.8:26-42), the same command line in every process"
+        ),
     ),
     Target(
         name="nsa.reorganized",
@@ -165,6 +187,13 @@ TARGETS: tuple[Target, ...] = (
         fixed_in=R("0.5.11"),
         fixed_by="sglang PR #22914 (0.5.11)",
         drop_when="sglang >= 0.5.11",
+        uniform=("total_len", "cp_size"),
+        uniform_why=(
+            "its callers cp_all_gather_rerange_output and cp_all_gather_rerange_kv_cache (cp_utils.py 0.5.10:192, 230; "
+            "0.5.11:263, 301) pass forward_batch.attn_cp_metadata.total_seq_lens, which "
+            "prepare_context_parallel_metadata sets to the whole request's length (0.5.10:458, 0.5.11:547), and their "
+            "cp_size, the attention-CP size (flashattention_backend.py 0.5.10:567 passes self.attn_cp_size)"
+        ),
     ),
     Target(
         name="cp_utils.reorganized_kv_cache",
@@ -178,6 +207,13 @@ TARGETS: tuple[Target, ...] = (
         fixed_in=R("0.5.12"),
         fixed_by="sglang PR #24040 (0.5.12)",
         drop_when="sglang >= 0.5.12",
+        uniform=("total_len", "cp_size"),
+        uniform_why=(
+            "its callers cp_all_gather_rerange_output and cp_all_gather_rerange_kv_cache (cp_utils.py 0.5.10:192, 230; "
+            "0.5.11:263, 301) pass forward_batch.attn_cp_metadata.total_seq_lens, which "
+            "prepare_context_parallel_metadata sets to the whole request's length (0.5.10:458, 0.5.11:547), and their "
+            "cp_size, the attention-CP size (flashattention_backend.py 0.5.10:567 passes self.attn_cp_size)"
+        ),
     ),
     Target(
         name="cp_utils.rerange_output",

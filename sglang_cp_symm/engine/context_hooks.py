@@ -17,8 +17,12 @@ the code object of the frame running the ``with`` statement:
 The role of a known context is kept on it (``ROLE``), so a context left and re-entered
 elsewhere (``disable_/restore_symmetric_memory_context``, 0.5.6+) keeps the role it
 was opened with. The plugin's own work never raises out of these methods: a
-failure is reported once and the context behaves as sglang's own, so no rank is
-left routing its allocations into the pool because of the plugin.
+failure is reported once (per side, per process) and the context behaves as
+sglang's own: entered exactly when sglang enters it, left exactly when sglang
+leaves it. So no rank is left routing its allocations into the pool after the
+``with`` (sglang's ``__exit__`` always runs), and none skips the routing inside it
+while the other ranks route (``__enter__`` always runs sglang's, except for a
+``GUARD`` context, whose role comes from the register and is the same on every rank).
 """
 
 from __future__ import annotations
@@ -61,9 +65,9 @@ _listener: List[Optional[Listener]] = [None]
 
 
 def _failed(where: str, exc: BaseException) -> None:
-    logs.warning_once(f"context-hook-{where}", "sglang-cp-symm: the watchdog failed at a symmetric context's %s "
-                      "(%s: %s); that context ran as sglang's own, and the watchdog goes on without it",
-                      where, type(exc).__name__, str(exc)[:200])
+    logs.warning_once(f"context-hook-{where}", "sglang-cp-symm: the plugin's work at a symmetric context's %s "
+                      "failed (%s: %s); that context ran as sglang's own, and the plugin goes on without it "
+                      "(reported once)", where, type(exc).__name__, str(exc)[:200])
 
 
 def install(cls: type, listener: Optional[Listener]) -> Callable[[], None]:
@@ -74,36 +78,44 @@ def install(cls: type, listener: Optional[Listener]) -> Callable[[], None]:
     roles, getframe = ROLES, sys._getframe
 
     def __enter__(self):
-        state = self.__dict__
-        role = state.get(ROLE)
-        if role is None:
-            role = roles.get(getframe(1).f_code)
-            if role is None:  # the fast path: a context the plugin does not know (nothing is stored on it)
-                return enter(self)
-            state[ROLE] = role
+        try:  # the plugin's part: which role this context has (a failure makes it a context of sglang's own)
+            state = self.__dict__
+            role = state.get(ROLE)
+            if role is None:
+                role = roles.get(getframe(1).f_code)
+                if role is not None:
+                    state[ROLE] = role
+        except Exception as exc:
+            _failed("entry", exc)
+            role = None
+        if role is None:  # the fast path: a context the plugin does not know (nothing is stored on it)
+            return enter(self)
         if role is GUARD:
             return self  # nothing routed into the pool: the gather's buffers stay outside every window
-        result = enter(self)
-        watcher = _listener[0]
-        if watcher is not None and not getattr(self, "is_graph_capture", False):
-            try:
+        result = enter(self)  # sglang's own: routing into the pool is on from here, as on every other rank
+        try:
+            watcher = _listener[0]
+            if watcher is not None and not getattr(self, "is_graph_capture", False):
                 watcher.entered(getframe(1).f_code)
                 state["_cp_symm_measured"] = True
-            except Exception as exc:
-                _failed("entry", exc)
+        except Exception as exc:
+            _failed("entry", exc)
         return result
 
     def __exit__(self, *exc_info):
-        state = self.__dict__
-        role = state.get(ROLE)
+        try:
+            role = self.__dict__.get(ROLE)
+        except Exception as exc:  # pragma: no cover - an instance dict does not fail
+            _failed("exit", exc)
+            role = None
         if role is GUARD:
             return False
-        if role is WATCH and state.pop("_cp_symm_measured", False) and _listener[0] is not None:
-            try:
+        try:
+            if role is WATCH and self.__dict__.pop("_cp_symm_measured", False) and _listener[0] is not None:
                 _listener[0].leaving(getframe(1))
-            except Exception as exc:
-                _failed("exit", exc)
-        return leave(self, *exc_info)
+        except Exception as exc:
+            _failed("exit", exc)
+        return leave(self, *exc_info)  # sglang's own: routing into the pool ends here, whatever failed above
 
     for hook, original in ((__enter__, original_enter), (__exit__, original_exit)):
         hook.__wrapped__ = original  # type: ignore[attr-defined]

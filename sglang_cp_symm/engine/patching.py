@@ -1,4 +1,4 @@
-"""Apply the register to the running process with wrapt, and take it back.
+"""Apply the register to the running process, and take it back.
 
 Each target is patched by a wrapt post-import hook on its module, so it does not
 matter whether sglang imported the module before or after the plugin loaded:
@@ -6,49 +6,73 @@ the hook fires at once for a module already imported, otherwise right after the
 module's body runs and before any importer binds a name from it. Copies that
 other modules bound earlier with ``from module import fn`` are rebound too.
 
-The wrapper calls a copy of the function in which one statement, the output
-allocation, sits inside sglang's own ``use_symmetric_memory`` (see ``rewrite``).
-``unpatch()`` restores every attribute and copy it changed; applying twice is
-the same as applying once. Nothing here raises into the engine unless strict
-mode asked for it.
+The function installed in the original's place is a copy in which one statement,
+the output allocation, sits inside sglang's own ``use_symmetric_memory`` (see
+``rewrite`` for the safety rule, ``rebuild`` for what stays the original's). Before
+anything changes, every step that can refuse has run (``plan_target``): the
+attribute is the register's own function (not an alias or a wrapper applied by
+assignment), its source is the code in memory, the rewrite proves its rule, and
+every name the inserted code reads resolves in the module (sglang's own object, or
+injected from where sglang defines it). Then the change is made as one step that is
+rolled back whole if any part of it fails.
+
+``unpatch()`` restores every attribute and copy it changed; applying twice is the
+same as applying once. No exception from any step reaches the engine's import:
+the module imports unpatched and the target reads ``skipped: <why>``; only strict
+mode stops the engine (``settings.strict_exit``).
 """
 
 from __future__ import annotations
 
-import ast
-import functools
+import builtins
 import importlib
 import inspect
 import sys
+import textwrap
 import threading
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
 
 import wrapt
 
+from . import logs
 from . import pool as group_pool
-from . import send_staging
+from .attributes import REWRITTEN_MARK, resolve
+from .logs import logger
 from .nccl_library import engine_nccl, sm90_or_later
 from .nccl_policy import Decision, NcclVersion, decide
-from .rewrite import REQUIRED_NAMES, STAGE_SEND_NAME, ShapeMismatch, rewrite_function_source
-from .attributes import REWRITTEN_MARK, resolve, unwrap
+from .rebuild import RebuildError, prove_source, rebuilt_function
+from .rewrite import (
+    INJECTABLE,
+    AlreadyStaged,
+    ShapeMismatch,
+    find_send_edit,
+    injected_names,
+    output_state,
+    rewrite_function_source,
+)
 from .settings import Settings, StrictModeError, strict_exit
+from .watchdog import WATCHDOG
+from ..releases import Release
 from ..targets import (
     FIRST_SUPPORTED,
     LAST_SUPPORTED,
     POOL_FIX,
+    SYMMETRIC_CONTEXT_MODULE,
     SYMMETRIC_CONTEXT_NAME,
     Target,
     is_supported,
     targets_for,
 )
-from ..releases import Release
-from .logs import logger
-from .watchdog import WATCHDOG
 
 
 PATCHED, UPSTREAM, ABSENT, SKIPPED, WAITING, HELD = (
     "patched", "upstream", "absent", "skipped", "waiting for import", "held back")
+
+#: What ``patches/`` leaves in ``pynccl_allocator`` (0001: the CP pool chooser the context's ``__init__`` calls).
+PATCHED_POOL_MARK = "_cp_symm_pool"
+#: What sglang PR #21392 (0.5.12) added: segments registered with every communicator at context exit.
+UPSTREAM_POOL_MARK = "_register_segments_for_comm"
 
 
 @dataclass
@@ -64,30 +88,163 @@ class TargetStatus:
         return f"{self.state} ({self.detail})" if self.state == PATCHED and self.detail else self.state
 
 
-def compile_rewritten(original: Callable, target: Target, module: Any, output: bool = True, send: bool = False) -> Callable:
-    """Build the rewritten function, with the module's live globals and its original line numbers."""
-    if original.__code__.co_freevars:
-        raise ShapeMismatch("the function closes over variables; it is not rewritten")
-    lines, first_line = inspect.getsourcelines(original)
-    new_source = rewrite_function_source("".join(lines), target, output=output, send=send)
-    tree = ast.parse(new_source)
-    ast.increment_lineno(tree, first_line - 1)
-    code = compile(tree, inspect.getsourcefile(original) or "<sglang-cp-symm>", "exec")
-    namespace: Dict[str, Any] = {}
-    exec(code, module.__dict__, namespace)
-    new_fn = namespace[original.__name__]
-    # What callers can see stays the original's: the very default objects (never re-evaluated), keyword-only
-    # defaults, annotations, name, qualified name, module, docstring, attributes; ``__wrapped__`` leads back.
-    functools.update_wrapper(new_fn, original)
-    new_fn.__defaults__, new_fn.__kwdefaults__ = original.__defaults__, original.__kwdefaults__
-    setattr(new_fn, REWRITTEN_MARK, True)
-    new_fn.__sglang_cp_symm_source__ = new_source
-    return new_fn
+class Refused(Exception):
+    """A target that is not patched, with the state and the reason to report."""
+
+    def __init__(self, state: str, detail: str = "") -> None:
+        super().__init__(detail)
+        self.state, self.detail = state, detail
+
+
+@dataclass
+class Plan:
+    """What patching one target will do, every check already passed; nothing has changed yet."""
+
+    target: Target
+    owner: Any
+    attr: str
+    current: Any  # the attribute as found (the original, or the plugin's earlier copy)
+    original: Callable
+    source: str  # the original's source, dedented
+    first_line: int
+    output: bool
+    send: bool
+    context_names: frozenset
+    names: Dict[str, str] = field(default_factory=dict)  # name the inserted code reads -> where it resolves
+    inject: Dict[str, Any] = field(default_factory=dict)  # names to add to the module, and their values
+    notes: List[str] = field(default_factory=list)  # parts left out, and why
 
 
 def is_rewritten(value: Any) -> bool:
     """True for a function the plugin installed in place of an engine function."""
     return bool(getattr(value, REWRITTEN_MARK, False))
+
+
+def symmetric_context_names(module: Any) -> frozenset:
+    """``use_symmetric_memory`` and every global of ``module`` bound to sglang's very function (an alias)."""
+    names = {SYMMETRIC_CONTEXT_NAME}
+    home = sys.modules.get(SYMMETRIC_CONTEXT_MODULE)
+    real = getattr(home, SYMMETRIC_CONTEXT_NAME, None)
+    if real is not None:
+        names |= {n for n, v in vars(module).items() if v is real}
+    return frozenset(names)
+
+
+def _sglang_object(name: str) -> Any:
+    """The object the inserted code means by ``name``: sglang's (or the plugin's) own, imported from its home."""
+    if name == "torch":
+        return importlib.import_module("torch")
+    return getattr(importlib.import_module(INJECTABLE[name]), name)
+
+
+def resolve_names(plan_names: Dict[str, str], module: Any) -> tuple:
+    """({name: where it resolves}, {name: value to inject}); ``where`` is "local", "module", "builtin",
+    "injected from M" or "missing: why"."""
+    where: Dict[str, str] = {}
+    inject: Dict[str, Any] = {}
+    for name, kind in sorted(plan_names.items()):
+        if kind == "local":
+            where[name] = "local"
+            continue
+        expected = None
+        if name in INJECTABLE or name == "torch":
+            try:
+                expected = _sglang_object(name)
+            except Exception as exc:
+                where[name] = f"missing: {INJECTABLE.get(name, name)} cannot be imported ({type(exc).__name__})"
+                continue
+        if name in module.__dict__:
+            value = module.__dict__[name]
+            if expected is not None and value is not expected:
+                where[name] = (f"missing: {module.__name__}.{name} is not "
+                               f"{INJECTABLE.get(name, 'the torch module')}'s object")
+            else:
+                where[name] = "module"
+        elif expected is not None and name != "torch":
+            where[name] = f"injected from {INJECTABLE[name]}"
+            inject[name] = expected
+        elif hasattr(builtins, name):
+            where[name] = "builtin"
+        else:
+            where[name] = f"missing: {module.__name__} does not define it"
+    return where, inject
+
+
+def plan_target(target: Target, module: Any, output: bool, send: bool) -> Plan:
+    """Every check patching makes before it changes anything; raises ``Refused`` with the state to report."""
+    try:
+        owner, attr, current = resolve(module, target.function)
+    except (AttributeError, KeyError):
+        raise Refused(ABSENT) from None
+    original = current.__wrapped__ if is_rewritten(current) else current
+    if not inspect.isfunction(original):
+        raise Refused(SKIPPED, f"not a plain function ({type(original).__name__})")
+    if getattr(original, "__wrapped__", None) is not None:
+        raise Refused(SKIPPED, f"{target.function} is a wrapper around another function (applied by assignment or "
+                      "a decorator); rewriting the inner one would drop the wrapper")
+    if original.__qualname__ != target.function:
+        raise Refused(SKIPPED, f"{target.function} is bound to {original.__module__}.{original.__qualname__}, not to "
+                      "the function the register names (an alias or a wrapper)")
+    if original.__globals__ is not module.__dict__:
+        raise Refused(SKIPPED, f"{target.function} is defined in {original.__module__}, not in {module.__name__}")
+    if original.__code__.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+        raise Refused(SKIPPED, "generators and coroutines are not rewritten")
+    try:
+        lines, first_line = inspect.getsourcelines(original)
+    except (OSError, TypeError) as exc:
+        raise Refused(SKIPPED, f"its source is not available ({exc})") from None
+    source = textwrap.dedent("".join(lines))
+    try:
+        prove_source(original, source, first_line)
+    except (RebuildError, SyntaxError) as exc:
+        raise Refused(SKIPPED, str(exc)) from None
+    names = symmetric_context_names(module)
+    plan = Plan(target, owner, attr, current, original, source, first_line, output, send, names)
+    try:
+        if output and output_state(source, target, names)[0] == "in context":
+            plan.output = False
+            plan.notes.append("the function already opens the context")
+        if send:
+            try:
+                find_send_edit(source, target, names)
+            except AlreadyStaged as exc:
+                plan.send = False
+                plan.notes.append(str(exc))
+        if not (plan.output or plan.send):
+            raise Refused(UPSTREAM, "; ".join(plan.notes) or target.fixed_by)
+        needed = injected_names(source, target, plan.output, plan.send, names)
+    except ShapeMismatch as exc:
+        raise Refused(SKIPPED, str(exc)) from None
+    plan.names, plan.inject = resolve_names(needed, module)
+    missing = [f"{n} ({w[len('missing: '):]})" for n, w in plan.names.items() if w.startswith("missing")]
+    if missing:
+        raise Refused(SKIPPED, "the inserted code needs " + ", ".join(missing))
+    return plan
+
+
+def injected_name_report(target: Target, release: Release, module: Any, send: bool = False) -> Dict[str, str]:
+    """For one target of ``release`` in its imported ``module``: each name the inserted code needs and where it
+    resolves ("local", "module", "builtin", "injected from M", "missing: why"), as patching would decide it.
+    {} when nothing would be inserted; {"refused": reason} where the target would not be patched."""
+    try:
+        plan = plan_target(target, module, output=not target.fixed_upstream_in(release), send=send)
+    except Refused as refused:
+        return {} if refused.state in (UPSTREAM, ABSENT) else {"refused": refused.detail}
+    return dict(plan.names)
+
+
+def compile_rewritten(original: Callable, target: Target, module: Any, output: bool = True, send: bool = False,
+                      context_names: Optional[frozenset] = None) -> Callable:
+    """Build the rewritten function: the module's live globals, the original's line numbers, closure, defaults
+    and attributes (``rebuild``); ``__wrapped__`` leads back to the original."""
+    lines, first_line = inspect.getsourcelines(original)
+    names = symmetric_context_names(module) if context_names is None else context_names
+    new_source = rewrite_function_source(textwrap.dedent("".join(lines)), target, output=output, send=send,
+                                         context_names=names)
+    new_fn = rebuilt_function(original, new_source, first_line)
+    setattr(new_fn, REWRITTEN_MARK, True)
+    new_fn.__sglang_cp_symm_source__ = new_source
+    return new_fn
 
 
 def _restore_copy(module: Any, name: str, wrapper: Any, original: Any) -> Callable[[], None]:
@@ -98,6 +255,14 @@ def _restore_copy(module: Any, name: str, wrapper: Any, original: Any) -> Callab
             setattr(module, name, original)
 
     return restore
+
+
+def _run_all(undo: List[Callable[[], None]]) -> None:
+    for step in reversed(undo):
+        try:
+            step()
+        except Exception:  # pragma: no cover - restoring attributes does not fail
+            pass
 
 
 class Patcher:
@@ -120,7 +285,7 @@ class Patcher:
         self._nccl_given: Optional[NcclVersion] = None
         self._hooked_modules: set = set()
         self._undo: List[Callable[[], None]] = []
-        self.rewritten: Dict[str, Callable] = {}  # target name -> the rewritten function the wrapper calls
+        self.rewritten: Dict[str, Callable] = {}  # target name -> the rewritten function installed
         self.on_settled: List[Callable[[], None]] = []  # called once, when no target waits for an import any more
 
     # -- reporting -----------------------------------------------------------------
@@ -201,15 +366,30 @@ class Patcher:
             except StrictModeError as exc:  # strict mode: the engine stops here, at the import of its module
                 raise strict_exit(str(exc)) from None
             except Exception as exc:  # a defect here must never fail the engine's own import
-                for target in targets_for(self.release):
-                    status = self.statuses.get(target.name)
-                    if target.module == module.__name__ and status is not None and status.state == WAITING:
-                        self._set(target.name, target.dotted, SKIPPED,
-                                  f"patching failed: {type(exc).__name__}: {str(exc)[:200]}")
+                try:
+                    self._give_up(module, f"patching failed: {type(exc).__name__}: {str(exc)[:200]}")
+                except StrictModeError as strict:
+                    raise strict_exit(str(strict)) from None
             if self.settled():
                 callbacks, self.on_settled = list(self.on_settled), []
                 for callback in callbacks:
-                    callback()
+                    try:
+                        callback()
+                    except Exception as exc:  # the status line or a hook: never the engine's import
+                        logs.warning_once(f"on-settled-{getattr(callback, '__qualname__', callback)}",
+                                          "sglang-cp-symm: %s failed after patching (%s: %s)",
+                                          getattr(callback, "__qualname__", "a callback"), type(exc).__name__,
+                                          str(exc)[:200])
+
+    def _give_up(self, module: Any, detail: str) -> None:
+        """Mark whatever still waits on ``module`` as skipped with ``detail``."""
+        for target in targets_for(self.release):
+            status = self.statuses.get(target.name)
+            if target.module == module.__name__ and status is not None and status.state == WAITING:
+                self._set(target.name, target.dotted, SKIPPED, detail)
+        status = self.statuses.get(POOL_FIX.name)
+        if module.__name__ == POOL_FIX.module and status is not None and status.state == WAITING:
+            self._set(POOL_FIX.name, status.where, SKIPPED, detail)
 
     def _patch_module(self, module: Any) -> None:
         decision = self._decide()
@@ -220,7 +400,7 @@ class Patcher:
             output_needed = not target.fixed_upstream_in(self.release)
             plan = (output_needed and decision.patch_outputs, decision.stage_send)
             if any(plan):
-                self._patch_target(target, module, *plan)
+                self.patch_target(target, module, *plan)
             elif output_needed:
                 self._set(target.name, target.dotted, HELD, decision.reason)
             else:
@@ -231,50 +411,41 @@ class Patcher:
             else:  # registering CP buffers with the CP communicator would engage the kernel that was held back
                 self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", HELD, decision.reason)
 
-    def _patch_target(self, target: Target, module: Any, output: bool, send: bool) -> None:
+    def patch_target(self, target: Target, module: Any, output: bool, send: bool) -> TargetStatus:
+        """Patch one target of ``module`` (or refuse, leaving it as it was); returns its status."""
         try:
-            owner, attr, current = resolve(module, target.function)
-        except (AttributeError, KeyError):
-            self._set(target.name, target.dotted, ABSENT)
-            return
-        original = unwrap(current)
-        if not inspect.isfunction(original):
-            self._set(target.name, target.dotted, SKIPPED, "not a plain function")
-            return
-        if output and SYMMETRIC_CONTEXT_NAME in original.__code__.co_names:
-            output = False  # the release already opens the context here: never nest it
-            if not send:
-                self._set(target.name, target.dotted, UPSTREAM, "the function already opens the context")
-                return
+            plan = plan_target(target, module, output, send)
+        except Refused as refused:
+            self._set(target.name, target.dotted, refused.state, refused.detail)
+            return self.statuses[target.name]
+        except Exception as exc:  # a defect in a check: refuse rather than guess
+            self._set(target.name, target.dotted, SKIPPED, f"patching failed: {type(exc).__name__}: {str(exc)[:200]}")
+            return self.statuses[target.name]
+        undo: List[Callable[[], None]] = []
         try:
-            self._inject_names(module, send)
-            new_fn = compile_rewritten(original, target, module, output=output, send=send)
-        except (ShapeMismatch, OSError, ImportError, AttributeError) as exc:
-            self._set(target.name, target.dotted, SKIPPED, str(exc))
-            return
-        # The rewritten function itself takes the original's place (no wrapper between caller and callee: the
-        # call costs what the original's did, bench/overhead.py); the post-import hook that does it is wrapt's.
-        setattr(owner, attr, new_fn)
-        WATCHDOG.watch(new_fn.__code__)
+            for name, value in plan.inject.items():
+                setattr(module, name, value)
+                undo.append(lambda m=module, n=name: m.__dict__.pop(n, None))
+            new_fn = compile_rewritten(plan.original, target, module, output=plan.output, send=plan.send,
+                                       context_names=plan.context_names)
+            # The rewritten function itself takes the original's place (no wrapper between caller and callee: the
+            # call costs what the original's did, bench/overhead.py); the post-import hook that does it is wrapt's.
+            setattr(plan.owner, plan.attr, new_fn)
+            undo.append(lambda o=plan.owner, a=plan.attr, v=plan.current: setattr(o, a, v))
+            if not isinstance(plan.owner, type):
+                self._rebind_copies(plan.original, new_fn, module, undo)
+            WATCHDOG.watch(new_fn.__code__)
+        except Exception as exc:  # roll the whole change back: the function stays exactly as it was
+            _run_all(undo)
+            self._set(target.name, target.dotted, SKIPPED, f"patching failed: {type(exc).__name__}: {str(exc)[:200]}")
+            return self.statuses[target.name]
+        self._undo.extend(undo)
         self.rewritten[target.name] = new_fn
-        self._undo.append(lambda o=owner, a=attr, v=current: setattr(o, a, v))
-        if not isinstance(owner, type):
-            self._rebind_copies(original, new_fn, module)
-        self._set(target.name, target.dotted, PATCHED, "+".join(k for k, on in (("output", output), ("send", send)) if on))
+        self._set(target.name, target.dotted, PATCHED,
+                  "+".join(k for k, on in (("output", plan.output), ("send", plan.send)) if on))
+        return self.statuses[target.name]
 
-    def _inject_names(self, module: Any, send: bool) -> None:
-        """Make the names the rewritten code uses resolvable in the target module's globals."""
-        needed = dict(REQUIRED_NAMES)
-        if send:
-            needed[STAGE_SEND_NAME] = send_staging.__name__
-        for name, source_module in needed.items():
-            if name in module.__dict__:
-                continue
-            value = getattr(importlib.import_module(source_module), name)
-            setattr(module, name, value)
-            self._undo.append(lambda m=module, n=name: m.__dict__.pop(n, None))
-
-    def _rebind_copies(self, original: Any, wrapper: Any, owner_module: Any) -> None:
+    def _rebind_copies(self, original: Any, wrapper: Any, owner_module: Any, undo: List[Callable[[], None]]) -> None:
         for mod in list(sys.modules.values()):
             if mod is None or mod is owner_module:
                 continue
@@ -285,17 +456,28 @@ class Patcher:
             for name, value in items:
                 if value is original:
                     setattr(mod, name, wrapper)
-                    self._undo.append(_restore_copy(mod, name, wrapper, original))
+                    undo.append(_restore_copy(mod, name, wrapper, original))
 
     def _patch_pool(self, module: Any) -> None:
         where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"
         cls = getattr(module, POOL_FIX.context_class, None)
-        shape = group_pool.context_shape(cls) if isinstance(cls, type) else None
+        if not isinstance(cls, type):
+            self._set(POOL_FIX.name, where, SKIPPED, f"{POOL_FIX.context_class} is not a class in this release")
+            return
+        init = cls.__dict__.get("__init__")
+        init_names = getattr(getattr(init, "__code__", None), "co_names", ())
+        if PATCHED_POOL_MARK in vars(module) or PATCHED_POOL_MARK in init_names:
+            self._set(POOL_FIX.name, where, UPSTREAM, "in the source already (sglang-cp-symm's patches/ applied)")
+            return
+        if UPSTREAM_POOL_MARK in cls.__dict__:
+            self._set(POOL_FIX.name, where, UPSTREAM, f"the release registers every segment with every communicator "
+                      f"at context exit ({POOL_FIX.fixed_by})")
+            return
+        shape = group_pool.context_shape(cls)
         if shape is None or "__init__" not in cls.__dict__ or "__enter__" not in cls.__dict__:
             self._set(POOL_FIX.name, where, SKIPPED, "SymmetricMemoryContext names its pool in an unknown way")
             return
         originals = {name: cls.__dict__[name] for name in ("__init__", "__enter__")}
-
         getter = POOL_FIX.group_getter(self.release)
 
         def route_to_group_pool(wrapped, instance, args, kwargs):
@@ -303,17 +485,29 @@ class Patcher:
             try:
                 group_pool.route_context_to_group_pool(instance, module, shape, getter)
             except Exception as exc:  # keep sglang's own pool rather than fail a forward pass
-                logger.warning("sglang-cp-symm: CP pool not used for this context: %s", exc)
+                logs.warning_once("pool-route", "sglang-cp-symm: a CP context kept sglang's shared pool: %s: %s "
+                                  "(reported once)", type(exc).__name__, str(exc)[:200])
 
         def reenter(wrapped, instance, args, kwargs):
-            group_pool.reenter_group_pool(instance)
+            try:
+                group_pool.reenter_group_pool(instance)
+            except Exception as exc:  # sglang's own re-entry then rebuilds the context on its shared pool
+                logs.warning_once("pool-reenter", "sglang-cp-symm: a CP context re-entered sglang's shared pool: "
+                                  "%s: %s (reported once)", type(exc).__name__, str(exc)[:200])
             return wrapped(*args, **kwargs)
 
-        wrapt.wrap_function_wrapper(cls, "__init__", route_to_group_pool)
-        if shape == group_pool.MEM_POOL_CTX_SHAPE:
-            wrapt.wrap_function_wrapper(cls, "__enter__", reenter)
-        for name, value in originals.items():
-            self._undo.append(lambda n=name, v=value: setattr(cls, n, v))
+        undo: List[Callable[[], None]] = []
+        try:
+            wrapt.wrap_function_wrapper(cls, "__init__", route_to_group_pool)
+            undo.append(lambda: setattr(cls, "__init__", originals["__init__"]))
+            if shape == group_pool.MEM_POOL_CTX_SHAPE:
+                wrapt.wrap_function_wrapper(cls, "__enter__", reenter)
+                undo.append(lambda: setattr(cls, "__enter__", originals["__enter__"]))
+        except Exception as exc:
+            _run_all(undo)
+            self._set(POOL_FIX.name, where, SKIPPED, f"patching failed: {type(exc).__name__}: {str(exc)[:200]}")
+            return
+        self._undo.extend(undo)
         self._set(POOL_FIX.name, where, PATCHED, shape)
 
     # -- undoing -------------------------------------------------------------------

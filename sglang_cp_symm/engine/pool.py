@@ -22,7 +22,6 @@ stays in step.
 
 from __future__ import annotations
 
-from .logs import logger
 from typing import Any, Dict, Optional
 
 

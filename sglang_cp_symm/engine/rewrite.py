@@ -1,29 +1,97 @@
-"""Move exactly one statement of a target function into the symmetric-memory context.
+"""Move exactly one statement of a target function into the symmetric-memory context, or refuse.
 
 The edit is made on the function's source text, located with the ``ast`` module:
-the single statement that assigns the all-gather's output buffer is indented one
+the single statement that allocates the all-gather's output buffer is indented one
 level and preceded by::
 
     with use_symmetric_memory(
         <group>, disabled=not is_allocation_symmetric()
     ):
 
-Nothing else moves. In particular the ``F.pad`` that only shorter ranks run stays
-outside, because window registration is collective and a pool miss on some
-ranks only would hang all of them. The same text edit yields the runtime
-function (``patching``) and the source diffs in ``patches/``, so the two cannot
-drift apart.
+The same text edit yields the runtime function (``patching``) and the source diffs
+in ``patches/``, so the two cannot drift apart.
 
-Every assumption is checked; a function of another shape raises ``ShapeMismatch``
-with the reason, and the caller leaves it untouched.
+Safety rule
+-----------
+Window registration is collective: an allocation moved into the context that is
+not the same size, in the same order, on every rank of the group hangs every rank
+on a pool miss, or silently mismatches window offsets (sglang #36943, #34230). So
+the rewrite accepts one shape, proved from the source, and refuses everything else
+(``ShapeMismatch`` with the reason: the function is left exactly as it was, the
+target reads ``skipped: <reason>``, strict mode stops the engine at its start):
+
+1. **The function**: one plain ``def`` (no decorator, not ``async``, no ``yield``,
+   ``global`` or ``nonlocal``) with exactly one all-gather taking ``(output, input)``
+   on the register's kind of group, in its own body (not in a nested function).
+   ``patching`` also proves that the source it edits compiles to the code that runs.
+2. **One allocation statement**: the statement right before the gather's, in the
+   same block, is ``<output> = <allocator>(...)``: one target, one call, its lines to
+   itself; the allocator is ``torch.empty`` / ``torch.zeros``, or ``new_empty`` /
+   ``new_zeros`` of the gather's input; keywords ``dtype`` and ``device`` only (no
+   ``out=``, no ``*_like``, no ``**``). A view, a reshape, a helper's result or a
+   second allocation in the statement is refused.
+3. **Sizes the same on every rank**, built with ``+ - * // %``, tuples and ``*``
+   unpacking from: integer constants; the expressions the register lists as uniform
+   for the target (``Target.uniform``: positional parameters never reassigned, or a
+   call such as a branch predicate, each with the sglang source that makes it so);
+   the gather input's own shape (``x.shape``, ``x.shape[i]``, ``x.shape[i:]``,
+   ``x.size(i)``, ``x.ndim``, ``x.numel()``) read where ``x`` already is the tensor
+   handed to the gather (no assignment or in-place ``x.*_()`` call in between), because
+   ``all_gather_into_tensor`` needs every rank to send the same number of elements, so
+   wherever the unpatched gather is well defined these are equal on every rank; and
+   local names assigned exactly once, on the allocation's path, from such
+   expressions. ``dtype`` and ``device`` are the input's, constants, or uniform. The
+   local length, the rank index, a value from per-rank metadata, a keyword-only
+   argument, a conditional expression: refused.
+4. **Reached on every path**: the allocation and the gather sit in the function
+   body or in ``if`` blocks whose conditions are uniform (rule 3), never in a loop,
+   ``try``, ``with`` or ``match``; every ``return``, ``raise`` and ``assert`` before the
+   allocation is under ``if``\\ s with uniform conditions (an ``assert``'s test uniform
+   too). Exceptions raised by calls are not modelled: a call that fails on one rank
+   only leaves the unpatched gather waiting the same way.
+5. **Contexts**: the output is ``upstream`` (nothing moves) only when the allocation
+   handed to the gather is inside a symmetric context: ``use_symmetric_memory``,
+   any module name bound to it, or a local bound once to an expression that opens
+   it (zigzag's ``ctx = use_symmetric_memory(...) if x.is_cuda else nullcontext()``).
+   A function that opens a symmetric context around anything else is refused.
+6. **Send staging** wraps the gather's one-line input argument. The staged buffer
+   has the input's size (the same contract) and is allocated while the gather's
+   arguments are evaluated, so exactly where and as often as the gather runs. Its
+   group is the one of the context that holds the output (upstream's or the
+   rewrite's own); a function that already stages its input (``patches/`` applied)
+   or whose input is already allocated in a symmetric context is left alone
+   (``AlreadyStaged``). Staging never depends on per-rank run-time state.
+7. **Names**: ``injected_names`` lists every name the inserted code reads; a local
+   one must be bound on the path, a global one is resolved by ``patching`` before
+   the function changes (refused if missing), so nothing is left to fail later.
+8. **Checked result**: the edited function's AST equals the original's with exactly
+   that statement wrapped in the context (and the input in the staging call).
+
+The proofs of rules 2-5 and 7 are ``rank_uniformity``'s; this module asks them and
+makes the edits.
 """
 
 from __future__ import annotations
 
 import ast
-import textwrap
+import copy
 from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple
 
+from . import send_staging
+from .rank_uniformity import (
+    DEFAULT_CONTEXT_NAMES,
+    STAGE_SEND_NAME,
+    AlreadyInContext,
+    AlreadyStaged,
+    FunctionProof,
+    NoGatherCall,
+    ShapeMismatch,
+    find_gather_call,
+    normalised,
+    parse_single_function,
+    read_function,
+)
 from ..targets import (
     ALLOCATION_SYMMETRIC_MODULE,
     ALLOCATION_SYMMETRIC_NAME,
@@ -32,13 +100,21 @@ from ..targets import (
     Target,
 )
 
+__all__ = [
+    "AlreadyInContext", "AlreadyStaged", "DEFAULT_CONTEXT_NAMES", "Edit", "INJECTABLE", "NoGatherCall",
+    "REQUIRED_NAMES", "STAGE_SEND_NAME", "SendEdit", "ShapeMismatch", "already_in_context", "apply_edit",
+    "apply_send_edit", "context_lines", "find_gather_call", "find_output_edit", "find_send_edit",
+    "injected_names", "output_state", "rewrite_function_source",
+]
 
-class ShapeMismatch(Exception):
-    """The function does not have the shape the register describes."""
-
-
-class NoGatherCall(ShapeMismatch):
-    """The function makes no all-gather of (output, input) at all (a helper of that name, or a stub)."""
+#: Names the inserted code may use that sglang (or the plugin) defines, and where: ``patching`` injects them
+#: into the target module when it lacks them (0.5.10's cp_utils imports neither of the first two).
+REQUIRED_NAMES = {
+    SYMMETRIC_CONTEXT_NAME: SYMMETRIC_CONTEXT_MODULE,
+    ALLOCATION_SYMMETRIC_NAME: ALLOCATION_SYMMETRIC_MODULE,
+}
+#: Every name the inserted code may use that the plugin can provide where a module lacks it, and its home.
+INJECTABLE = {**REQUIRED_NAMES, STAGE_SEND_NAME: send_staging.__name__}
 
 
 @dataclass(frozen=True)
@@ -49,117 +125,8 @@ class Edit:
     last_line: int  # 0-based index of its last line (inclusive)
     indent: str
     group_text: str
-
-
-def _root_name(node: ast.AST) -> str | None:
-    """``padded_x`` for ``padded_x``, ``padded_x.contiguous()`` and ``padded_x[:n]``."""
-    while True:
-        if isinstance(node, ast.Name):
-            return node.id
-        if isinstance(node, ast.Call):
-            node = node.func
-        elif isinstance(node, (ast.Attribute, ast.Subscript)):
-            node = node.value
-        else:
-            return None
-
-
-def _group_kind(text: str) -> str:
-    """"tp" for a gather on the attention-TP group (0.5.6-0.5.8), else "cp"; from the call's own text."""
-    return "tp" if ("attention_tp" in text or "attn_tp" in text) else "cp"
-
-
-def find_gather_call(func: ast.AST, target: Target) -> ast.Call:
-    """The one call on the target's kind of group that takes (output, input) as its first two arguments."""
-    calls = [
-        node
-        for node in ast.walk(func)
-        if isinstance(node, ast.Call)
-        and len(node.args) >= 2
-        and isinstance(node.args[0], ast.Name)
-        and node.args[0].id == target.output
-        and _root_name(node.args[1]) == target.input
-        and _group_kind(ast.unparse(node.func)) == _group_kind(target.group)
-    ]
-    if len(calls) != 1:
-        error = NoGatherCall if not calls else ShapeMismatch
-        raise error(f"expected one all-gather call taking ({target.output}, {target.input}); found {len(calls)}")
-    return calls[0]
-
-
-def _is_symmetric_context(item: ast.withitem) -> bool:
-    call = item.context_expr
-    if isinstance(call, ast.Name):  # `ctx = use_symmetric_memory(...) if ... ; with ctx:`
-        return True
-    return isinstance(call, ast.Call) and _root_name(call.func) == SYMMETRIC_CONTEXT_NAME
-
-
-def already_in_context(func: ast.AST, target: Target) -> bool:
-    """True when the output is assigned inside a ``with`` whose context is a symmetric one."""
-    for node in ast.walk(func):
-        if isinstance(node, ast.With) and any(_is_symmetric_context(i) for i in node.items):
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Assign) and any(
-                    isinstance(t, ast.Name) and t.id == target.output for t in inner.targets
-                ):
-                    return True
-    return False
-
-
-def _blocks(node: ast.AST):
-    """Every statement list in ``node`` (bodies, else branches, handlers...)."""
-    for child in ast.walk(node):
-        for field in ("body", "orelse", "finalbody"):
-            block = getattr(child, field, None)
-            if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
-                yield block
-
-
-def _assigns_output(stmt: ast.stmt, target: Target) -> bool:
-    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == target.output)
-
-
-def _allocation_before(func: ast.AST, call: ast.Call, target: Target) -> ast.Assign:
-    """The statement that allocates the buffer handed to ``call``: the nearest assignment of the output
-    before the gather, in the gather's own block (0.5.8 allocates it inside an ``if``)."""
-    holders = [(block, index) for block in _blocks(func) for index, stmt in enumerate(block)
-               if any(node is call for node in ast.walk(stmt))]
-    if not holders:  # pragma: no cover - a call always sits in some statement
-        raise ShapeMismatch("the all-gather is not in a statement block")
-    # The innermost statement holding the call: the one with the shortest span.
-    block, index = min(holders, key=lambda h: h[0][h[1]].end_lineno - h[0][h[1]].lineno)
-    for previous in reversed(block[:index]):
-        if _assigns_output(previous, target):
-            if not isinstance(previous.value, ast.Call):
-                raise ShapeMismatch(f"{target.output} is not assigned from an allocating call")
-            return previous
-        if any(isinstance(n, ast.Name) and n.id == target.output and isinstance(n.ctx, ast.Store)
-               for n in ast.walk(previous)):
-            break  # assigned in a nested statement: not a plain allocation
-    raise ShapeMismatch(f"no allocation of {target.output} right before the all-gather in its block")
-
-
-def find_output_edit(func_source: str, target: Target) -> Edit:
-    """Locate the output allocation in a function's source (as ``inspect.getsource`` returns it)."""
-    text, func = _parse_single_function(func_source)
-    if already_in_context(func, target):
-        raise ShapeMismatch("the output is already allocated in a symmetric context")
-    call = find_gather_call(func, target)
-    if isinstance(call.func, ast.Attribute):
-        receiver = ast.unparse(call.func.value)
-        if receiver != ast.unparse(ast.parse(target.group, mode="eval").body):
-            raise ShapeMismatch(
-                f"the all-gather runs on {receiver!r}, not on the register's group {target.group!r}"
-            )
-
-    assign = _allocation_before(func, call, target)
-    lines = text.splitlines()
-    first = assign.lineno - 1
-    last = assign.end_lineno - 1
-    line = lines[first]
-    indent = line[: len(line) - len(line.lstrip())]
-    return Edit(first_line=first, last_line=last, indent=indent, group_text=target.group)
+    statement: str = ""  # the moved statement, unparsed (for reports and tests)
+    uses_torch: bool = False  # the allocator is ``torch.<name>``: patching checks the module's ``torch``
 
 
 @dataclass(frozen=True)
@@ -174,47 +141,125 @@ class SendEdit:
     stream_text: str
 
 
-STAGE_SEND_NAME = "cp_symm_stage_send"
+# -- the public checks ---------------------------------------------------------------------
 
 
-def _parse_single_function(func_source: str) -> tuple[str, ast.AST]:
-    text = textwrap.dedent(func_source)
+def already_in_context(func: ast.AST, target: Target, context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> bool:
+    """True when the allocation handed to the gather is inside a symmetric context (rule 5)."""
     try:
-        module = ast.parse(text)
-    except SyntaxError as exc:  # pragma: no cover - sources shipped in wheels parse
-        raise ShapeMismatch(f"source does not parse: {exc}") from None
-    funcs = [n for n in module.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    if len(funcs) != 1:
-        raise ShapeMismatch("source is not a single function definition")
-    if funcs[0].decorator_list:
-        raise ShapeMismatch("decorated functions are not rewritten")
-    return text, funcs[0]
+        return FunctionProof(func, target, context_names).output_allocation()[0] == "in context"
+    except ShapeMismatch:
+        return False
 
 
-def find_send_edit(func_source: str, target: Target) -> SendEdit:
-    """Locate the all-gather's input argument, to route it through a staged symmetric buffer."""
-    text, func = _parse_single_function(func_source)
-    call = find_gather_call(func, target)
-    arg = call.args[1]
+def output_state(func_source: str, target: Target,
+                 context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> Tuple[str, str]:
+    """("in context", group) when upstream already allocates the output there, ("to move", "") when the
+    rule proves the edit; raises ``ShapeMismatch`` otherwise."""
+    try:
+        find_output_edit(func_source, target, context_names)
+    except AlreadyInContext as exc:
+        return "in context", exc.group
+    return "to move", ""
+
+
+def find_output_edit(func_source: str, target: Target, context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> Edit:
+    """Locate the output allocation in a function's source (as ``inspect.getsource`` returns it) and prove the
+    safety rule for it; ``AlreadyInContext`` (a ``ShapeMismatch``) when upstream already put it in a context."""
+    fn = read_function(func_source, target, context_names)
+    state, stmt, group = fn.output_allocation()
+    if state == "in context":
+        raise AlreadyInContext("the output is already allocated in a symmetric context", group)
+    if fn.opens_a_context():
+        raise ShapeMismatch("the function opens a symmetric context around another buffer, not around "
+                            f"{target.output}")
+    call = fn.gather
+    if isinstance(call.func, ast.Attribute):
+        receiver = ast.unparse(call.func.value)
+        if receiver != normalised(target.group):
+            raise ShapeMismatch(
+                f"the all-gather runs on {receiver!r}, not on the register's group {target.group!r}"
+            )
+    uses_torch = fn.check_allocation(stmt)
+    if state == "not adjacent":
+        raise ShapeMismatch(f"statements run between the allocation of {target.output} and the all-gather")
+    fn.check_path(stmt)
+    fn.check_lines(stmt)
+    fn.names_at([target.group], stmt)
+    lines = fn.text.splitlines()
+    first, last = stmt.lineno - 1, stmt.end_lineno - 1
+    line = lines[first]
+    indent = line[: len(line) - len(line.lstrip())]
+    return Edit(first_line=first, last_line=last, indent=indent, group_text=target.group,
+                statement=ast.unparse(stmt), uses_torch=uses_torch)
+
+
+def _send_group(fn: FunctionProof) -> str:
+    """The group the staged send buffer is allocated for: the one of the context that holds the output."""
+    try:
+        state, _, context_group = fn.output_allocation()
+    except ShapeMismatch:
+        state, context_group = "refused", None
+    call = fn.gather
+    if isinstance(call.func, ast.Attribute):  # the collective runs on its receiver's communicator
+        receiver = ast.unparse(call.func.value)
+        if state == "in context" and context_group != receiver:
+            raise ShapeMismatch(f"the output's context is on {context_group!r} but the all-gather runs on "
+                                f"{receiver!r}")
+        return receiver
+    return context_group if state == "in context" else fn.target.group
+
+
+def find_send_edit(func_source: str, target: Target, context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> SendEdit:
+    """Locate the all-gather's input argument, to route it through a staged symmetric buffer (rule 6)."""
+    fn = read_function(func_source, target, context_names)
+    staged = fn.already_staged()
+    if staged:
+        raise AlreadyStaged(staged)
+    arg = fn.gather.args[1]
     if arg.lineno != arg.end_lineno:
         raise ShapeMismatch("the all-gather's input spans several lines")
-    # The group the gather runs on: its receiver, or for a function-form gather the register's group.
-    group = ast.unparse(call.func.value) if isinstance(call.func, ast.Attribute) else target.group
-    stream = ast.unparse(call.args[2]) if len(call.args) >= 3 else "None"
-    line = text.splitlines()[arg.lineno - 1]
-    # ast columns count UTF-8 bytes; the sources we patch are ASCII on these lines.
+    group = _send_group(fn)
+    stream = ast.unparse(fn.gather.args[2]) if len(fn.gather.args) >= 3 else "None"
+    fn.names_at([group, stream], fn.gather_stmt)
+    line = fn.text.splitlines()[arg.lineno - 1]
+    if not line.isascii():  # ast columns count UTF-8 bytes
+        raise ShapeMismatch("the all-gather's line is not ASCII")
     return SendEdit(arg.lineno - 1, arg.col_offset, arg.end_col_offset,
                     line[arg.col_offset:arg.end_col_offset], group, stream)
 
 
-def apply_send_edit(lines: list[str], edit: SendEdit) -> list[str]:
+def injected_names(func_source: str, target: Target, output: bool = True, send: bool = False,
+                   context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> Dict[str, str]:
+    """Every name the inserted code reads: {name: "local" (bound on the path) or "global" (must resolve in the
+    module's globals)}. Raises ``ShapeMismatch`` where the edit itself is refused."""
+    fn = read_function(func_source, target, context_names)
+    names: Dict[str, str] = {}
+    if output:
+        edit = find_output_edit(func_source, target, context_names)
+        stmt = next(s for s in fn.nodes if isinstance(s, ast.stmt) and s.lineno - 1 == edit.first_line)
+        names.update({SYMMETRIC_CONTEXT_NAME: "global", ALLOCATION_SYMMETRIC_NAME: "global"})
+        names.update(fn.names_at([edit.group_text], stmt))
+        if edit.uses_torch:
+            names.setdefault("torch", "global")
+    if send:
+        edit = find_send_edit(func_source, target, context_names)
+        names[STAGE_SEND_NAME] = "global"
+        names.update(fn.names_at([edit.group_text, edit.stream_text], fn.gather_stmt))
+    return names
+
+
+# -- applying ----------------------------------------------------------------------------------
+
+
+def apply_send_edit(lines: List[str], edit: SendEdit) -> List[str]:
     index = edit.line
     line = lines[index]
     staged = f"{STAGE_SEND_NAME}({edit.arg_text}, {edit.group_text}, {edit.stream_text})"
     return lines[:index] + [line[: edit.start_col] + staged + line[edit.end_col :]] + lines[index + 1 :]
 
 
-def context_lines(edit: Edit) -> list[str]:
+def context_lines(edit: Edit) -> List[str]:
     i = edit.indent
     return [
         f"{i}with {SYMMETRIC_CONTEXT_NAME}(",
@@ -223,14 +268,41 @@ def context_lines(edit: Edit) -> list[str]:
     ]
 
 
-def apply_edit(lines: list[str], edit: Edit) -> list[str]:
+def apply_edit(lines: List[str], edit: Edit) -> List[str]:
     """Return ``lines`` with the allocation at ``edit`` moved into the context."""
     first, last = edit.first_line, edit.last_line
     moved = [("    " + l) if l.strip() else l for l in lines[first : last + 1]]
     return lines[:first] + context_lines(edit) + moved + lines[last + 1 :]
 
 
-def rewrite_function_source(func_source: str, target: Target, output: bool = True, send: bool = False) -> str:
+def _expected(func: ast.AST, edit: Optional[Edit], send: Optional[SendEdit], gather: ast.Call) -> str:
+    """The dump of the function the edits must produce, built on the original's tree (rule 8)."""
+    tree = copy.deepcopy(func)
+    twin = {id(o): c for o, c in zip(ast.walk(func), ast.walk(tree))}
+    if send is not None:
+        call = twin[id(gather)]
+        call.args[1] = ast.copy_location(ast.Call(ast.Name(STAGE_SEND_NAME, ast.Load()),
+                                                  [call.args[1], ast.parse(send.group_text, mode="eval").body,
+                                                   ast.parse(send.stream_text, mode="eval").body], []), call.args[1])
+    if edit is not None:
+        context = ast.parse(f"{SYMMETRIC_CONTEXT_NAME}({edit.group_text}, disabled=not "
+                            f"{ALLOCATION_SYMMETRIC_NAME}())", mode="eval").body
+        moved = 0
+        for node in list(ast.walk(tree)):
+            for _field, value in ast.iter_fields(node):
+                if isinstance(value, list):
+                    for index, stmt in enumerate(value):
+                        if isinstance(stmt, ast.Assign) and stmt.lineno - 1 == edit.first_line:
+                            value[index] = ast.copy_location(
+                                ast.With([ast.withitem(context, None)], [stmt], None), stmt)
+                            moved += 1
+        if moved != 1:  # pragma: no cover - the line checks make the statement unique on its line
+            raise ShapeMismatch("the allocation is not one statement of its own")
+    return ast.dump(ast.parse(ast.unparse(ast.fix_missing_locations(tree))).body[0])
+
+
+def rewrite_function_source(func_source: str, target: Target, output: bool = True, send: bool = False,
+                            context_names: Iterable[str] = DEFAULT_CONTEXT_NAMES) -> str:
     """The function's source (dedented) with the output allocation inside the symmetric context
     (``output``) and/or the all-gather's input routed through a staged symmetric buffer (``send``).
 
@@ -238,22 +310,20 @@ def rewrite_function_source(func_source: str, target: Target, output: bool = Tru
     """
     if not (output or send):
         raise ValueError("nothing to rewrite")
-    lines = textwrap.dedent(func_source).splitlines()
-    if send:
-        lines = apply_send_edit(lines, find_send_edit(func_source, target))
-    if output:
-        lines = apply_edit(lines, find_output_edit(func_source, target))
+    text, func = parse_single_function(func_source)
+    lines = text.splitlines()
+    send_edit = find_send_edit(func_source, target, context_names) if send else None
+    edit = find_output_edit(func_source, target, context_names) if output else None
+    if send_edit is not None:
+        lines = apply_send_edit(lines, send_edit)
+    if edit is not None:
+        lines = apply_edit(lines, edit)
     new_text = "\n".join(lines) + "\n"
-    check = ast.parse(new_text).body[0]  # self-check: it parses, and the edits are there
-    if output and not already_in_context(check, target):  # pragma: no cover - guarded by construction
-        raise ShapeMismatch("rewrite did not place the output in the context")
-    if send and STAGE_SEND_NAME not in new_text:  # pragma: no cover
-        raise ShapeMismatch("rewrite did not stage the send buffer")
+    try:
+        new_func = ast.parse(new_text).body[0]
+    except SyntaxError as exc:  # pragma: no cover - guarded by the line checks
+        raise ShapeMismatch(f"the edited function does not parse: {exc}") from None
+    gather = find_gather_call(func, target)
+    if ast.dump(new_func) != _expected(func, edit, send_edit, gather):  # pragma: no cover - by construction
+        raise ShapeMismatch("the edit changed more than the allocation and the send argument")
     return new_text
-
-
-#: Names the rewritten code uses, and where sglang defines them.
-REQUIRED_NAMES = {
-    SYMMETRIC_CONTEXT_NAME: SYMMETRIC_CONTEXT_MODULE,
-    ALLOCATION_SYMMETRIC_NAME: ALLOCATION_SYMMETRIC_MODULE,
-}

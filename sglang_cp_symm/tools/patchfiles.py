@@ -28,7 +28,7 @@ from ..engine import pool
 
 from ..engine import send_staging
 from ..engine.rewrite import REQUIRED_NAMES, STAGE_SEND_NAME, rewrite_function_source
-from .source_survey import NEEDS_PATCH, UPSTREAM, find_function, module_path, target_state
+from .source_survey import NEEDS_PATCH, UPSTREAM, find_function, injected_name_report, module_path, target_state
 from ..targets import POOL_FIX, SYMMETRIC_CONTEXT_MODULE, TARGETS, Target, is_supported
 from ..releases import Release
 
@@ -173,6 +173,11 @@ def patched_files(read: Callable[[str], Optional[str]], release: Release, send: 
         output = state == NEEDS_PATCH
         if not (output or send):
             continue
+        names = injected_name_report(current(path), target, release, send)
+        unresolved = sorted(n for n, where in names.items() if n == "refused" or where == "missing")
+        if unresolved:
+            raise PatchError(f"{target.dotted} in sglang {release}: the inserted code needs {unresolved}, which "
+                             f"{path} does not define")
         text = _rewrite_in_module(current(path), target, output=output, send=send)
         needed = dict(REQUIRED_NAMES) if output else {}
         if send:

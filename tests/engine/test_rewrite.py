@@ -70,7 +70,7 @@ def test_other_shapes_are_refused_with_a_reason(source, reason):
 
 ROUND_ROBIN = '''
 def rerange(input_tensor, cp_size, forward_batch, stream):
-    if round_robin():
+    if is_nsa_prefill_cp_round_robin_split():
         output_tensor = input_tensor.new_empty((input_tensor.shape[0] * cp_size,))
         attn_tp_all_gather_into_tensor(
             output_tensor,
