@@ -8,7 +8,7 @@
 #   bash ci/envs.sh                  .venv and the releases of set "ci" (ci/releases.txt)
 #   bash ci/envs.sh --all-releases   .venv and every release 0.5.6-0.5.23
 #   bash ci/envs.sh 0.5.17 0.5.20    .venv and these releases
-# The sglang wheels come from .cache/wheels when ci/fetch-wheels.sh put them there, else from the index.
+# The sglang wheels come from .cache/wheels (ci/fetch-wheels.sh, run here first), else from the index.
 # torchvision has no CPU build for torch 2.13: 0.5.10-0.5.20 import `decode_jpeg` from it at module level
 # (only image inputs call it), so tests/stubs/torchvision stands in for it; 0.5.21+ import it lazily.
 # Remove everything this sets up with: rm -rf .venv .envs .cache
@@ -43,6 +43,7 @@ fi
 say "installing this package into .venv"
 .venv/bin/pip install -q --no-deps --no-build-isolation --force-reinstall . 2>&1 | quiet_pip
 mkdir -p .envs/pins
+bash ci/fetch-wheels.sh  # the sglang wheels (sweep, patches/); the release environments below install from them
 # A libnccl stand-in that answers ncclGetVersion (tests/stubs/libnccl_stub.c says why).
 if [ ! -f .envs/libnccl-stub.so ] || [ tests/stubs/libnccl_stub.c -nt .envs/libnccl-stub.so ]; then
   gcc -shared -fPIC -O2 -o .envs/libnccl-stub.so tests/stubs/libnccl_stub.c
@@ -52,17 +53,28 @@ pins_of() {  # the pins of one release, from ci/releases.txt
   grep -v '^#' ci/releases.txt | sed 's/#.*//' | awk -v r="$1" '$1 == r { $1 = ""; $2 = ""; print }' | xargs
 }
 
+copy_stubs() {  # dir, pins: the CPU stand-ins a release names (stub:NAME), refreshed on every run
+  local spec
+  for spec in $2; do
+    case $spec in
+      stub:*) rm -rf "$1/${spec#stub:}"; cp -r "tests/stubs/optional/${spec#stub:}" "$1/" ;;
+    esac
+  done
+}
+
 build_release() {
   local release=$1 dir=.envs/sglang-$1 pins spec wheel
   pins=$(pins_of "$release")
   [ -n "$pins" ] || { echo "sglang $release is not in ci/releases.txt" >&2; return 2; }
   if [ -f "$dir/.done" ]; then
+    copy_stubs "$dir" "$pins"
     # An environment built before the .pins record (all pins inside it) is taken as built with today's pins.
     [ -f "$dir/.pins" ] || echo "$pins" > "$dir/.pins"
     [ "$(cat "$dir/.pins")" = "$pins" ] && return 0
     say "sglang $release: pins changed, rebuilding $dir"
   fi
   for spec in $pins; do
+    case $spec in stub:*) continue ;; esac
     if [ ! -f ".envs/pins/$spec/.done" ]; then
       say "installing $spec into .envs/pins/$spec"
       rm -rf ".envs/pins/$spec"
@@ -76,7 +88,9 @@ build_release() {
   heartbeat "pip install sglang==$release" \
     .venv/bin/pip install -q --no-deps --target "$dir" "${wheel:-sglang==$release}" 2>&1 | quiet_pip
   [ -d "$dir/sglang" ] || { echo "could not install sglang $release into $dir" >&2; return 1; }
+  copy_stubs "$dir" "$pins"
   for spec in $pins; do
+    case $spec in stub:*) continue ;; esac
     for entry in ".envs/pins/$spec"/*; do
       case $(basename "$entry") in bin) continue ;; esac
       ln -sfn "../pins/$spec/$(basename "$entry")" "$dir/$(basename "$entry")"
