@@ -78,7 +78,7 @@ build_release() {
     if [ ! -f ".envs/pins/$spec/.done" ]; then
       say "installing $spec into .envs/pins/$spec"
       rm -rf ".envs/pins/$spec"
-      heartbeat "pip install $spec" .venv/bin/pip install -q --no-deps --target ".envs/pins/$spec" "$spec" 2>&1 | quiet_pip
+      heartbeat "pip install $spec" .venv/bin/pip install -q --no-deps --no-compile --target ".envs/pins/$spec" "$spec" 2>&1 | quiet_pip
       touch ".envs/pins/$spec/.done"
     fi
   done
@@ -86,7 +86,7 @@ build_release() {
   say "sglang $release: installing ${wheel:-sglang==$release from the index} into $dir, with $pins"
   rm -rf "$dir"
   heartbeat "pip install sglang==$release" \
-    .venv/bin/pip install -q --no-deps --target "$dir" "${wheel:-sglang==$release}" 2>&1 | quiet_pip
+    .venv/bin/pip install -q --no-deps --no-compile --target "$dir" "${wheel:-sglang==$release}" 2>&1 | quiet_pip
   [ -d "$dir/sglang" ] || { echo "could not install sglang $release into $dir" >&2; return 1; }
   copy_stubs "$dir" "$pins"
   for spec in $pins; do

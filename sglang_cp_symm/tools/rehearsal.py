@@ -45,6 +45,7 @@ import socket
 import sys
 import textwrap
 import threading
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
@@ -375,6 +376,7 @@ def _observe(record: CallRecord, result, expected, off_result) -> dict:
 
 def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Config], seed: int, rounds: int,
             only: Optional[List[str]], queue) -> None:
+    started = time.monotonic()
     try:
         import torch
 
@@ -408,9 +410,10 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
             if tf.attribute == "cp_all_gather_rerange_output":
                 homes.update(round_robin_switches(tf.current(), tf.module))
         report: Dict[str, Any] = {"rank": rank, "release": str(release), "status": {}, "calls": {}, "lines": {},
-                                  "functions": {}, "groups": {}}
+                                  "functions": {}, "groups": {}, "seconds": {"setup": round(time.monotonic() - started, 2)}}
         off_results: Dict[str, Any] = {}
         for config in configs:
+            config_started = time.monotonic()
             pa.SymmetricMemoryContext = real_context  # the pool fix must meet sglang's real class
             status = None
             if config.enabled:
@@ -455,6 +458,7 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
             if config.enabled:
                 sglang_cp_symm.unpatch()
             assert not PATCHER.active
+            report["seconds"][config.name] = round(time.monotonic() - config_started, 2)
         queue.put((rank, report))
         keep_alive = None  # noqa: F841
         torch.distributed.barrier()

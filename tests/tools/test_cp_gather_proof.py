@@ -102,6 +102,8 @@ def test_results_are_correct_and_bit_identical_plugin_off_and_on(release):
         uneven += len(set(call["lengths"])) > 1
         for rank, runs in call["ranks"].items():
             for config, run in runs.items():
+                if "error" in run:
+                    continue  # reported by test_every_module_imports_and_every_call_runs
                 where = f"{call['target']} {call['branch']} cp {call['cp']} rank {rank} {config}"
                 assert run["correct"], f"{where}: not the full tensor"
                 assert run["same_as_off"] in (None, True), f"{where}: differs from the plugin-off result"
@@ -133,6 +135,8 @@ def test_exactly_the_buffers_the_status_names_move_into_the_cp_context(release):
             sizes = set()
             for rank, runs in call["ranks"].items():
                 run = runs[config]
+                if "error" in run:
+                    continue  # reported by test_every_module_imports_and_every_call_runs
                 where = f"{call['target']} {call['branch']} cp {call['cp']} rank {rank} {config} ({state})"
                 assert run["output_in_context"] is want_output, where
                 assert run["input_in_context"] is want_input, where
