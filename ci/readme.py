@@ -12,6 +12,7 @@ Two kinds of tagged blocks in README.md (and any other markdown file given):
        ...
        ```
 
+   Without a fence (a markdown table that should render), the block runs from the tag to `<!-- /output -->`.
    The command runs with bash in the repository root, with .venv/bin first on PATH and no
    SGLANG_* or NCCL_STUB_VERSION variable from the caller's environment (as the tests run).
    Add `2>&1` to show stderr, a pipe (`| sed -n 3,9p`, `| grep -v AMX`) to show an excerpt: the
@@ -45,6 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = re.compile(r"^<!-- output: (?P<command>.+?) -->\s*$")
+OUTPUT_END = re.compile(r"^<!-- /output -->\s*$")
 QUOTED = re.compile(r"^<!-- quoted: (?P<record>\S+) -->\s*$")
 FIGURES = re.compile(r"^<!-- figures: (?P<record>\S+) -->\s*$")
 FIGURES_END = re.compile(r"^<!-- /figures -->\s*$")
@@ -74,8 +76,17 @@ def parse(path: Path) -> tuple:
             kind = "output" if "command" in m.groupdict() else "quoted"
             j = i + 1
             fence = FENCE.match(lines[j]) if j < len(lines) else None
+            if not fence and kind == "output":  # unfenced: up to <!-- /output --> (a markdown table, rendered)
+                k = j
+                while k < len(lines) and not OUTPUT_END.match(lines[k]):
+                    k += 1
+                if k == len(lines):
+                    raise SystemExit(f"{path.name}:{i + 1}: an unfenced output block needs <!-- /output -->")
+                blocks.append(Block(kind, m.group("command"), i + 1, j, k))
+                i = k + 1
+                continue
             if not fence:
-                raise SystemExit(f"{path.name}:{i + 1}: an output tag must be followed by a fenced block")
+                raise SystemExit(f"{path.name}:{i + 1}: a quoted tag must be followed by a fenced block")
             k = j + 1
             while k < len(lines) and not lines[k].startswith(fence.group("fence")):
                 k += 1
