@@ -55,6 +55,7 @@ class Call:
     gathers: int = 1  # all-gathers the call makes (0 for the empty batch's early return)
     switches: Dict[str, bool] = field(default_factory=dict)  # predicate name -> value, set around the call
     key: str = ""  # identifies the same call on every rank and in every configuration
+    plain_cpu: bool = False  # a path the release runs without its context on CPU tensors (zigzag: `if x.is_cuda`)
 
 
 @dataclass(frozen=True)
@@ -306,11 +307,11 @@ def _rerange(tf: TargetFunction, plan: Plan) -> List[Call]:
     local = full[plan.rank::cp].contiguous()
     fb = SimpleNamespace(**{attr: build_metadata(meta_cls, per_rank_actual_token=[total // cp] * cp,
                                                   max_rank_len=[total // cp] * cp, total_seq_lens=total)})
-    calls.append(Call(tf.name, "round-robin split", cp, [total // cp] * cp, dtype,
+    calls.append(Call(tf.name, "round-robin split (equal shares: its gather needs them)", cp, [total // cp] * cp, dtype,
                       lambda f, a=(local, cp, fb, NO_STREAM): f(*a), full, switches={switch: True}))
-    # in-sequence split: blocks r and 2cp-1-r on rank r, uneven
+    # in-sequence split: blocks r and 2cp-1-r on rank r; 1..cp-1 tokens beyond a multiple of 2cp make the shares uneven
     seed, dtype = plan.next_seed(), plan.dtype()
-    total = plan.rng.randint(2 * cp, 48 * cp + 7)
+    total = 2 * cp * plan.rng.randint(1, 24) + plan.rng.randint(1, cp - 1)
     sizes, order, reverse_split_len, cp_reverse_index = _zigzag_blocks(plan.rng, total, cp)
     full = full_tensor(seed, total, (plan.rng.choice([1, 3, 16]),), dtype)
     blocks = contiguous_shares(full, sizes)
@@ -336,15 +337,15 @@ def _zigzag(tf: TargetFunction, plan: Plan) -> List[Call]:
     has_logical = "per_rank_logical_token" in {f.name for f in fields(meta_cls)}
     strategy = getattr(tf.module, "ZigzagCPStrategy")(plan.cp)
     cp, calls = plan.cp, []
-    branches = [("uneven shares, CPU tensor (zigzag opens no context for CPU tensors)", False, False),
-                ("uneven shares, tensor reporting is_cuda (the context a GPU gets)", True, False),
+    branches = [("uneven shares, CPU tensor (no context on CPU, by design)", False, False),
+                ("uneven shares, is_cuda (as on a GPU)", True, False),
                 ("equal shares, is_cuda", True, False)]
     if has_logical:
-        branches.append(("logical tokens shorter than the physical rows, is_cuda", True, True))
+        branches.append(("logical tokens shorter than the rows, is_cuda", True, True))
     for branch, cuda, logical in branches:
         seed, dtype = plan.next_seed(), plan.dtype()
         total = cp * plan.rng.randint(2, 30) if branch.startswith("equal") else plan.rng.randint(2 * cp, 48 * cp + 7)
-        if branch.startswith("uneven") and total % cp == 0:
+        if not branch.startswith("equal") and total % cp == 0:
             total += 1
         lengths = uneven_lengths(plan.rng, total, cp)
         full = full_tensor(seed, total, (plan.rng.choice([2, 8]), plan.rng.choice([4, 16])), dtype)
@@ -359,7 +360,7 @@ def _zigzag(tf: TargetFunction, plan: Plan) -> List[Call]:
         x = cuda_looking(local) if cuda else local
         fb = SimpleNamespace(attn_cp_metadata=meta)
         args = (strategy, x, fb, NO_STREAM) if with_stream else (strategy, x, fb)
-        calls.append(Call(tf.name, branch, cp, lengths, dtype, lambda f, a=args: plain(f(*a)), full))
+        calls.append(Call(tf.name, branch, cp, lengths, dtype, lambda f, a=args: plain(f(*a)), full, plain_cpu=not cuda))
     return calls
 
 
@@ -372,7 +373,7 @@ def _interleave(tf: TargetFunction, plan: Plan) -> List[Call]:
     names = {f.name for f in fields(meta_cls)}
     strategy = getattr(tf.module, "InterleaveCPStrategy")(plan.cp)
     cp, calls = plan.cp, []
-    branches = ["uneven shares", "equal shares", "logical tokens shorter than the physical rows", "empty batch"]
+    branches = ["uneven shares", "equal shares", "logical tokens shorter than the rows", "empty batch"]
     if "gather_index" in names:
         branches.append("gather index given")
     for branch in branches:

@@ -37,6 +37,33 @@ def _cell(rows: List[dict], config: str) -> str:
     return " ".join(parts) or "-"
 
 
+def _moved(groups: Dict[tuple, List[dict]], names: List[str]) -> List[str]:
+    """One line per configuration: which targets' output and send buffer it put in the context that the
+    plugin-off run did not, and the op that allocated them."""
+    found: Dict[str, Dict[str, set]] = {}
+    ops: Dict[str, set] = {}
+    for (target, _), rows in groups.items():
+        for row in rows:
+            for runs in row["ranks"].values():
+                off = {(a["is_output"], a["is_input"]) for a in runs.get("off", {}).get("inside", [])}
+                for name in names[1:]:
+                    for a in runs.get(name, {}).get("inside", []):
+                        if (a["is_output"], a["is_input"]) not in off:
+                            role = "output" if a["is_output"] else "send"
+                            found.setdefault(name, {}).setdefault(role, set()).add(target)
+                            ops.setdefault(name, set()).add(a["op"])
+    lines = []
+    for name in names[1:]:
+        roles = found.get(name, {})
+        if not roles:
+            lines.append(f"    {name:<15} nothing")
+            continue
+        lines.append(f"    {name:<15} output of {', '.join(sorted(roles.get('output', []))) or '-'}; "
+                     f"send buffer (a staged copy of the input) of {', '.join(sorted(roles.get('send', []))) or '-'}; "
+                     f"allocated by {', '.join(sorted(ops[name]))}")
+    return lines
+
+
 def _state_text(targets: dict) -> str:
     return ", ".join(f"{name} {t['state']}{' (' + t['detail'] + ')' if t['state'] == 'patched' else ''}"
                      for name, t in sorted(targets.items()) if not name.startswith("pool."))
@@ -93,6 +120,10 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
         shares = str(example["lengths"]).replace(" ", "")
         lines.append((f"  {target:<{width_t}}  {branch:<{width_b}}  {shares:<{width_s}}  "
                       + "  ".join(f"{c:<{w}}" for c, w in zip(cells[(target, branch)], widths))).rstrip())
+    moved = _moved(groups, names)
+    if moved:
+        lines.append("  moved into the context by the plugin (not there with it off):")
+        lines.extend(moved)
     lines.append(LEGEND.format(sizes=", ".join(map(str, result["sizes"])), example=example_cp))
     lines.append("")
     ok = True

@@ -446,7 +446,8 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
                     entry = report["calls"].setdefault(call.key, {
                         "key": call.key, "target": call.target, "branch": call.branch, "cp": call.cp,
                         "lengths": call.lengths, "dtype": call.dtype, "expected_gathers": call.gathers,
-                        "expected_rows": int(call.expected.shape[0]), "runs": {}})
+                        "expected_rows": int(call.expected.shape[0]), "plain_cpu": call.plain_cpu,
+                        "runs": {}})
                     if error is not None:
                         entry["runs"][config.name] = {"error": error}
                         continue
@@ -586,7 +587,7 @@ def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True,
     for rank, rep in result["ranks"].items():
         rows = []
         for index, entry in enumerate(rep["calls"].values()):
-            if "CPU tensor" in entry["branch"] or entry["expected_gathers"] == 0 or len(rows) >= cases:
+            if entry["plain_cpu"] or entry["expected_gathers"] == 0 or len(rows) >= cases:
                 continue
             sides = {}
             for label, config in (("unpatched", "off"), ("patched", "on" if patch else "off")):
