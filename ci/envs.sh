@@ -8,7 +8,8 @@
 #   bash ci/envs.sh                  .venv and the releases of set "ci" (ci/releases.txt)
 #   bash ci/envs.sh --all-releases   .venv and every release 0.5.6-0.5.23
 #   bash ci/envs.sh 0.5.17 0.5.20    .venv and these releases
-# The sglang wheels come from .cache/wheels (ci/fetch-wheels.sh, run here first), else from the index.
+#   bash ci/envs.sh --venv-only      .venv alone (stage A)
+# The sglang wheels come from .cache/wheels (ci/fetch-wheels.sh, run here alongside), else from the index.
 # torchvision has no CPU build for torch 2.13: 0.5.10-0.5.20 import `decode_jpeg` from it at module level
 # (only image inputs call it), so tests/stubs/torchvision stands in for it; 0.5.21+ import it lazily.
 # Remove everything this sets up with: rm -rf .venv .envs .cache
@@ -21,11 +22,20 @@ py=${PYTHON:-python3}
 quiet_pip() { grep -v "^WARNING: Location\|^WARNING: Target directory" || true; }
 
 case "${1:-}" in
+  --venv-only) releases="" ;;
   --all-releases) releases=$(release_set all) ;;
   "") releases=$(release_set ci) ;;
   *) releases="$*" ;;
 esac
 
+# The sglang wheels (the sweep, patches/, and the release environments below install from them), fetched
+# while .venv is built; its lines are marked "wheels:".
+mkdir -p .cache
+fetch_pid=""
+if [ -n "$releases" ]; then
+  (bash ci/fetch-wheels.sh 2>&1 | sed -u 's/^/  wheels: /') &
+  fetch_pid=$!
+fi
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$py" -m venv .venv
@@ -43,11 +53,12 @@ fi
 say "installing this package into .venv"
 .venv/bin/pip install -q --no-deps --no-build-isolation --force-reinstall . 2>&1 | quiet_pip
 mkdir -p .envs/pins
-bash ci/fetch-wheels.sh  # the sglang wheels (sweep, patches/); the release environments below install from them
 # A libnccl stand-in that answers ncclGetVersion (tests/stubs/libnccl_stub.c says why).
 if [ ! -f .envs/libnccl-stub.so ] || [ tests/stubs/libnccl_stub.c -nt .envs/libnccl-stub.so ]; then
   gcc -shared -fPIC -O2 -o .envs/libnccl-stub.so tests/stubs/libnccl_stub.c
 fi
+
+[ -z "$fetch_pid" ] || wait "$fetch_pid" || say "fetching the sglang wheels failed: the releases install from the index"
 
 pins_of() {  # the pins of one release, from ci/releases.txt
   grep -v '^#' ci/releases.txt | sed 's/#.*//' | awk -v r="$1" '$1 == r { $1 = ""; $2 = ""; print }' | xargs
@@ -103,4 +114,4 @@ build_release() {
 for release in $releases; do
   build_release "$release"
 done
-say "environments ready: $root/.venv and $(for r in $releases; do printf '.envs/sglang-%s ' "$r"; done)"
+say "environments ready: $root/.venv$([ -z "$releases" ] || echo " and") $(for r in $releases; do printf '.envs/sglang-%s ' "$r"; done)"

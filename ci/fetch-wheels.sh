@@ -6,10 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/lib.sh
 mkdir -p .cache/wheels
-last=$(.venv/bin/python -c "from sglang_cp_symm.targets import LAST_SUPPORTED as L; print(L)")
-versions=$(.venv/bin/pip index versions sglang 2>/dev/null | sed -n 's/^Available versions: //p' | tr ',' '\n' | tr -d ' ' || true)
+# The interpreter that runs ci/envs.sh (no .venv needed: envs.sh runs this while it builds .venv); the release
+# logic is the package's own, imported from the source tree (pure Python, no dependency).
+py=${PYTHON:-python3}
+export PYTHONPATH=$(pwd)${PYTHONPATH:+:$PYTHONPATH}
+last=$($py -c "from sglang_cp_symm.targets import LAST_SUPPORTED as L; print(L)")
+versions=$($py -m pip index versions sglang 2>/dev/null | sed -n 's/^Available versions: //p' | tr ',' '\n' | tr -d ' ' || true)
 [ -n "$versions" ] || versions=$(grep -v '^#' ci/sweep-releases.txt)
-wanted=$(.venv/bin/python - "$last" $versions <<'PY'
+wanted=$($py - "$last" $versions <<'PY'
 import sys
 from sglang_cp_symm.releases import Release
 last, versions = Release.parse(sys.argv[1]), sys.argv[2:]
@@ -24,7 +28,7 @@ if [ -n "$missing" ]; then
   say "downloading $(echo $missing | wc -w) sglang wheels into .cache/wheels (of $(echo $wanted | wc -w))"
   for v in $missing; do
     say "  sglang $v"
-    heartbeat "pip download sglang==$v" .venv/bin/pip download -q --no-deps --only-binary=:all: "sglang==$v" \
+    heartbeat "pip download sglang==$v" $py -m pip download -q --no-deps --only-binary=:all: "sglang==$v" \
       -d .cache/wheels 2>&1 | grep -v "^WARNING: Location" || true
   done
 fi
