@@ -16,7 +16,7 @@ if [ "$set_name" = all ]; then bash ci/envs.sh --all-releases; else bash ci/envs
 export CP_SYMM_RELEASES=$set_name
 say "pytest: stages A and B (tests/, -m 'not gpu'), one line per test"
 rc=0
-heartbeat "pytest" .venv/bin/python -m pytest -p no:cacheprovider -v -rfEs --durations=12 --color=no tests \
+heartbeat "pytest" .venv/bin/python -m pytest -p no:cacheprovider -v -rfEs --durations=25 --color=no tests \
   -m "not gpu" "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
   say "pytest collected no test (exit 5): the selection above matched nothing; that is a failure here"
