@@ -1,5 +1,5 @@
 # Shared by the ci/ scripts (sourced): elapsed-time stamps and a heartbeat, so a run prints a line at least every
-# 20 seconds from its first second. CI_START is inherited, so nested scripts count from the same start.
+# 15-20 seconds from its first second. CI_START is inherited, so nested scripts count from the same start.
 export CI_START=${CI_START:-$(date +%s)}
 # fd 9: where the heartbeat writes, so that it is seen even when the command's own output is piped into a filter.
 exec 9>&1
@@ -13,14 +13,14 @@ say() {
   printf '[%s] %s\n' "$(elapsed)" "$*"
 }
 
-# heartbeat LABEL CMD...: run CMD; while it runs, print "LABEL: still running" every 20 s. Returns CMD's status.
+# heartbeat LABEL CMD...: run CMD; while it runs, print "LABEL: still running" every 15 s. Returns CMD's status.
 heartbeat() {
   local label=$1; shift
   (
     n=0
     while sleep 5; do
       n=$((n + 5))
-      if [ $((n % 20)) -eq 0 ]; then say "$label: still running" >&9; fi
+      if [ $((n % 15)) -eq 0 ]; then say "$label: still running" >&9; fi
     done
   ) &
   local ticker=$! rc=0

@@ -3,7 +3,7 @@
 #   bash ci/test.sh                    the releases of set "ci" (one of each distinct target shape, ci/releases.txt)
 #   bash ci/test.sh --all-releases     every release 0.5.6-0.5.23
 #   bash ci/test.sh [--all-releases] -- PYTEST-ARGS   e.g. -- -k proof
-# Prints a line at least every 20 s: each setup step, pip's per-package lines, one line per test, a heartbeat.
+# Prints a line at least every 15-20 s: each setup step, pip's per-package lines, one line per test, a heartbeat.
 # Ends with pytest's summary: every failure and every skip with its reason, and the slowest tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."

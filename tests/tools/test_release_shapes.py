@@ -14,6 +14,8 @@ import pytest
 
 from conftest import ROOT, release_set
 
+pytestmark = pytest.mark.release
+
 WHEELS = ROOT / ".cache" / "wheels"
 
 
