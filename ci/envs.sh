@@ -1,41 +1,117 @@
 #!/usr/bin/env bash
 # Build the lean test environments, idempotently:
-#   .venv/                 torch 2.13 (CPU) + the modules sglang imports + this package (installed, not editable,
-#                          so its entry point and .pth bootstrap are real)
-#   .envs/sglang-X/        one real sglang release X (wheel, no dependencies) with its pinned transformers,
-#                          used through PYTHONPATH on top of .venv
+#   .venv/            torch 2.13 (CPU) + the modules sglang imports + this package (installed, not editable, so its
+#                     entry point and .pth bootstrap are real)
+#   .envs/pins/SPEC/  one pinned requirement of ci/releases.txt (transformers==5.8.1, ...), installed once, shared
+#   .envs/sglang-X/   one real sglang release X (its wheel, no dependencies) plus links to its pins; used through
+#                     PYTHONPATH on top of .venv (ci/with-release.sh, tests/conftest.py)
+#   bash ci/envs.sh                  .venv and the releases of set "ci" (ci/releases.txt)
+#   bash ci/envs.sh --all-releases   .venv and every release 0.5.6-0.5.23
+#   bash ci/envs.sh 0.5.17 0.5.20    .venv and these releases
+#   bash ci/envs.sh --venv-only      .venv alone (stage A)
+# The sglang wheels come from .cache/wheels (ci/fetch-wheels.sh, run here alongside), else from the index.
 # torchvision has no CPU build for torch 2.13: 0.5.10-0.5.20 import `decode_jpeg` from it at module level
 # (only image inputs call it), so tests/stubs/torchvision stands in for it; 0.5.21+ import it lazily.
+# Remove everything this sets up with: rm -rf .venv .envs .cache
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source ci/lib.sh
 root=$(pwd)
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 py=${PYTHON:-python3}
+quiet_pip() { grep -v "^WARNING: Location\|^WARNING: Target directory" || true; }
+
+case "${1:-}" in
+  --venv-only) releases="" ;;
+  --all-releases) releases=$(release_set all) ;;
+  "") releases=$(release_set ci) ;;
+  *) releases="$*" ;;
+esac
+
+# The sglang wheels (the sweep, patches/, and the release environments below install from them), fetched
+# while .venv is built; its lines are marked "wheels:".
+mkdir -p .cache
+fetch_pid=""
+if [ -n "$releases" ]; then
+  (bash ci/fetch-wheels.sh 2>&1 | sed -u 's/^/  wheels: /') &
+  fetch_pid=$!
+fi
 if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
   "$py" -m venv .venv
 fi
 stamp=.venv/.base-$(sha256sum ci/base-requirements.txt | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/pip install -q -c <(echo torch==2.13.0) -r ci/base-requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/pip install -q --no-deps compressed-tensors==0.20.0 2>&1 | grep -v "^WARNING: Location" || true
+  say "installing torch 2.13 (CPU) and the modules sglang imports into .venv (ci/base-requirements.txt; pip prints each package)"
+  heartbeat "pip install -r ci/base-requirements.txt" \
+    .venv/bin/pip install --progress-bar off -c <(echo torch==2.13.0) -r ci/base-requirements.txt 2>&1 \
+    | grep --line-buffered "^Collecting\|^Downloading\|^Installing\|^Successfully\|ERROR" || true
+  .venv/bin/pip install -q --no-deps compressed-tensors==0.20.0 2>&1 | quiet_pip
   .venv/bin/python -c "import torch, wrapt; assert torch.__version__.startswith('2.13.0'), torch.__version__"
   touch "$stamp"
 fi
-.venv/bin/pip install -q --no-deps --no-build-isolation --force-reinstall . 2>&1 | grep -v "^WARNING: Location" || true
-mkdir -p .envs
+say "installing this package into .venv"
+.venv/bin/pip install -q --no-deps --no-build-isolation --force-reinstall . 2>&1 | quiet_pip
+mkdir -p .envs/pins
 # A libnccl stand-in that answers ncclGetVersion (tests/stubs/libnccl_stub.c says why).
 if [ ! -f .envs/libnccl-stub.so ] || [ tests/stubs/libnccl_stub.c -nt .envs/libnccl-stub.so ]; then
   gcc -shared -fPIC -O2 -o .envs/libnccl-stub.so tests/stubs/libnccl_stub.c
 fi
-grep -v '^#' ci/releases.txt | while read -r release pins; do
-  [ -n "$release" ] || continue
-  dir=.envs/sglang-$release
-  if [ ! -f "$dir/.done" ]; then
-    rm -rf "$dir"
-    # shellcheck disable=SC2086
-    .venv/bin/pip install -q --no-deps --target "$dir" "sglang==$release" $pins 2>&1 | grep -v "^WARNING: Location" || true
-    [ -d "$dir/sglang" ] || { echo "could not install sglang $release into $dir" >&2; exit 1; }
-    touch "$dir/.done"
+
+[ -z "$fetch_pid" ] || wait "$fetch_pid" || say "fetching the sglang wheels failed: the releases install from the index"
+
+pins_of() {  # the pins of one release, from ci/releases.txt
+  grep -v '^#' ci/releases.txt | sed 's/#.*//' | awk -v r="$1" '$1 == r { $1 = ""; $2 = ""; print }' | xargs
+}
+
+copy_stubs() {  # dir, pins: the CPU stand-ins a release names (stub:NAME), refreshed on every run
+  local spec
+  for spec in $2; do
+    case $spec in
+      stub:*) rm -rf "$1/${spec#stub:}"; cp -r "tests/stubs/optional/${spec#stub:}" "$1/" ;;
+    esac
+  done
+}
+
+build_release() {
+  local release=$1 dir=.envs/sglang-$1 pins spec wheel
+  pins=$(pins_of "$release")
+  [ -n "$pins" ] || { echo "sglang $release is not in ci/releases.txt" >&2; return 2; }
+  if [ -f "$dir/.done" ]; then
+    copy_stubs "$dir" "$pins"
+    # An environment built before the .pins record (all pins inside it) is taken as built with today's pins.
+    [ -f "$dir/.pins" ] || echo "$pins" > "$dir/.pins"
+    [ "$(cat "$dir/.pins")" = "$pins" ] && return 0
+    say "sglang $release: pins changed, rebuilding $dir"
   fi
+  for spec in $pins; do
+    case $spec in stub:*) continue ;; esac
+    if [ ! -f ".envs/pins/$spec/.done" ]; then
+      say "installing $spec into .envs/pins/$spec"
+      rm -rf ".envs/pins/$spec"
+      heartbeat "pip install $spec" .venv/bin/pip install -q --no-deps --no-compile --target ".envs/pins/$spec" "$spec" 2>&1 | quiet_pip
+      touch ".envs/pins/$spec/.done"
+    fi
+  done
+  wheel=$(ls .cache/wheels/sglang-"$release"-*.whl 2>/dev/null | head -1 || true)
+  say "sglang $release: installing ${wheel:-sglang==$release from the index} into $dir, with $pins"
+  rm -rf "$dir"
+  heartbeat "pip install sglang==$release" \
+    .venv/bin/pip install -q --no-deps --no-compile --target "$dir" "${wheel:-sglang==$release}" 2>&1 | quiet_pip
+  [ -d "$dir/sglang" ] || { echo "could not install sglang $release into $dir" >&2; return 1; }
+  copy_stubs "$dir" "$pins"
+  for spec in $pins; do
+    case $spec in stub:*) continue ;; esac
+    for entry in ".envs/pins/$spec"/*; do
+      case $(basename "$entry") in bin) continue ;; esac
+      ln -sfn "../pins/$spec/$(basename "$entry")" "$dir/$(basename "$entry")"
+    done
+  done
+  echo "$pins" > "$dir/.pins"
+  touch "$dir/.done"
+}
+
+for release in $releases; do
+  build_release "$release"
 done
-echo "environments ready: $root/.venv and $(ls -d .envs/sglang-* | tr '\n' ' ')"
+say "environments ready: $root/.venv$([ -z "$releases" ] || echo " and") $(for r in $releases; do printf '.envs/sglang-%s ' "$r"; done)"

@@ -1,7 +1,26 @@
 #!/usr/bin/env bash
-# The test command of README and .ci/run: builds the environments, then stages A and B.
+# The test command of README and .ci/run: build the environments, then stages A and B (tests/, no GPU).
+#   bash ci/test.sh                    the releases of set "ci" (one of each distinct target shape, ci/releases.txt)
+#   bash ci/test.sh --all-releases     every release 0.5.6-0.5.23
+#   bash ci/test.sh [--all-releases] -- PYTEST-ARGS   e.g. -- -k proof
+# Prints a line at least every 15-20 s: each setup step, pip's per-package lines, one line per test, a heartbeat.
+# Ends with pytest's summary: every failure and every skip with its reason, and the slowest tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash ci/envs.sh
-bash ci/fetch-wheels.sh
-.venv/bin/python -m pytest -q tests -m "not gpu" "$@"
+source ci/lib.sh
+set_name=ci
+if [ "${1:-}" = "--all-releases" ]; then set_name=all; shift; fi
+if [ "${1:-}" = "--" ]; then shift; fi
+say "ci/test.sh: set '$set_name' of ci/releases.txt: $(release_set "$set_name" | xargs)"
+if [ "$set_name" = all ]; then bash ci/envs.sh --all-releases; else bash ci/envs.sh; fi
+export CP_SYMM_RELEASES=$set_name
+say "pytest: stages A and B (tests/, -m 'not gpu'), one line per test"
+rc=0
+heartbeat "pytest" .venv/bin/python -m pytest -p no:cacheprovider -v -rfEs --durations=25 --color=no tests \
+  -m "not gpu" "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+  say "pytest collected no test (exit 5): the selection above matched nothing; that is a failure here"
+  rc=1
+fi
+say "ci/test.sh: done, exit $rc"
+exit "$rc"

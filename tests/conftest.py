@@ -18,8 +18,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / "tests" / "stubs"
-RELEASES = [line.split()[0] for line in (ROOT / "ci" / "releases.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+_RELEASE_LINES = [line.split("#", 1)[0].split() for line in (ROOT / "ci" / "releases.txt").read_text().splitlines()
+                  if line.strip() and not line.startswith("#")]
+RELEASES = [fields[0] for fields in _RELEASE_LINES]
+
+
+def release_set(name: str) -> list:
+    """The releases of ci/releases.txt in set ``name`` ("ci": one of each distinct target shape; "all": every one)."""
+    return [fields[0] for fields in _RELEASE_LINES if name == "all" or fields[1] == name]
+
+
+#: The releases the per-release proofs run on: set "ci", or every release with CP_SYMM_RELEASES=all
+#: (``bash ci/test.sh --all-releases``), or the ones named (CP_SYMM_RELEASES="0.5.17 0.5.20").
+_WANTED = os.environ.get("CP_SYMM_RELEASES", "ci").strip()
+PROOF_RELEASES = release_set(_WANTED) if _WANTED in ("ci", "all") else _WANTED.split()
 
 
 NCCL_STUB = ROOT / ".envs" / "libnccl-stub.so"  # tests/stubs/libnccl_stub.c, built by ci/envs.sh

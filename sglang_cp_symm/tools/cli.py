@@ -1,4 +1,4 @@
-"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``patches``."""
+"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``demo-warmup``, ``patches``."""
 
 from __future__ import annotations
 
@@ -85,9 +85,9 @@ def import_register_modules() -> dict:
 
 
 def _demo(args) -> int:
-    from .rehearsal import run_demo
+    from .proof_report import run_demo
 
-    return run_demo(cp_size=args.cp_size, cases=args.cases, send=args.send, nccl=args.as_nccl)
+    return run_demo(world=args.world, rounds=args.rounds, nccl=args.as_nccl, every=args.every)
 
 
 def _demo_warmup(args) -> int:
@@ -140,6 +140,22 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _nccl_version(text: str) -> str:
+    from ..engine.nccl_policy import NcclVersion
+
+    try:
+        return str(NcclVersion.parse(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not an NCCL version (write it as 2.27.7)") from None
+
+
+def _world(text: str) -> int:
+    value = _positive(text)
+    if not 2 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"{text!r}: the rehearsal runs 2 to 8 processes")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="sglang-cp-symm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,11 +163,16 @@ def main(argv=None) -> int:
     p_status.add_argument("--json", action="store_true")
     p_status.add_argument("--apply", action="store_true", help="apply in this process and import the targets")
     p_status.set_defaults(func=_status)
-    p_demo = sub.add_parser("demo", help="run the real CP all-gathers across processes on CPU, plugin off then on")
-    p_demo.add_argument("--cp-size", type=int, default=2)
-    p_demo.add_argument("--cases", type=int, default=20)
-    p_demo.add_argument("--send", action="store_true", help="ask for send-buffer staging too")
-    p_demo.add_argument("--as-nccl", default=None, help="decide the NCCL policy as for this version (e.g. 2.27.7)")
+    p_demo = sub.add_parser("demo", help="the installed release's real CP all-gathers across CPU processes: plugin "
+                                         "off, on, and on with send staging, every target and branch")
+    p_demo.add_argument("--world", "--cp-size", dest="world", type=_world, default=4,
+                        help="processes (2-8; CP groups of 2 up to this size, 2, 3 and the size above 4)")
+    p_demo.add_argument("--rounds", type=_positive, default=1, help="calls per target and branch (new random shares)")
+    p_demo.add_argument("--as-nccl", default=None, type=_nccl_version,
+                        help="judge the NCCL policy as for this version (default: the one the release's torch pins)")
+    p_demo.add_argument("--every", action="store_true",
+                        help="also: send staging where it engages (as NCCL 2.27.7), and the race opt-in where the "
+                             "pinned NCCL is racy")
     p_demo.set_defaults(func=_demo)
     p_warm = sub.add_parser("demo-warmup", help="what the warm-up sends, from a real sglang command line (no GPU)")
     p_warm.add_argument("sglang_args", nargs=argparse.REMAINDER,

@@ -1,10 +1,18 @@
 """Run the real CP all-gathers of the installed sglang across processes on CPU, and watch the allocations.
 
-This is the plugin's dress rehearsal for machines without a GPU (and the
-engine of its tests and of ``sglang-cp-symm demo``). It uses sglang's own code:
-``init_distributed_environment`` with gloo, a real ``GroupCoordinator`` for the
-attention-CP group installed where ``get_attention_cp_group()`` finds it, and
-the unmodified (or patched) ``cp_utils`` functions on real tensors.
+This is the plugin's dress rehearsal for machines without a GPU: the engine of the
+CPU proof (``tests/tools/test_cp_gather_proof.py``) and of ``sglang-cp-symm demo``.
+It uses sglang's own code: ``init_distributed_environment`` with gloo, real
+``GroupCoordinator`` objects for the attention-CP group installed where the
+release's targets look it up, and the unmodified (or patched) functions of the
+register on real tensors, called as the installed release's signatures say
+(``gather_calls``).
+
+One start per release: the parent imports the release's modules once (so a module
+that fails to import is reported with its error before anything runs), then forks
+the ranks, which build one gloo group per CP size (2, 3, 4 by default, out of one
+world) and run every configuration of the plugin on the same calls: off, on with
+the NCCL the release pins, on with send staging, and with policies that engage it.
 
 Two things cannot exist without a GPU, and are replaced, only they:
 - sglang's ``SymmetricMemoryContext`` needs a CUDA ``MemPool`` and an NCCL
@@ -13,61 +21,36 @@ Two things cannot exist without a GPU, and are replaced, only they:
 - the custom op ``sglang::reg_all_gather_into_tensor`` has a CUDA kernel only;
   a CPU kernel calls the group's own ``_all_gather_into_tensor`` (gloo) and
   records the output and input tensors it was handed.
+zigzag opens its context only for CUDA tensors; a tensor subclass that reports
+``is_cuda`` shows what a GPU gets (``gather_calls.cuda_looking_class``), and the
+plain CPU tensor is run too.
 
-A ``TorchDispatchMode`` records every tensor the function allocates (any op
-output that does not alias an input) and whether a symmetric context was open at
-that moment, so a case can prove that the very buffer handed to the all-gather
-as output, and nothing else, was allocated inside the attention-CP group's
-context.
+A ``TorchDispatchMode`` records every tensor a call allocates (any op output that
+does not alias an input) and whether a symmetric context was open at that moment,
+so a case can prove that the very buffer handed to the all-gather as output (and,
+with send staging, as input), and nothing else, was allocated inside the
+attention-CP group's context. A line tracer records which lines of each target
+function ran, so the proof can show that every branch of every function ran, in
+its original and in its patched form.
 """
 
 from __future__ import annotations
 
-import random
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
 import socket
+import sys
+import textwrap
 import threading
+import time
 import traceback
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-@dataclass(frozen=True)
-class Gather:
-    """One real gather function the rehearsal drives: where it lives and what metadata it reads."""
-
-    module: str
-    function: str
-    metadata_attr: str
-    metadata_class: str
-    kv_cache: bool  # 3-D [tokens, heads, dim] input instead of 2-D [tokens, hidden]
-
-    @property
-    def label(self) -> str:
-        return f"{self.module.rsplit('.', 1)[-1]}.{self.function}"
-
-
-CP_UTILS = "sglang.srt.layers.utils.cp_utils"
-NSA_UTILS = "sglang.srt.layers.attention.nsa.utils"
-GATHERS = (
-    Gather(CP_UTILS, "cp_all_gather_reorganized_into_tensor", "attn_cp_metadata", "ContextParallelMetadata", False),
-    Gather(CP_UTILS, "cp_all_gather_reorganized_into_tensor_kv_cache", "attn_cp_metadata", "ContextParallelMetadata", True),
-    Gather(NSA_UTILS, "cp_attn_tp_all_gather_reorganazied_into_tensor", "nsa_cp_metadata", "NSAContextParallelMetadata", False),
-)
-
-
-def available_gathers() -> list:
-    """The gathers of ``GATHERS`` that the installed release has, with the (module, function) objects."""
-    import importlib
-
-    found = []
-    for g in GATHERS:
-        try:
-            module = importlib.import_module(g.module)
-        except ImportError:
-            continue
-        if hasattr(module, g.function) and hasattr(module, g.metadata_class):
-            found.append((g, module))
-    return found
+from .gather_calls import NO_STREAM, NoRecipe, calls_for, locate, round_robin_switches, switched  # noqa: F401
 
 # -- observation -------------------------------------------------------------------------
 
@@ -82,7 +65,7 @@ def _open_group() -> Optional[str]:
 class RecordingContext:
     """Stand-in for sglang's ``SymmetricMemoryContext`` on CPU (see module docstring)."""
 
-    def __init__(self, group_coordinator: Any):
+    def __init__(self, group_coordinator: Any, *args: Any, **kwargs: Any):
         self.group_name = getattr(group_coordinator, "unique_name", None) or repr(group_coordinator)
 
     def __enter__(self):
@@ -109,10 +92,6 @@ class Allocation:
 class CallRecord:
     allocations: List[Allocation] = field(default_factory=list)
     gathers: List[tuple] = field(default_factory=list)  # (output ptr, input ptr, context open at the gather)
-
-
-#: Some releases (0.5.9) assert that a stream is passed; the CPU path of the gather never uses it.
-NO_STREAM = SimpleNamespace(note="CPU rehearsal: no CUDA streams")
 
 
 def _storage_ptr(t) -> int:
@@ -142,7 +121,7 @@ def make_allocation_mode(record: CallRecord):
     return AllocationRecorder()
 
 
-# -- one process -------------------------------------------------------------------------
+# -- the stand-ins -----------------------------------------------------------------------
 
 
 def install_recording_context() -> None:
@@ -171,21 +150,15 @@ def install_cpu_all_gather(records: Dict[str, CallRecord]):
     return lib
 
 
-def _install_cpu_stand_ins(records: Dict[str, CallRecord]):
-    """Replace what needs a GPU (see module docstring); returns the op library, to be kept alive."""
-    install_recording_context()
-    return install_cpu_all_gather(records)
-
-
-def cpu_gather_group(ps, world: int, rank: int):
+def cpu_gather_group(ps, world: int, rank: int, group_ranks: Optional[List[List[int]]] = None):
     """A real ``GroupCoordinator`` over gloo for the CP gathers, without pynccl (which needs CUDA).
 
-    0.5.9+ let ``init_model_parallel_group`` turn pynccl off; 0.5.6-0.5.8 force it on there, so the
+    ``group_ranks`` (default: every rank in one group) as ``init_model_parallel_group``
+    takes it; every rank must build every group, in the same order. 0.5.9+ let
+    ``init_model_parallel_group`` turn pynccl off; 0.5.6-0.5.8 force it on there, so the
     coordinator is built directly with the same arguments and pynccl off.
     """
-    import inspect
-
-    ranks = [list(range(world))]
+    ranks = group_ranks or [list(range(world))]
     if "use_pynccl" in inspect.signature(ps.init_model_parallel_group).parameters:
         return ps.init_model_parallel_group(
             ranks, rank, "gloo", use_pynccl=False, use_custom_allreduce=False, group_name="attn_cp"
@@ -198,98 +171,300 @@ def cpu_gather_group(ps, world: int, rank: int):
     return ps.GroupCoordinator(**{k: v for k, v in wanted.items() if k in accepted})
 
 
-def _split_lengths(rng: random.Random, total: int, cp: int) -> List[int]:
-    """Uneven per-rank token counts summing to ``total``, each at most ceil(total / cp)."""
-    max_len = (total + cp - 1) // cp
-    lengths = [max_len] * cp
-    excess = max_len * cp - total
-    while excess:
-        r = rng.randrange(cp)
-        if lengths[r] > 0:
-            lengths[r] -= 1
-            excess -= 1
-    return lengths
+def install_cp_group(coordinator: Any, rank: int, size: int) -> List[str]:
+    """Put ``coordinator`` where this release's targets look the CP group up; returns where it went.
+
+    0.5.6-0.5.8 gather on ``dp_attention._ATTN_TP_GROUP``; 0.5.9+ read ``parallel_state._ATTN_CP``
+    (0.5.14-0.5.20 through ``get_parallel()``, read-through); 0.5.21+ ``get_parallel()`` answers
+    stamped values only (``override_permanently``; cp-sites.md §B2).
+    """
+    from sglang.srt.distributed import parallel_state as ps
+    from sglang.srt.layers import dp_attention
+
+    where = []
+    if hasattr(ps, "_ATTN_CP"):
+        ps._ATTN_CP = coordinator
+        where.append("parallel_state._ATTN_CP")
+    if hasattr(dp_attention, "_ATTN_TP_GROUP"):  # 0.5.6-0.5.8 gather NSA prefill CP on the attention-TP group
+        dp_attention._ATTN_TP_GROUP = coordinator
+        where.append("dp_attention._ATTN_TP_GROUP")
+    if importlib.util.find_spec("sglang.srt.runtime_context") is not None:
+        parallel = importlib.import_module("sglang.srt.runtime_context").get_parallel()
+        if hasattr(parallel, "override_permanently"):
+            if hasattr(parallel, "clear_stamp"):
+                parallel.clear_stamp()
+            parallel.override_permanently(attn_cp_group=coordinator, attn_cp_rank=rank, attn_cp_size=size)
+            where.append("get_parallel() stamp")
+    return where
 
 
-def _case_tensor(case_seed: int, rank: int, rows: int, shape_rest, dtype):
+# -- the release's modules ----------------------------------------------------------------
+
+#: What the rehearsal itself needs beyond the register's modules.
+HARNESS_MODULES = ("sglang.srt.distributed.parallel_state", "sglang.srt.layers.dp_attention",
+                   "sglang.srt.distributed.device_communicators.pynccl_allocator")
+
+
+def import_modules(names) -> Dict[str, str]:
+    """{module: "imported" | "not present" | "failed to import: <error>"} (a failure is never confused with absence)."""
+    outcome = {}
+    for name in names:
+        try:
+            present = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError) as exc:  # a parent package failed to import
+            outcome[name] = f"failed to import: {type(exc).__name__}: {str(exc)[:300]}"
+            continue
+        if not present:
+            outcome[name] = "not present"
+            continue
+        try:
+            importlib.import_module(name)
+            outcome[name] = "imported"
+        except BaseException as exc:  # noqa: BLE001 - any failure of a release's import is the finding
+            outcome[name] = f"failed to import: {type(exc).__name__}: {str(exc)[:300]}"
+    return outcome
+
+
+def release_targets():
+    """(release, the register's targets present in it, the modules to import)."""
+    from ..releases import installed_sglang
+    from ..targets import targets_for
+
+    release = installed_sglang()
+    if release is None:
+        return None, (), HARNESS_MODULES
+    targets = targets_for(release)
+    return release, targets, tuple(HARNESS_MODULES) + tuple(sorted({t.module for t in targets}))
+
+
+# -- configurations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """One way the plugin is set for a run of every call: ``off`` is sglang's own functions."""
+
+    name: str
+    label: str
+    enabled: bool = False
+    send: bool = False
+    allow_nccl_race: bool = False
+    nccl: Optional[str] = None
+
+
+#: An NCCL line where send staging engages the symmetric kernel and carries no race (nccl_policy).
+STAGING_NCCL = "2.27.7"
+
+
+def pinned_nccl(release) -> Optional[str]:
+    from ..pins import pin_for
+
+    pin = pin_for(release)
+    return None if pin is None else pin.nccl
+
+
+def default_configs(release, nccl: Optional[str] = None, send: bool = True, every: bool = True) -> List[Config]:
+    """off; on (as NCCL ``nccl``, default the release's pin); on with send staging; and, with ``every``,
+    send staging where it engages (NCCL 2.27.7) and the race opt-in where the pinned NCCL is racy."""
+    from ..engine.nccl_policy import NcclVersion, line_for
+
+    chosen = nccl or pinned_nccl(release)
+    where = f"NCCL {chosen}" + (" (the release's pin)" if nccl is None else " (given)")
+    configs = [Config("off", "plugin off (sglang's own functions)"),
+               Config("on", f"plugin on, {where}", enabled=True, nccl=chosen)]
+    if send:
+        configs.append(Config("on+send", f"plugin on, SEND=1, {where}", enabled=True, send=True, nccl=chosen))
+    if every and chosen != STAGING_NCCL:
+        configs.append(Config("on+send@2.27.7", f"plugin on, SEND=1, policy as for NCCL {STAGING_NCCL} "
+                                                 "(where staging engages)", enabled=True, send=True,
+                              nccl=STAGING_NCCL))
+    if every and chosen is not None and line_for(NcclVersion.parse(chosen)).race:
+        configs.append(Config("on+send+race", f"plugin on, SEND=1, ALLOW_NCCL_RACE=1, {where}", enabled=True,
+                              send=True, allow_nccl_race=True, nccl=chosen))
+    return configs
+
+
+# -- tracing which lines ran -----------------------------------------------------------------
+
+
+class LineTracer:
+    """Records the lines run in the given code objects (a ``sys.settrace`` hook, only around a call)."""
+
+    def __init__(self, codes: Dict[Any, str]):
+        self.codes = codes
+        self.lines: Dict[str, set] = {label: set() for label in codes.values()}
+
+    def _global(self, frame, event, arg):
+        label = self.codes.get(frame.f_code)
+        if label is None:
+            return None
+        seen = self.lines[label]
+
+        def local(frame, event, arg):
+            if event == "line":
+                seen.add(frame.f_lineno)
+            return local
+
+        return local
+
+    def __enter__(self):
+        self._previous = sys.gettrace()
+        sys.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc):
+        sys.settrace(self._previous)
+        return False
+
+
+def function_lines(fn) -> Dict[str, Any]:
+    """The lines of ``fn`` that carry code, and which of them only raise (input validation).
+
+    For a function the plugin rewrote, the source is the rewritten text it was compiled
+    from (``__sglang_cp_symm_source__``), numbered from the function's first line.
+    """
+    import ast
+
+    source = getattr(fn, "__sglang_cp_symm_source__", None) or textwrap.dedent(inspect.getsource(fn))
+    first = fn.__code__.co_firstlineno
+    node = ast.parse(source).body[0]
+    body = node.body
+    if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring carries no code
+    body_start = body[0].lineno
+    raising = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Raise):
+            raising.update(range(sub.lineno, sub.end_lineno + 1))
+    shift = first - node.lineno
+    code_lines = {line for _, _, line in fn.__code__.co_lines() if line is not None}
+    lines = {line for line in code_lines if line - shift >= body_start}
+    text = source.splitlines()
+    return {"lines": sorted(lines), "raising": sorted(line for line in lines if line - shift in raising),
+            "text": {line: text[line - shift - 1].strip() for line in lines if 0 < line - shift <= len(text)}}
+
+
+# -- one rank ---------------------------------------------------------------------------------
+
+
+def _settings_for(config: Config):
+    from ..engine.settings import Settings
+
+    return Settings(enabled=True, send=config.send, allow_nccl_race=config.allow_nccl_race,
+                    warmup=False, watchdog=False)
+
+
+def _observe(record: CallRecord, result, expected, off_result) -> dict:
     import torch
 
-    gen = torch.Generator().manual_seed(case_seed * 1009 + rank)
-    return torch.randn((rows, *shape_rest), generator=gen, dtype=torch.float32).to(dtype)
+    gather_out, gather_in = record.gathers[0][:2] if len(record.gathers) == 1 else (None, None)
+    inside = [a for a in record.allocations if a.context is not None]
+    return {
+        "correct": bool(result.shape == expected.shape and torch.equal(result, expected)),
+        "same_as_off": None if off_result is None else bool(
+            result.shape == off_result.shape and torch.equal(result, off_result)),
+        "gathers": len(record.gathers),
+        "inside": [{"op": a.op, "bytes": a.nbytes, "group": a.context, "is_output": a.ptr == gather_out,
+                    "is_input": a.ptr == gather_in} for a in inside],
+        "outside": len(record.allocations) - len(inside),
+        "output_in_context": gather_out is not None and any(a.ptr == gather_out for a in inside),
+        "input_in_context": gather_in is not None and any(a.ptr == gather_in for a in inside),
+        "output_bytes": next((a.nbytes for a in record.allocations if a.ptr == gather_out), None),
+        "input_bytes": next((a.nbytes for a in record.allocations if a.ptr == gather_in), None),
+    }
 
 
-def _worker(rank: int, world: int, port: int, cases: int, seed: int, patch: bool, send: bool, nccl, queue) -> None:
+def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Config], seed: int, rounds: int,
+            only: Optional[List[str]], queue) -> None:
+    started = time.monotonic()
     try:
         import torch
 
-        records: Dict[str, CallRecord] = {}
+        torch.set_num_threads(1)
+        # 0.5.6-0.5.8 warn on every async gather that pynccl is absent (the CPU path, parallel_state.py 0.5.6:767)
+        logging.getLogger("sglang.srt.distributed.parallel_state").addFilter(
+            lambda record: "not all_gather_into_tensor_async" not in record.getMessage())
         from sglang.srt.distributed import parallel_state as ps
+        from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
 
-        ps.init_distributed_environment(
-            world_size=world,
-            rank=rank,
-            distributed_init_method=f"tcp://127.0.0.1:{port}",
-            local_rank=rank,
-            backend="gloo",
-        )
-        group = cpu_gather_group(ps, world, rank)
-        ps._ATTN_CP = group
-        from sglang.srt.layers import dp_attention
+        import sglang_cp_symm
+        from sglang_cp_symm.engine.patching import PATCHER
 
-        if hasattr(dp_attention, "_ATTN_TP_GROUP"):  # 0.5.6-0.5.8 gather NSA prefill CP on the attention-TP group
-            dp_attention._ATTN_TP_GROUP = group
-
-        gathers = available_gathers()
-        originals = {g.label: getattr(m, g.function) for g, m in gathers}
-        status = None
-        if patch:  # before the stand-ins, so the pool fix meets sglang's real SymmetricMemoryContext
-            import sglang_cp_symm
-            from sglang_cp_symm.engine.settings import Settings
-
-            status = sglang_cp_symm.patch(Settings(enabled=True, send=send), nccl=nccl)
-        patched = {g.label: getattr(m, g.function) for g, m in gathers}
-        keep_alive = {"cpu_all_gather_kernel": _install_cpu_stand_ins(records)}
-
-        rng = random.Random(seed)
-        results = []
-        dtypes = [torch.float32, torch.bfloat16, torch.float16]
-        for case in range(cases):
-            total = rng.randint(2 * world, 64 * world + 7)
-            lengths = _split_lengths(rng, total, world)
-            gather, module = gathers[case % len(gathers)]
-            rest = (rng.choice([1, 2, 4]), rng.choice([8, 24])) if gather.kv_cache else (rng.choice([1, 3, 16]),)
-            dtype = dtypes[case % len(dtypes)]
-            max_len = (total + world - 1) // world
-            meta = getattr(module, gather.metadata_class)(max_rank_len=[max_len] * world, per_rank_actual_token=lengths)
-            forward_batch = SimpleNamespace(**{gather.metadata_attr: meta})
-            local = _case_tensor(seed + case, rank, lengths[rank], rest, dtype)
-            expected = torch.cat([_case_tensor(seed + case, r, lengths[r], rest, dtype) for r in range(world)])
-
-            outcome = {"case": case, "function": gather.label, "total": total, "lengths": lengths, "dtype": str(dtype)}
-            for label, fn in (("unpatched", originals[gather.label]), ("patched", patched[gather.label])):
-                record = CallRecord()
-                records["current"] = record
-                with make_allocation_mode(record):
-                    out = fn(local, total, world, forward_batch, NO_STREAM)
-                records["current"] = None
-                gather_out, gather_in = record.gathers[0][:2] if len(record.gathers) == 1 else (None, None)
-                inside = [a for a in record.allocations if a.context is not None]
-                outcome[label] = {
-                    "equal_expected": bool(torch.equal(out, expected)),
-                    "gathers": len(record.gathers),
-                    "inside": [(a.op, a.nbytes, a.context, a.ptr == gather_out, a.ptr == gather_in) for a in inside],
-                    "outside": [(a.op, a.nbytes) for a in record.allocations if a.context is None],
-                    "output_in_context": gather_out is not None and any(a.ptr == gather_out for a in inside),
-                    "input_in_context": gather_in is not None and any(a.ptr == gather_in for a in inside),
-                    "result": out,
-                }
-            outcome["bit_identical"] = bool(torch.equal(outcome["patched"].pop("result"), outcome["unpatched"].pop("result")))
-            results.append(outcome)
-        queue.put((rank, {"status": status, "results": results}))
-        keep_alive.clear()
+        release, targets, modules = release_targets()
+        ps.init_distributed_environment(world_size=world, rank=rank, distributed_init_method=f"tcp://127.0.0.1:{port}",
+                                        local_rank=rank, backend="gloo")
+        groups = {}
+        for size in sizes:  # one group per CP size, built by every rank in the same order
+            ranks = [list(range(size))] + ([list(range(size, world))] if size < world else [])
+            groups[size] = cpu_gather_group(ps, world, rank, ranks)
+        records: Dict[str, CallRecord] = {}
+        keep_alive = install_cpu_all_gather(records)
+        real_context = pa.SymmetricMemoryContext
+        by_name = {t.name: t for t in targets}
+        located = {t.name: locate(t, importlib.import_module(t.module)) for t in targets}
+        functions = [located[t.name] for t in targets if only is None or t.name in only]
+        # the calls, built once from the release's own (unpatched) functions: the same in every configuration
+        calls = {size: calls_for(functions, by_name, rank, size, seed, rounds) for size in sizes if rank < size}
+        homes: Dict[str, list] = {}  # where each round-robin switch is read from (gather_calls.round_robin_switches)
+        for tf in functions:
+            if tf.attribute == "cp_all_gather_rerange_output":
+                homes.update(round_robin_switches(tf.current(), tf.module))
+        report: Dict[str, Any] = {"rank": rank, "release": str(release), "status": {}, "calls": {}, "lines": {},
+                                  "functions": {}, "groups": {}, "seconds": {"setup": round(time.monotonic() - started, 2)}}
+        off_results: Dict[str, Any] = {}
+        for config in configs:
+            config_started = time.monotonic()
+            pa.SymmetricMemoryContext = real_context  # the pool fix must meet sglang's real class
+            status = None
+            if config.enabled:
+                status = sglang_cp_symm.patch(_settings_for(config), nccl=config.nccl)
+            report["status"][config.name] = status
+            pa.SymmetricMemoryContext = RecordingContext
+            pa.is_symmetric_memory_enabled = lambda: True
+            current = {name: tf.current() for name, tf in located.items()}
+            codes = {fn.__code__: name for name, fn in current.items() if hasattr(fn, "__code__")}
+            report["functions"][config.name] = {
+                name: {"rewritten": bool(getattr(fn, "__sglang_cp_symm_source__", None)),
+                       **function_lines(fn)} for name, fn in current.items()}
+            tracer = LineTracer(codes)
+            for size, size_calls in calls.items():
+                report["groups"][str(size)] = groups[size].unique_name
+                install_cp_group(groups[size], rank, size)
+                for call in size_calls:
+                    record = CallRecord()
+                    records["current"] = record
+                    error = None
+                    result = None
+                    try:
+                        with switched(homes, call.switches), tracer, make_allocation_mode(record):
+                            result = call.invoke(current[call.target])
+                    except Exception as exc:  # noqa: BLE001 - reported per call, with its traceback
+                        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-600:]
+                        error += "\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])[-1500:]
+                    finally:
+                        records["current"] = None
+                    entry = report["calls"].setdefault(call.key, {
+                        "key": call.key, "target": call.target, "branch": call.branch, "cp": call.cp,
+                        "lengths": call.lengths, "dtype": call.dtype, "expected_gathers": call.gathers,
+                        "expected_rows": int(call.expected.shape[0]), "plain_cpu": call.plain_cpu,
+                        "runs": {}})
+                    if error is not None:
+                        entry["runs"][config.name] = {"error": error}
+                        continue
+                    if config.name == "off":
+                        off_results[call.key] = result
+                    entry["runs"][config.name] = _observe(record, result, call.expected, off_results.get(call.key))
+                torch.distributed.barrier(group=groups[size].cpu_group)
+            report["lines"][config.name] = {name: sorted(lines) for name, lines in tracer.lines.items()}
+            if config.enabled:
+                sglang_cp_symm.unpatch()
+            assert not PATCHER.active
+            report["seconds"][config.name] = round(time.monotonic() - config_started, 2)
+        queue.put((rank, report))
+        keep_alive = None  # noqa: F841
         torch.distributed.barrier()
-    except BaseException:
-        queue.put((rank, {"error": traceback.format_exc()}))
+    except BaseException:  # noqa: BLE001 - the parent reports it
+        queue.put((rank, {"error": traceback.format_exc()[-6000:]}))
 
 
 def free_port() -> int:
@@ -298,22 +473,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True, send: bool = False,
-        nccl: Optional[str] = None, timeout: float = 300) -> Dict[int, dict]:
-    """Spawn ``cp_size`` processes, run ``cases`` random gathers in each, and return each rank's report.
+def _start_method() -> str:
+    """fork (the parent has imported the release already: no rank pays the imports again) unless told otherwise."""
+    return os.environ.get("CP_SYMM_REHEARSAL_START", "fork")
 
-    ``send`` asks for send-buffer staging; ``nccl`` decides the NCCL policy as if that version
-    were loaded (there is no NCCL on a CPU machine), e.g. "2.27.7" where staging is engaged.
+
+def prove(world: int = 4, sizes=(2, 3, 4), configs: Optional[List[Config]] = None, seed: int = 1234,
+          rounds: int = 1, only: Optional[List[str]] = None, timeout: float = 600) -> dict:
+    """Run every call of every target of the installed release in every configuration, across ``world`` processes.
+
+    Returns {"release", "imports": {module: outcome}, "configs": [...], "ranks": {rank: report}} or, when a
+    module of the release does not import, the same with "error" naming it and nothing run.
     """
     import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
+    release, targets, modules = release_targets()
+    sizes = sorted({s for s in sizes if 2 <= s <= world})
+    imports = import_modules(modules)
+    result: Dict[str, Any] = {"release": None if release is None else str(release), "imports": imports,
+                              "targets": [t.name for t in targets], "sizes": sizes, "world": world}
+    if release is None:
+        result["error"] = "sglang is not installed in this environment"
+        return result
+    failed = {m: o for m, o in imports.items() if o != "imported"}
+    if failed:
+        result["error"] = "; ".join(f"{m} {o}" for m, o in failed.items())
+        return result
+    configs = configs if configs is not None else default_configs(release)
+    result["configs"] = [asdict(c) for c in configs]
+    ctx = mp.get_context(_start_method())
     queue = ctx.Queue()
     port = free_port()
-    procs = [
-        ctx.Process(target=_worker, args=(r, cp_size, port, cases, seed, patch, send, nccl, queue), daemon=True)
-        for r in range(cp_size)
-    ]
+    procs = [ctx.Process(target=_worker, args=(r, world, port, sizes, configs, seed, rounds, only, queue),
+                         daemon=True) for r in range(world)]
     for p in procs:
         p.start()
     reports: Dict[int, dict] = {}
@@ -321,40 +513,95 @@ def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True,
         for _ in procs:
             rank, report = queue.get(timeout=timeout)
             reports[rank] = report
+    except Exception as exc:  # noqa: BLE001 - a rank that never answered
+        result["error"] = f"{len(reports)} of {world} ranks answered within {timeout:.0f} s ({type(exc).__name__})"
     finally:
         for p in procs:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-    return reports
-
-
-def run_demo(cp_size: int = 2, cases: int = 20, send: bool = False, nccl: Optional[str] = None) -> int:
-    """``sglang-cp-symm demo``: the same gathers with the plugin off and on, and what changed."""
-    from ..releases import installed_sglang
-
-    mode = f", send staging requested, policy as for NCCL {nccl or 'unknown'}" if send else ""
-    print(f"sglang {installed_sglang()}: {cases} random all-gathers on {cp_size} CPU processes (gloo), "
-          f"the release's own functions{mode}")
-    reports = run(cp_size=cp_size, cases=cases, patch=True, send=send, nccl=nccl)
-    errors = [r["error"] for r in reports.values() if "error" in r]
+    result["ranks"] = {str(r): reports[r] for r in sorted(reports)}
+    errors = [f"rank {r}: {rep['error']}" for r, rep in sorted(reports.items()) if "error" in rep]
     if errors:
-        print(errors[0])
-        return 1
-    rank0 = reports[0]
-    print("plugin status:", {k: v["state"] for k, v in rank0["status"]["targets"].items()})
-    ok = True
-    for fn in sorted({c["function"] for c in rank0["results"]}):
-        rows = [c for rep in reports.values() for c in rep["results"] if c["function"] == fn]
-        for label in ("unpatched", "patched"):
-            n_out = sum(c[label]["output_in_context"] for c in rows)
-            n_in = sum(c[label]["input_in_context"] for c in rows)
-            n_other = sum(sum(1 for i in c[label]["inside"] if not (i[3] or i[4])) for c in rows)
-            print(f"  {fn:<48} {label:<9}: in the CP symmetric context: output {n_out}/{len(rows)}, "
-                  f"send buffer {n_in}/{len(rows)}, anything else {n_other}")
-        same = all(c["bit_identical"] and c["patched"]["equal_expected"] for c in rows)
-        ok &= same
-        print(f"  {fn:<48} results bit-identical to unpatched and correct: {same}")
-        example = rows[0]["patched"]
-        print(f"    e.g. case {rows[0]['case']} lengths {rows[0]['lengths']}: inside={example['inside']} outside={example['outside']}")
-    return 0 if ok else 1
+        result["error"] = "\n".join(errors)
+    return result
+
+
+# -- what a maintainer reads from it -------------------------------------------------------------
+
+
+def coverage(result: dict) -> Dict[str, Dict[str, dict]]:
+    """{config: {target: {"missing": [(line, text)], "raising_only": n}}}: lines that ran on no rank in no call."""
+    out: Dict[str, Dict[str, dict]] = {}
+    ranks = [r for r in result.get("ranks", {}).values() if "error" not in r]
+    if not ranks:
+        return out
+    for config in ranks[0]["lines"]:
+        out[config] = {}
+        for target, info in ranks[0]["functions"][config].items():
+            ran = set()
+            for rep in ranks:
+                ran |= set(rep["lines"][config].get(target, []))
+            lines = set(info["lines"])
+            raising = set(info["raising"])
+            missing = sorted(lines - ran - raising)
+            out[config][target] = {
+                "missing": [(line, info["text"].get(str(line), info["text"].get(line, ""))) for line in missing],
+                "not_run_raise_only": len((lines - ran) & raising),
+                "rewritten": info["rewritten"],
+            }
+    return out
+
+
+def merged_calls(result: dict) -> List[dict]:
+    """Every call with each rank's observation: [{key, target, branch, cp, lengths, dtype, ranks: {rank: runs}}]."""
+    merged: Dict[str, dict] = {}
+    for rank, rep in result.get("ranks", {}).items():
+        for key, entry in rep.get("calls", {}).items():
+            row = merged.setdefault(key, {k: v for k, v in entry.items() if k != "runs"})
+            row.setdefault("ranks", {})[rank] = entry["runs"]
+    return sorted(merged.values(), key=lambda row: (row["target"], row["cp"], row["key"]))
+
+
+# -- the former interface: one spawn, one CP size, random cases (tests/tools/test_patches_and_sweep.py) ----------
+
+
+def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True, send: bool = False,
+        nccl: Optional[str] = None, timeout: float = 300) -> Dict[int, dict]:
+    """``cp_size`` processes, each target's calls (up to ``cases``), unpatched vs patched (``send``, ``nccl``).
+
+    Each rank's report: {"status", "results": [{case, function, lengths, total, dtype, unpatched, patched,
+    bit_identical}]} with, per side, equal_expected / gathers / inside / outside / output_in_context /
+    input_in_context. Calls zigzag makes on plain CPU tensors and the empty batch are left out (no context,
+    or no gather, by design).
+    """
+    release, _, _ = release_targets()
+    configs = [Config("off", "plugin off")]
+    if patch:
+        configs.append(Config("on", "plugin on", enabled=True, send=send, nccl=nccl))
+    rounds = max(1, cases // 8)
+    result = prove(world=cp_size, sizes=(cp_size,), configs=configs, seed=seed, rounds=rounds, timeout=timeout)
+    if "error" in result:
+        return {0: {"error": result["error"]}}
+    out: Dict[int, dict] = {}
+    for rank, rep in result["ranks"].items():
+        rows = []
+        for index, entry in enumerate(rep["calls"].values()):
+            if entry["plain_cpu"] or entry["expected_gathers"] == 0 or len(rows) >= cases:
+                continue
+            sides = {}
+            for label, config in (("unpatched", "off"), ("patched", "on" if patch else "off")):
+                run_ = entry["runs"][config]
+                if "error" in run_:
+                    return {0: {"error": run_["error"]}}
+                sides[label] = {"equal_expected": run_["correct"], "gathers": run_["gathers"],
+                                "inside": [(i["op"], i["bytes"], i["group"], i["is_output"], i["is_input"])
+                                           for i in run_["inside"]],
+                                "outside": run_["outside"], "output_in_context": run_["output_in_context"],
+                                "input_in_context": run_["input_in_context"],
+                                "same_as_off": run_["same_as_off"]}
+            rows.append({"case": index, "function": f"{entry['target']} {entry['branch']}",
+                         "lengths": entry["lengths"], "total": sum(entry["lengths"]), "dtype": entry["dtype"],
+                         "bit_identical": sides["patched"]["same_as_off"] is not False, **sides})
+        out[int(rank)] = {"status": rep["status"].get("on" if patch else "off"), "results": rows}
+    return out
