@@ -15,9 +15,12 @@ say "ci/test.sh: set '$set_name' of ci/releases.txt: $(release_set "$set_name" |
 if [ "$set_name" = all ]; then bash ci/envs.sh --all-releases; else bash ci/envs.sh; fi
 export CP_SYMM_RELEASES=$set_name
 say "pytest: stages A and B (tests/, -m 'not gpu'), one line per test"
+# Two workers, one test module per worker (--dist loadscope): a module's per-release results are computed once in
+# the worker that runs it. The tests start sglang in subprocesses, so two workers use both cores of a CI machine.
+workers=${CP_SYMM_TEST_WORKERS:-2}
 rc=0
-heartbeat "pytest" .venv/bin/python -m pytest -p no:cacheprovider -v -rfEs --durations=25 --color=no tests \
-  -m "not gpu" "$@" || rc=$?
+heartbeat "pytest" .venv/bin/python -m pytest -p no:cacheprovider -v -rfEs --durations=25 --color=no \
+  -n "$workers" --dist loadscope tests -m "not gpu" "$@" || rc=$?
 if [ "$rc" -eq 5 ]; then
   say "pytest collected no test (exit 5): the selection above matched nothing; that is a failure here"
   rc=1

@@ -12,7 +12,10 @@ the code object of the frame running the ``with`` statement:
   method runs, and the pool watchdog measures around it;
 - ``GUARD`` (a CP or DCP all-gather on an NCCL whose symmetric kernels race, see
   ``race_guard``): the original methods do not run at all, so the gather's buffers
-  are allocated by the ordinary caching allocator, outside every window.
+  are allocated by the ordinary caching allocator, outside every window. A context
+  is ``GUARD`` by its opener (the register's CP all-gathers) or, while the guard is
+  engaged, by its group: ``GUARDED_GROUPS`` names the groups (sglang's
+  ``GroupCoordinator.unique_name`` before the ``:``) whose contexts never route.
 
 The role of a known context is kept on it (``ROLE``), so a context left and re-entered
 elsewhere (``disable_/restore_symmetric_memory_context``, 0.5.6+) keeps the role it
@@ -38,6 +41,10 @@ ROLE = "_cp_symm_role"
 
 #: code object of a function that opens symmetric contexts -> its role (the watchdog and the guard fill it)
 ROLES: Dict[Any, str] = {}
+#: group names whose every context is ``GUARD`` (empty unless the race guard is engaged)
+GUARDED_GROUPS: set = set()
+#: called once, at the first ``GUARD`` context, when the GPU is known; False lifts the guard (``race_guard``)
+CONFIRM: List[Optional[Callable[[], bool]]] = [None]
 
 
 def set_role(code: Any, role: str) -> None:
@@ -62,6 +69,8 @@ class Listener:
 
 
 _listener: List[Optional[Listener]] = [None]
+#: class -> [sglang's __enter__, sglang's __exit__, how many installers hold the hooks]
+_installed: Dict[type, list] = {}
 
 
 def _failed(where: str, exc: BaseException) -> None:
@@ -70,12 +79,57 @@ def _failed(where: str, exc: BaseException) -> None:
                       "(reported once)", where, type(exc).__name__, str(exc)[:200])
 
 
-def install(cls: type, listener: Optional[Listener]) -> Callable[[], None]:
-    """Replace ``cls.__enter__``/``__exit__``; returns the function that puts sglang's back."""
+def group_role(context: Any) -> Optional[str]:
+    """``GUARD`` if the context's group is one the guard names (its ``group_coordinator``, every release)."""
+    name = getattr(getattr(context, "group_coordinator", None), "unique_name", None)
+    return GUARD if isinstance(name, str) and name.split(":", 1)[0] in GUARDED_GROUPS else None
+
+
+def install(cls: type, listener: Optional[Listener] = None) -> Callable[[], None]:
+    """Replace ``cls.__enter__``/``__exit__`` (once, whoever asks: the watchdog and the race guard share them);
+    returns the function that takes this installer's part back, and sglang's methods once no installer is left."""
+    if listener is not None:
+        _listener[0] = listener
+    entry = _installed.get(cls)
+    if entry is None or not installed(cls):
+        original_enter, original_exit, hooked_enter, hooked_exit = _replace(cls)
+        entry = _installed[cls] = [original_enter, original_exit, 0, hooked_enter, hooked_exit]
+    entry[2] += 1
+    done = []
+
+    def restore() -> None:
+        if done:
+            return
+        done.append(True)
+        if listener is not None and _listener[0] is listener:
+            _listener[0] = None
+        entry[2] -= 1
+        if entry[2] <= 0:
+            hooked_enter, hooked_exit = entry[3], entry[4]
+            if cls.__dict__.get("__enter__") is hooked_enter:
+                cls.__enter__ = entry[0]
+            if cls.__dict__.get("__exit__") is hooked_exit:
+                cls.__exit__ = entry[1]
+            _installed.pop(cls, None)
+
+    return restore
+
+
+def _confirm_guard() -> bool:
+    """At the first ``GUARD`` context: whether the guard holds (the GPU is known by now); never raises."""
+    check, CONFIRM[0] = CONFIRM[0], None
+    try:
+        return True if check is None else bool(check())
+    except Exception as exc:
+        _failed("guard check", exc)
+        return True
+
+
+def _replace(cls: type) -> tuple:
+    """Put the two hooks on ``cls``; returns (sglang's __enter__, sglang's __exit__, hook enter, hook exit)."""
     enter, leave = _callable(cls, "__enter__"), _callable(cls, "__exit__")
     original_enter, original_exit = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
-    _listener[0] = listener
-    roles, getframe = ROLES, sys._getframe
+    roles, getframe, guarded = ROLES, sys._getframe, GUARDED_GROUPS
 
     def __enter__(self):
         try:  # the plugin's part: which role this context has (a failure makes it a context of sglang's own)
@@ -83,6 +137,10 @@ def install(cls: type, listener: Optional[Listener]) -> Callable[[], None]:
             role = state.get(ROLE)
             if role is None:
                 role = roles.get(getframe(1).f_code)
+                if role is None and guarded:
+                    role = group_role(self)
+                if role is GUARD and CONFIRM[0] is not None and not _confirm_guard():
+                    role = roles.get(getframe(1).f_code)  # the guard was lifted: the role without it
                 if role is not None:
                     state[ROLE] = role
         except Exception as exc:
@@ -122,15 +180,7 @@ def install(cls: type, listener: Optional[Listener]) -> Callable[[], None]:
         hook.__qualname__ = f"{cls.__qualname__}.{hook.__name__}"
         hook.__sglang_cp_symm_hook__ = True  # type: ignore[attr-defined]
     cls.__enter__, cls.__exit__ = __enter__, __exit__
-
-    def restore() -> None:
-        if cls.__dict__.get("__enter__") is __enter__:
-            cls.__enter__ = original_enter
-        if cls.__dict__.get("__exit__") is __exit__:
-            cls.__exit__ = original_exit
-        _listener[0] = None
-
-    return restore
+    return original_enter, original_exit, __enter__, __exit__
 
 
 def _callable(cls: type, name: str) -> Callable:

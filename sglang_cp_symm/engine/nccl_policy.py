@@ -83,10 +83,23 @@ TABLE: Tuple[NcclLine, ...] = (
              "src/sym_kernels.cc at v2.29.2-1 (ncclSymkPickKernel): for AllGather a registered receive buffer "
              "alone keeps the full kernel set; race: NCCL commit 2948185 (fixed in 2.30.7); 2.29.7 also has a "
              "Hopper symmetric-kernel slowdown (reported, NCCL issue #2058)"),
-    NcclLine(V("2.30.7"), LAST, True, False, False,
-             "NCCL 2.30.7 release notes and commit 2948185: cudaGridDependencySynchronize restored; receive "
-             "buffer alone suffices as in 2.29.2"),
+    NcclLine(V("2.30.7"), V("2.30.99"), True, False, False,
+             "v2.30.7-1: src/device/symmetric/generate.py:176-178 emits cudaGridDependencySynchronize() first in "
+             "every symmetric kernel (commit 2948185); src/sym_kernels.cc:610-612 receive buffer alone keeps the "
+             "full AllGather set; src/enqueue.cc:1816-1817 programmatic serialization still on sm90+"),
+    NcclLine(V("2.31.0"), V("2.31.99"), True, False, False,
+             "not a release tag: NCCL's public repository carries no 2.31 tag (newest v2.30.7-1 when read); its "
+             "branch dev at 2.31.0a7 keeps the receive-alone rule (src/tuning/tuning.cc:265-283), the "
+             "cudaGridDependencySynchronize call (src/device/symmetric/generate.py:176-178), and any NCCL_ALGO "
+             "turns symmetric kernels off (src/tuning/cost_model.cc:312-333)", note="unverified"),
+    NcclLine(V("2.32.0"), V("2.32.99"), True, False, False,
+             "no source to read: NCCL's public repository has no 2.32 tag (release notes of 2.32.6 exist)",
+             note="unverified"),
+    NcclLine(V("2.33.0"), LAST, True, False, False, "newer than this table", note="unverified"),
 )
+
+#: the newest line read in NCCL's source at a release tag; above it the plugin engages nothing of its own
+NEWEST_VERIFIED = V("2.30.99")
 
 SAFE_UPGRADE = "2.30.7"
 SLOW_ON_HOPPER = V("2.29.7")
@@ -132,6 +145,13 @@ def decide(nccl: Optional[NcclVersion], send_requested: bool, allow_race: bool, 
                         "make the engine's libnccl readable (SGLANG_NCCL_SO_PATH names it) or run "
                         "'sglang-cp-symm doctor' to see which one is loaded", "NCCL unknown")
     line = line_for(nccl)
+    if nccl > NEWEST_VERIFIED:
+        return Decision(nccl, False, False, None, None, None,
+                        f"NCCL {nccl} is newer than the lines verified in NCCL's source (up to 2.30.x; {line.source}): "
+                        "unverified, so the plugin engages nothing of its own; upstream's registrations run as "
+                        "sglang wrote them",
+                        "update sglang-cp-symm to a release that verified this NCCL, or pin NCCL 2.30.7",
+                        line.source)
     racy = line.race and sm90_or_later
     hazard = (f"NCCL {nccl} symmetric kernels can read their input before it is written on Hopper "
               f"(2.28.0-2.30.6; fixed in {SAFE_UPGRADE})") if racy else None

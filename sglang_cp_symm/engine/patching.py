@@ -40,7 +40,9 @@ from . import pool as group_pool
 from .attributes import REWRITTEN_MARK, resolve
 from .logs import logger
 from .nccl_library import engine_nccl, sm90_or_later
+from .nccl_env import guard_defeated, symmetric_off
 from .nccl_policy import Decision, NcclVersion, decide
+from .race_guard import RACE_GUARD, plan_guard, report_once
 from .rebuild import RebuildError, prove_source, rebuilt_function
 from .rewrite import (
     INJECTABLE,
@@ -66,8 +68,10 @@ from ..targets import (
 )
 
 
-PATCHED, UPSTREAM, ABSENT, SKIPPED, WAITING, HELD = (
-    "patched", "upstream", "absent", "skipped", "waiting for import", "held back")
+PATCHED, UPSTREAM, ABSENT, SKIPPED, WAITING, HELD, GUARDED = (
+    "patched", "upstream", "absent", "skipped", "waiting for import", "held back", "guarded")
+#: the status entry of the race guard itself (``race_guard``): its groups, its reason
+GUARD_ENTRY = "race_guard"
 
 #: What ``patches/`` leaves in ``pynccl_allocator`` (0001: the CP pool chooser the context's ``__init__`` calls).
 PATCHED_POOL_MARK = "_cp_symm_pool"
@@ -83,7 +87,7 @@ class TargetStatus:
     detail: str = ""
 
     def __str__(self) -> str:
-        if self.state in (SKIPPED, HELD):
+        if self.state in (SKIPPED, HELD) or (self.state == GUARDED and self.detail):
             return f"{self.state}: {self.detail}"
         return f"{self.state} ({self.detail})" if self.state == PATCHED and self.detail else self.state
 
@@ -333,7 +337,8 @@ class Patcher:
                 self._set(POOL_FIX.name, pool_where, WAITING)
             else:
                 self._set(POOL_FIX.name, pool_where, UPSTREAM, POOL_FIX.fixed_by)
-            modules = set(waiting) | ({POOL_FIX.module} if POOL_FIX.applies_to(release) else set())
+            # every target's module and the pool's: the race guard, decided at the first of them, may hold them all
+            modules = {t.module for t in targets_for(release)} | {POOL_FIX.module}
             for module_name in sorted(modules):
                 self._when_imported(module_name)
 
@@ -346,6 +351,16 @@ class Patcher:
                 nccl, self.nccl_source = engine_nccl()
             hopper, _ = sm90_or_later()
             self.decision = decide(nccl, self.settings.send, self.settings.allow_nccl_race, hopper)
+            guard = plan_guard(self.decision, self.release, self.settings.allow_nccl_race, symmetric_off(),
+                               guard_defeated())
+            RACE_GUARD.engage(guard)
+            if guard.engaged:
+                self._set(GUARD_ENTRY, f"every context of the {', '.join(guard.groups)} groups", GUARDED, guard.reason)
+                for target in targets_for(self.release):  # upstream's gathers too: guarded as their modules import
+                    status = self.statuses.get(target.name)
+                    if status is not None and status.state == UPSTREAM:
+                        self._set(target.name, target.dotted, WAITING)
+                report_once(guard)
         return self.decision
 
     def _when_imported(self, module_name: str) -> None:
@@ -393,6 +408,9 @@ class Patcher:
 
     def _patch_module(self, module: Any) -> None:
         decision = self._decide()
+        if RACE_GUARD.engaged:
+            self._guard_module(module)
+            return
         for target in targets_for(self.release):
             status = self.statuses.get(target.name)
             if target.module != module.__name__ or status is None or status.state != WAITING:
@@ -410,6 +428,31 @@ class Patcher:
                 self._patch_pool(module)
             else:  # registering CP buffers with the CP communicator would engage the kernel that was held back
                 self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", HELD, decision.reason)
+
+    def _guard_module(self, module: Any) -> None:
+        """The race guard holds every CP all-gather of ``module``, upstream's included, and the pool's class."""
+        for target in targets_for(self.release):
+            status = self.statuses.get(target.name)
+            if target.module != module.__name__ or status is None or status.state not in (WAITING, UPSTREAM):
+                continue
+            try:
+                _, _, current = resolve(module, target.function)
+            except (AttributeError, KeyError):
+                self._set(target.name, target.dotted, ABSENT)
+                continue
+            RACE_GUARD.guard_opener(current)
+            self._set(target.name, target.dotted, GUARDED)
+        if module.__name__ == POOL_FIX.module:
+            cls = getattr(module, POOL_FIX.context_class, None)
+            if isinstance(cls, type):
+                RACE_GUARD.hook_class(cls)
+            else:
+                self._set(GUARD_ENTRY, f"{POOL_FIX.module}.{POOL_FIX.context_class}", SKIPPED,
+                          f"{POOL_FIX.context_class} is not a class in this release: the race guard cannot hold "
+                          "its contexts")
+            status = self.statuses.get(POOL_FIX.name)
+            if status is not None and status.state == WAITING:  # it would register CP segments with the CP comm
+                self._set(POOL_FIX.name, status.where, GUARDED)
 
     def patch_target(self, target: Target, module: Any, output: bool, send: bool) -> TargetStatus:
         """Patch one target of ``module`` (or refuse, leaving it as it was); returns its status."""
@@ -515,6 +558,7 @@ class Patcher:
         with self._lock:
             while self._undo:
                 self._undo.pop()()
+            RACE_GUARD.disengage()
             self.statuses, self.rewritten = {}, {}
             self.decision = None
             self.active = False

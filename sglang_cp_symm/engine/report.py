@@ -2,7 +2,8 @@
 
 The line's first words say the outcome exactly: ``applied`` (every target that
 needed a change got it), ``partly applied`` (the reason for each one that did not),
-or ``nothing applied`` (with the reason). Then the release, the mode, each
+``nothing applied`` (with the reason), or ``guarded`` (the race guard holds every
+CP and DCP all-gather off NCCL's racy symmetric kernels, ``race_guard``). Then the release, the mode, each
 target's state, the NCCL decision and the warm-up and watchdog.
 """
 
@@ -12,6 +13,7 @@ import os
 
 from . import patching
 from .hooks import INSTALLER
+from .race_guard import RACE_GUARD
 from .warmup import STATE, status_words
 from .watchdog import RUN_ID, WATCHDOG, read_run, report_dir
 
@@ -35,6 +37,7 @@ def status_dict(patcher, settings) -> dict:
             "recommendation": decision.recommendation,
             "source": decision.source,
         },
+        "race_guard": RACE_GUARD.describe(),
         "targets": {
             name: {"where": s.where, "state": s.state, "detail": s.detail}
             for name, s in sorted(patcher.statuses.items())
@@ -68,6 +71,9 @@ def outcome(patcher, settings) -> str:
     states = patcher.statuses.values()
     if any(s.state == patching.WAITING for s in states):
         return patching.WAITING
+    if RACE_GUARD.engaged:
+        guarded = sorted(s.name for s in states if s.state == patching.GUARDED and s.name != patching.GUARD_ENTRY)
+        return f"guarded: {RACE_GUARD.plan.reason}; held: {', '.join(guarded) or 'no CP all-gather imported yet'}"
     done = [s for s in states if s.state == patching.PATCHED]
     missed = [s for s in states if s.state in (patching.SKIPPED, patching.HELD)]
     why = "; ".join(f"{s.name} {s}" for s in missed)

@@ -18,7 +18,10 @@ from typing import Optional
 
 from .. import __version__
 from ..engine.nccl_library import engine_nccl, torch_built_with
-from ..engine.nccl_policy import NcclVersion, decide
+from ..engine.nccl_env import effects as nccl_env_effects, guard_defeated, symmetric_off
+from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, decide, line_for
+from ..engine.race_guard import GuardPlan, plan_guard
+from ..pins import pin_for
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                read_settings)
 from ..engine.sizing import (
@@ -266,6 +269,21 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
         findings.append(f"sglang {release} has no plugin framework and {BOOTSTRAP} is not in site-packages")
     if nccl is None:
         findings.append("no NCCL found here: the verdict below cannot say whether the symmetric kernel engages")
+    report["pins"] = pins_report(release, loaded, nccl, findings)
+    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in nccl_env_effects()]
+    decision = decide(nccl, settings.send, settings.allow_nccl_race, sm90)
+    if settings.enabled:
+        report["policy"] = {"line": decision.line(), "source": decision.source}
+    guard = plan_guard(decision, release, settings.allow_nccl_race, symmetric_off(), guard_defeated())
+    if not sm90 and guard.engaged:
+        guard = GuardPlan(False, f"not needed: GPU {gpu.get('capability')} is below sm90 (no programmatic launch)")
+    report["race_guard"] = {**guard.describe(), "plugin_on": settings.enabled}
+    if guard.engaged and not settings.enabled:
+        findings.append(f"race: {guard.reason.split(':', 1)[0]} and the plugin is off, so nothing keeps this "
+                        f"release's own CP/DCP all-gathers off them (with --enable-symm-mem); {ENABLE}=1 engages the "
+                        f"race guard, or {guard.fix}")
+    if guard.defeated_by:
+        findings.append(f"race guard not held: {guard.defeated_by}")
     states = survey(installed_reader(), release)
     for target in TARGETS:
         if not target.exists_in(release):
@@ -277,11 +295,10 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
         if source["state"] != source["expected"]:
             findings.append(f"{target.dotted}: the installed file is {source['state']} ({source['detail']}), "
                             f"not {source['expected']}: the plugin will leave it alone")
-        if v.hazard:
+        if guard.engaged and settings.enabled:  # the race guard keeps it off every window (race_guard)
+            entry.update(kernel=False, guarded=True, output_cp_registered=False, send_registered=False)
+        elif v.hazard:
             findings.append(f"{target.name}: {v.hazard}")
-    if settings.enabled:
-        decision = decide(nccl, settings.send, settings.allow_nccl_race, sm90)
-        report["policy"] = {"line": decision.line(), "source": decision.source}
     report["pool_fix"] = POOL_FIX.applies_to(release)
     actions = sorted({t["action"] for t in report["targets"].values() if t["action"]})
     if shape is not None and shape.given:
@@ -299,6 +316,23 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
             findings.append(report["ranks"]["note"])
     report["recommended"] = actions
     return report
+
+
+def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersion], findings: list) -> dict:
+    """What the release pins (torch, and torch's NCCL), what is loaded, and the fix for a racy line."""
+    pin = pin_for(release)
+    if pin is None:
+        return {"known": False}
+    out = {"known": True, "torch": pin.torch, "nccl": pin.nccl, "nccl_wheel": pin.nccl_wheel,
+           "loaded": None if loaded is None else str(loaded),
+           "differs": loaded is not None and str(loaded) != pin.nccl}
+    if out["differs"]:
+        findings.append(f"NCCL {loaded} is loaded, not the {pin.nccl} that sglang {release}'s torch {pin.torch} pins")
+    if nccl is not None and line_for(nccl).race:
+        out["fix"] = (f'pip install "{pin.nccl_wheel}>={SAFE_UPGRADE}" (or a torch that pins NCCL >= {SAFE_UPGRADE}), '
+                      f"or SGLANG_NCCL_SO_PATH=<libnccl.so.2 of NCCL >= {SAFE_UPGRADE}>")
+        findings.append(f"NCCL {nccl} has the Hopper symmetric-kernel race (2.28.0-2.30.6): {out['fix']}")
+    return out
 
 
 def check_failed(report: dict) -> bool:
@@ -343,9 +377,20 @@ def render(report: dict) -> str:
         out.append("  CP all-gathers on this release:")
         out.append(f"    {'target':<30} {'source':<12} {'output in CP window':<20} {'send in window':<15} symmetric kernel")
         for name, t in report["targets"].items():
-            kernel = {True: "yes", False: "no", None: "unknown"}[t["kernel"]]
+            kernel = "no (race guard)" if t.get("guarded") else {True: "yes", False: "no", None: "unknown"}[t["kernel"]]
             out.append(f"    {name:<30} {t['source']:<12} {'yes' if t['output_cp_registered'] else 'no':<20} "
                        f"{'yes' if t['send_registered'] else 'no':<15} {kernel}")
+    pins = report.get("pins")
+    if pins and pins.get("known"):
+        out.append(f"  pins        torch {pins['torch']}, NCCL {pins['nccl']} ({pins['nccl_wheel']}); loaded "
+                   f"{pins['loaded'] or 'unknown'}" + (" (differs)" if pins["differs"] else ""))
+    for effect in report.get("nccl_env", []):
+        out.append(f"  NCCL env    {effect['name']}={effect['value']}: {effect['effect']}")
+    guard = report.get("race_guard")
+    if guard:
+        state = "engaged" if guard["engaged"] and guard["plugin_on"] else (
+            "would engage (plugin off)" if guard["engaged"] else "not engaged")
+        out.append(f"  race guard  {state}: {guard['reason']}")
     if "policy" in report:
         out.append(f"  policy      {report['policy']['line']}")
     out.extend(_render_sizing(report.get("sizing")))

@@ -66,6 +66,7 @@ class RecordingContext:
     """Stand-in for sglang's ``SymmetricMemoryContext`` on CPU (see module docstring)."""
 
     def __init__(self, group_coordinator: Any, *args: Any, **kwargs: Any):
+        self.group_coordinator = group_coordinator  # as sglang's class keeps it (the race guard reads its name)
         self.group_name = getattr(group_coordinator, "unique_name", None) or repr(group_coordinator)
 
     def __enter__(self):
@@ -125,11 +126,15 @@ def make_allocation_mode(record: CallRecord):
 
 
 def install_recording_context() -> None:
-    """sglang's symmetric context replaced by ``RecordingContext``, and symmetric memory reported on (no GPU here)."""
+    """sglang's symmetric context replaced by ``RecordingContext``, and symmetric memory reported on (no GPU here).
+    Where the race guard is engaged, its hooks go on the stand-in as they went on sglang's class."""
     from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
+
+    from ..engine.race_guard import RACE_GUARD
 
     pa.SymmetricMemoryContext = RecordingContext
     pa.is_symmetric_memory_enabled = lambda: True
+    RACE_GUARD.hook_class(RecordingContext)
 
 
 def install_cpu_all_gather(records: Dict[str, CallRecord]):
@@ -419,8 +424,7 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
             if config.enabled:
                 status = sglang_cp_symm.patch(_settings_for(config), nccl=config.nccl)
             report["status"][config.name] = status
-            pa.SymmetricMemoryContext = RecordingContext
-            pa.is_symmetric_memory_enabled = lambda: True
+            install_recording_context()
             current = {name: tf.current() for name, tf in located.items()}
             codes = {fn.__code__: name for name, fn in current.items() if hasattr(fn, "__code__")}
             report["functions"][config.name] = {

@@ -78,10 +78,13 @@ def test_dry_run_0_5_11(tmp_path):
         table = check_common(tmp_path, text, n)
         # the KV gather lacks the context in 0.5.11 (PR #24040 came in 0.5.12): outside unpatched, inside otherwise
         assert where(table["unpatched"], KV, "output") == {"-": 6}
-        for mode in MODES[1:]:
+        for mode in MODES[1:4]:
             assert where(table[mode], KV, "output") == {"context": 6}, mode
         for gather in (HIDDEN, RERANGE):  # upstream since PR #22914
-            assert all(where(table[m], gather, "output") == {"context": 3} for m in MODES), gather
+            assert all(where(table[m], gather, "output") == {"context": 3} for m in MODES[:4]), gather
+        # the race guard (judged as NCCL 2.30.4): no CP buffer in a context, upstream's included
+        assert all("context" not in where(table["guard"], g, "output") for g in (KV, HIDDEN, RERANGE)), table["guard"]
+        assert table["guard"]["status"]["guard"]["race_guard"]["engaged"]
         # send staging puts every gather's input in the context too, and only in that mode
         for gather in (KV, HIDDEN, RERANGE):
             assert where(table["send"], gather, "input") == {"context": 6 if gather == KV else 3}
@@ -107,9 +110,9 @@ def test_dry_run_0_5_23(tmp_path):
         assert table["output-only"]["note"].startswith("upstream already allocates every CP output")
         assert table["guard"]["judged"] == "2.30.4"  # 2.30.7 carries no race: the guard is judged as for 2.30.4
         guard = table["guard"]["status"]
-        if guard.get("guard") or guard.get("held_or_guarded"):
-            # once the race guard (issue 16) reports, upstream's own contexts must be held out of windows
-            assert "context" not in where(table["guard"], INTERLEAVE, "output"), guard
+        assert guard["guard"]["race_guard"]["engaged"], guard  # upstream's own contexts held out of windows
+        assert "context" not in where(table["guard"], INTERLEAVE, "output"), guard
+        assert "context" not in where(table["guard"], INTERLEAVE_GATHER, "output"), guard
     assert "send default: off for NCCL 2.30.7 (the policy stages nothing on this line" in text
 
 

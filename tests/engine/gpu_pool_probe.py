@@ -1,8 +1,11 @@
 """GPU probe (stage C): the patched CP all-gather's output in sglang's real symmetric pool, one GPU.
 
 Run as ``python tests/gpu_pool_probe.py MODE`` with MODE one of ``unpatched``,
-``shared-pool`` (output patch only, sglang's shared pool) and ``plugin`` (the
-plugin's default: output patch plus the CP group's own pool); prints one JSON line.
+``shared-pool`` (output patch only, sglang's shared pool), ``plugin`` (the
+plugin's default: output patch plus the CP group's own pool; both judged as for
+NCCL 2.30.7, where nothing races), ``send`` (staging, with the race allowance on
+the machine's own NCCL) and ``guard`` (the plugin's default on the machine's own
+NCCL: on 2.28.0-2.30.6 the race guard holds every CP context); prints one JSON line.
 
 Everything is sglang's own: its allocator source compiled by its
 ``get_nccl_mem_pool()``, its ``SymmetricMemoryContext``, ``GroupCoordinator`` and
@@ -83,7 +86,9 @@ def setup(mode: str):
         # "send": staging on; the race allowance only lets the policy stage on this machine's NCCL 2.28,
         # a one-rank communicator runs no symmetric kernel across GPUs.
         send = mode == "send"
-        sglang_cp_symm.patch(Settings(enabled=True, send=send, allow_nccl_race=send))
+        mechanics = mode in ("plugin", "shared-pool")  # the patch itself, judged where no NCCL line races
+        sglang_cp_symm.patch(Settings(enabled=True, send=send, allow_nccl_race=send),
+                             nccl="2.30.7" if mechanics else None)
         if mode == "shared-pool":
             cls = pa.SymmetricMemoryContext
             cls.__init__ = cls.__init__.__wrapped__  # output patch only: no CP pool
@@ -124,21 +129,31 @@ def main(mode: str) -> dict:
     from sglang_cp_symm.engine import pool as cp_pools
 
     own = cp_pools.group_pools().get(id(cp))
-    first = {"output_in_cp_pool": in_pool(seen["out"], own), "input_in_cp_pool": in_pool(seen["in"], own)}
+    kv_out, kv_in = seen["out"], seen["in"]
+    first = {"output_in_cp_pool": in_pool(kv_out, own), "input_in_cp_pool": in_pool(kv_in, own)}
     # Many more calls: a staging or output buffer that leaked would grow the pool.
     reserved_after_first = cp_pools.pool_stats(own)["reserved_bytes"] if own else 0
     for _ in range(200):
         fn(x, 8192, 1, batch, torch.cuda.current_stream())
     torch.cuda.synchronize()
+    # upstream's own registered gather (0.5.11 wrote its context): in a pool, unless the race guard holds it
+    x2 = torch.randn(8192, 576, device="cuda", dtype=torch.bfloat16)
+    cp_utils.cp_all_gather_reorganized_into_tensor(x2, 8192, 1, batch, torch.cuda.current_stream())
+    torch.cuda.synchronize()
+    upstream_out = seen["out"]
+    status = __import__("sglang_cp_symm").status() if mode != "unpatched" else {}
     return {
         "mode": mode,
+        "upstream_output_in_a_pool": in_pool(upstream_out, pa._mem_pool) or in_pool(upstream_out, own),
+        "race_guard": status.get("race_guard"),
+        "outcome": status.get("outcome"),
         "sglang": __import__("sglang").__version__,
         "nccl": ".".join(map(str, torch.cuda.nccl.version())),
         "correct": bool(torch.equal(out, x)),
-        "output_in_shared_pool": in_pool(seen["out"], pa._mem_pool),
+        "output_in_shared_pool": in_pool(kv_out, pa._mem_pool),
         "output_in_cp_pool": first["output_in_cp_pool"],
         "input_in_cp_pool": first["input_in_cp_pool"],
-        "input_in_shared_pool": in_pool(seen["in"], pa._mem_pool),
+        "input_in_shared_pool": in_pool(kv_in, pa._mem_pool),
         "cp_pool_reserved_after_1_call": reserved_after_first,
         "cp_pool_reserved_after_201_calls": cp_pools.pool_stats(own)["reserved_bytes"] if own else 0,
         "cp_pool_allocated_after_201_calls": cp_pools.pool_stats(own)["allocated_bytes"] if own else 0,

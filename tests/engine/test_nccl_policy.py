@@ -9,6 +9,8 @@ The facts (see sglang_cp_symm/nccl_policy.py for the full citations):
 - F4 2.28.0-2.30.6 symmetric kernels lack cudaGridDependencySynchronize and can read early on sm90+
   (NCCL commit 2948185 in 2.30.7; ROCm/rocm-systems PR #10829; sglang PR #37768).
 - F5 2.29.0-2.29.1: no source read; treated like 2.28 (inference, marked unverified in the table).
+- F6 2.31.x, 2.32.x and newer: no release tag in NCCL's public repository to read (newest v2.30.7-1 when read;
+  2.31 only as the dev branch's pre-release 2.31.0a7): unverified, so the plugin engages nothing of its own.
 """
 
 import pytest
@@ -44,8 +46,18 @@ ROWS = [
     ("2.29.7", False, True, True, False, True, True),      # F3 + F4, accepted
     ("2.30.6", True, False, False, False, False, True),    # F3 + F4: staging not needed, outputs held
     ("2.30.7", True, False, True, False, True, False),     # F3 + fix: output alone engages a safe kernel
-    ("2.31.0", False, False, True, False, True, False),
+    ("2.30.99", False, False, True, False, True, False),   # the last verified line
+    ("2.31.0", False, False, False, False, False, False),   # F6: unverified, held
+    ("2.32.3", True, True, False, False, False, False),     # F6: held whatever the switches
+    ("3.1.0", False, False, False, False, False, False),    # F6: newer than the table
 ]
+
+
+@pytest.mark.parametrize("nccl", ["2.31.2", "2.32.3", "2.33.0", "3.0.0"])
+def test_a_newer_nccl_than_the_table_is_unverified_with_a_message_to_update(nccl):
+    d = decide(V(nccl), send_requested=False, allow_race=False)
+    assert line_for(V(nccl)).note == "unverified" and not line_for(V(nccl)).race
+    assert "unverified" in d.reason and "update sglang-cp-symm" in d.recommendation
 
 
 @pytest.mark.parametrize("nccl,send,allow,outputs,stage,engaged,hazard", ROWS)

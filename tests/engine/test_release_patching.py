@@ -8,14 +8,16 @@ import json
 
 import pytest
 
-from conftest import last_line, run_python
+from conftest import last_line, nccl, pinned_nccl, run_python
 
 pytestmark = pytest.mark.release
 
 CP_UTILS = "sglang.srt.layers.utils.cp_utils"
 KV = "cp_all_gather_reorganized_into_tensor_kv_cache"
 NONKV = "cp_all_gather_reorganized_into_tensor"
-ON = {"SGLANG_CP_SYMM": "1"}
+#: The patch mechanics, judged as on NCCL 2.30.7 (nothing races there). On a release's pinned NCCL 2.28.9 or 2.29.7
+#: the race guard holds every CP gather instead: test_status_on_the_pinned_nccl and tests/engine/test_race_guard.py.
+ON = {"SGLANG_CP_SYMM": "1", **nccl("2.30.7")}
 
 EXPECTED = {
     "0.5.8": {"nsa.reorganized_tp": "patched", "nsa.rerange_output_tp": "patched",
@@ -56,6 +58,29 @@ def test_status_per_release(release):
     # the pool fix recognised how this release's SymmetricMemoryContext names its pool
     assert shape == {"0.5.8": "_mem_pool_ctx", "0.5.9": "_mem_pool_ctx", "0.5.10": "_mem_pool_ctx",
                      "0.5.11": "_pool_id"}.get(release, shape)
+
+
+@pytest.mark.parametrize("release", list(EXPECTED))
+def test_status_on_the_pinned_nccl(release):
+    """With the NCCL the release's torch pins: where it races (0.5.11-0.5.21), every CP gather is guarded."""
+    got = states(release, f"""
+        import json, sglang_cp_symm.engine.plugin as p, sglang_cp_symm as s
+        import {MODULES.get(release, CP_UTILS)}
+        import sglang.srt.distributed.device_communicators.pynccl_allocator
+        assert p.activate()
+        print(json.dumps({{k: v['state'] for k, v in s.status()['targets'].items()}}))
+    """, env={"SGLANG_CP_SYMM": "1", **pinned_nccl(release)})
+    from sglang_cp_symm.engine.nccl_policy import NcclVersion, line_for
+    from sglang_cp_symm.pins import pin_for
+    from sglang_cp_symm.releases import Release
+
+    if not line_for(NcclVersion.parse(pin_for(Release.parse(release)).nccl)).race:
+        assert got == EXPECTED[release]
+        return
+    pool = got.pop("pool.attention_cp_registration")
+    assert pool == ("guarded" if EXPECTED[release]["pool.attention_cp_registration"] == "patched" else "upstream")
+    assert got.pop("race_guard") == "guarded"
+    assert got == {name: "guarded" for name in EXPECTED[release] if not name.startswith("pool.")}
 
 
 @pytest.mark.parametrize("release", ["0.5.10", "0.5.11", "0.5.12"])
@@ -137,7 +162,7 @@ def test_idempotent_and_unpatch_restores_everything(release):
         assert set(vars(m)) == set(originals[3])     # injected names are gone too
         s.patch(); assert hasattr(m.{KV}, '__sglang_cp_symm_rewritten__')   # and it can be applied again
         print("ok")
-    """, env={}))
+    """, env=nccl("2.30.7")))
     assert out == "ok"
 
 
@@ -206,9 +231,9 @@ def test_register_claims_hold_in_the_release_source(release):
                    if not k.startswith("pool.")}
 
 
-def test_racy_nccl_holds_back_outputs_and_the_pool_fix():
-    """NCCL 2.29.7 (given: no NCCL on CPU): output registration alone would engage the racy kernel,
-    so the plugin changes nothing unless SGLANG_CP_SYMM_ALLOW_NCCL_RACE=1."""
+def test_racy_nccl_guards_outputs_and_the_pool_fix():
+    """NCCL 2.29.7 (given: no NCCL on CPU): output registration alone would engage the racy kernel, so the plugin
+    changes no function and the race guard holds the gathers, unless SGLANG_CP_SYMM_ALLOW_NCCL_RACE=1."""
     code = f"""
         import json, {CP_UTILS} as m, wrapt
         import sglang.srt.distributed.device_communicators.pynccl_allocator
@@ -219,8 +244,8 @@ def test_racy_nccl_holds_back_outputs_and_the_pool_fix():
                           hasattr(m.{KV}, '__sglang_cp_symm_rewritten__'), st["nccl"]["hazard"] is not None]))
     """
     held, wrapped, hazard = json.loads(last_line(run_python("0.5.11", code, env=ON)))
-    assert held["cp_utils.reorganized_kv_cache"] == "held back" and not wrapped and hazard
-    assert held["pool.attention_cp_registration"] == "held back"
+    assert held["cp_utils.reorganized_kv_cache"] == "guarded" and not wrapped and hazard
+    assert held["pool.attention_cp_registration"] == "guarded" and held["race_guard"] == "guarded"
     allowed, wrapped, _ = json.loads(last_line(run_python("0.5.11", code, env={**ON, "SGLANG_CP_SYMM_ALLOW_NCCL_RACE": "1"})))
     assert allowed["cp_utils.reorganized_kv_cache"] == "patched" and wrapped
     assert allowed["pool.attention_cp_registration"] == "patched"

@@ -2,8 +2,10 @@
 
 - everything that needed a change got it: ``applied``;
 - some targets changed, one left as it was: ``partly applied``, with that target's reason;
-- nothing changed (a racy NCCL held it all back): ``nothing applied``, with the reason;
-- nothing needed (every target fixed upstream): ``nothing applied: every target is already fixed upstream``.
+- nothing changed (an NCCL newer than the verified table held it all back): ``nothing applied``, with the reason;
+- nothing needed (every target fixed upstream): ``nothing applied: every target is already fixed upstream``;
+- a racy NCCL: ``guarded``, with the reason and every CP gather the race guard holds.
+Unless a test says otherwise the NCCL is 2.30.7, where nothing races.
 """
 
 import json
@@ -15,7 +17,7 @@ from conftest import last_line, nccl, run_python
 pytestmark = pytest.mark.release
 
 CP_UTILS = "sglang.srt.layers.utils.cp_utils"
-ON = {"SGLANG_CP_SYMM": "1"}
+ON = {"SGLANG_CP_SYMM": "1", **nccl("2.30.7")}
 LINE = f"""
     import json, {CP_UTILS} as m
     import sglang.srt.distributed.device_communicators.pynccl_allocator
@@ -53,9 +55,17 @@ def test_partly_applied_names_what_was_left_and_why():
     assert "pool.attention_cp_registration=patched (_pool_id)" in line
 
 
-def test_nothing_applied_on_a_racy_nccl_says_why():
+def test_guarded_on_a_racy_nccl_says_why_and_what_it_holds():
     word, line = outcome("0.5.11", env=nccl("2.29.7"))
-    assert word.startswith("nothing applied: ") and "held back" in word and "racy" in word
+    assert word.startswith("guarded: NCCL 2.29.7 symmetric kernels race") and "ALLOW_NCCL_RACE=1" in word
+    assert "held: cp_utils.reorganized, cp_utils.reorganized_kv_cache, cp_utils.rerange_output, " \
+           "pool.attention_cp_registration" in word
+    assert line.startswith("sglang-cp-symm: guarded; sglang 0.5.11")
+
+
+def test_nothing_applied_on_an_unverified_nccl_says_why():
+    word, line = outcome("0.5.11", env=nccl("2.32.3"))
+    assert word.startswith("nothing applied: ") and "held back" in word and "unverified" in word
     assert line.startswith("sglang-cp-symm: nothing applied; sglang 0.5.11")
 
 

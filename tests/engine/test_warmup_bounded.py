@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RELEASES, ROOT, last_line, run_python
+from conftest import PROOF_RELEASES as RELEASES, ROOT, last_line, run_python
 
 pytestmark = pytest.mark.release
 
