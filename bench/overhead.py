@@ -19,7 +19,9 @@
    measures. The context class is a stand-in with empty ``__enter__``/``__exit__``
    (sglang's needs a GPU), so the figures are the hooks' own cost; the watchdog's
    memory probe is ``cudaMemGetInfo`` on a GPU (7-10 us on an H100) and nothing here.
-   Target: 1 us for contexts the plugin does not know.
+   Target: 1 us for contexts the plugin does not know. With the race guard engaged, a TP
+   context (its group is read, it routes) and a guarded CP/DCP one (sglang's enter and exit
+   do not run) are measured the same way.
 Minimum over repeats for the per-call figures (the noise of a shared machine only adds).
 """
 
@@ -163,19 +165,30 @@ def context_hooks(repeat: int) -> dict:
     from sglang_cp_symm.engine import context_hooks as hooks
     from sglang_cp_symm.engine.watchdog import PoolWatchdog
 
+    from types import SimpleNamespace
+
     class Context:  # stand-in for SymmetricMemoryContext (needs a GPU): the hooks' cost, nothing else
+        def __init__(self, group):
+            self.group_coordinator = group
+
         def __enter__(self):
             return self
 
         def __exit__(self, *exc):
             return False
 
+    tp, cp = SimpleNamespace(unique_name="tp:0"), SimpleNamespace(unique_name="attn_cp:1")
+
     def tp_all_reduce():  # a context the plugin does not know
-        with Context():
+        with Context(tp):
             pass
 
     def cp_all_gather():  # one the watchdog measures (probes: no GPU here, so they read nothing)
-        with Context():
+        with Context(cp):
+            pass
+
+    def dcp_gather():  # a DCP context (opened by code the register does not name), held by its group
+        with Context(cp):
             pass
 
     dog = PoolWatchdog(reserved=lambda: 0, pools=dict, stats=lambda pool: {"segments": 0, "bytes": 0})
@@ -184,11 +197,15 @@ def context_hooks(repeat: int) -> dict:
         return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
 
     bare = {"unknown opener": best(tp_all_reduce), "CP all-gather": best(cp_all_gather)}
+    bare.update({"TP, guard engaged": bare["unknown opener"], "CP group, guarded": best(dcp_gather)})
     restore = hooks.install(Context, dog)
     dog.watch(cp_all_gather.__code__)
     try:
         hooked = {"unknown opener": best(tp_all_reduce), "CP all-gather": best(cp_all_gather)}
+        hooks.GUARDED_GROUPS.update({"attn_cp", "dcp"})  # the race guard engaged (its CONFIRM already answered)
+        hooked.update({"TP, guard engaged": best(tp_all_reduce), "CP group, guarded": best(dcp_gather)})
     finally:
+        hooks.GUARDED_GROUPS.clear()
         restore()
         hooks.clear_roles(hooks.WATCH)
     return {name: {"bare_us": round(bare[name], 3), "hooked_us": round(hooked[name], 3),
@@ -222,7 +239,7 @@ def main() -> int:
     print("symmetric context with the plugin's hooks, one `with` (stand-in class) ...", flush=True)
     ctx = context_hooks(args.repeat)
     for name, row in ctx.items():
-        print(f"  context   opened by {name:<16} bare {row['bare_us']:.3f} us, hooked {row['hooked_us']:.3f} us, "
+        print(f"  context   opened by {name:<18} bare {row['bare_us']:.3f} us, hooked {row['hooked_us']:.3f} us, "
               f"added {row['added_us']:+.3f} us")
     print(json.dumps({"startup": start, "pth_line_us": line, "wrapped_call_us": call, "context_us": ctx}))
     return 0
