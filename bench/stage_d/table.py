@@ -150,15 +150,16 @@ def mode_row(data: Dict[str, Any], cp: str, mode: str, world: int) -> Optional[D
 def status_cell(row: Dict[str, Any]) -> str:
     targets = (row.get("status") or {}).get("targets") or {}
     patched = [n.split(".")[-1] for n, s in targets.items() if s.startswith("patched")]
-    held = [n.split(".")[-1] for n, s in targets.items() if s.startswith("held") or "guard" in s]
+    held = [n.split(".")[-1] for n, s in targets.items()
+            if (s.startswith("held") or s.startswith("guarded")) and n != "race_guard"]
     parts = []
     if patched:
         parts.append("patched " + ",".join(patched))
     if held:
         parts.append("held " + ",".join(held))
-    guard = (row.get("status") or {}).get("guard") or {}
-    if guard:
-        parts.append("guard " + ",".join(sorted(guard))[:30])
+    guard = ((row.get("status") or {}).get("guard") or {}).get("race_guard") or {}
+    if guard.get("engaged"):
+        parts.append("race guard engaged")
     if not parts:
         parts.append("-" if row["mode"] == "unpatched" else "nothing changed")
     return "; ".join(parts)

@@ -74,6 +74,10 @@ def outcome(patcher, settings) -> str:
     if RACE_GUARD.engaged:
         guarded = sorted(s.name for s in states if s.state == patching.GUARDED and s.name != patching.GUARD_ENTRY)
         return f"guarded: {RACE_GUARD.plan.reason}; held: {', '.join(guarded) or 'no CP all-gather imported yet'}"
+    if RACE_GUARD.lifted:
+        return (f"nothing applied: the race guard lifted ({RACE_GUARD.lifted}: below sm90 NCCL's symmetric kernels do "
+                "not race), so upstream's CP contexts run as sglang wrote them; the plugin's own changes stay held "
+                "back (decided before the GPU was known)")
     done = [s for s in states if s.state == patching.PATCHED]
     missed = [s for s in states if s.state in (patching.SKIPPED, patching.HELD)]
     why = "; ".join(f"{s.name} {s}" for s in missed)

@@ -21,7 +21,6 @@ from ..engine.nccl_library import engine_nccl, torch_built_with
 from ..engine.nccl_env import effects as nccl_env_effects, guard_defeated, symmetric_off
 from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, decide, line_for
 from ..engine.race_guard import GuardPlan, plan_guard
-from ..pins import pin_for
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                read_settings)
 from ..engine.sizing import (
@@ -48,6 +47,7 @@ from ..engine.warmup_deadline import warmup_deadline
 from .source_survey import installed_reader, survey
 from ..targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, TARGETS, is_supported
 from .verdict import verdict
+from ..pins import pin_for
 from ..releases import distribution_version, installed_sglang
 
 ENTRY_POINT = "cp_symm"

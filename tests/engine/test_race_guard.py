@@ -113,7 +113,8 @@ PROBE = """
     nccl_library.sm90_or_later = lambda: (False, "compute capability 8.x")
     sglang_cp_symm.patch(Settings(enabled=True))
     out["sm80"] = {"routed": {name: routed(name) for name in names},
-                   "lifted": sglang_cp_symm.status()["race_guard"]["lifted"]}
+                   "lifted": sglang_cp_symm.status()["race_guard"]["lifted"],
+                   "outcome": sglang_cp_symm.status()["outcome"]}
     sglang_cp_symm.unpatch()
     print(json.dumps(out))
 """
@@ -153,3 +154,4 @@ def test_with_the_opt_in_every_context_routes_as_sglang_wrote_it(release):
 def test_below_sm90_the_guard_lifts_at_the_first_guarded_context(release):
     out = results(release)["sm80"]
     assert out["lifted"] == "compute capability 8.x" and all(out["routed"].values()), out
+    assert out["outcome"].startswith("nothing applied: the race guard lifted (compute capability 8.x"), out

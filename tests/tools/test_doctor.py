@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import run_python
+from conftest import nccl, run_python
 
 pytestmark = pytest.mark.release
 
@@ -161,3 +161,32 @@ for rank, segments, late in (("rank 0 (tp 0)", 3, 0), ("rank 1 (tp 1)", 4, 1)):
     empty = doctor("0.5.11", "doctor", "--ranks", str(tmp_path / "none"), "--check", "--nccl", "2.30.7",
                    env={"SGLANG_CP_SYMM": "1"})
     assert empty.returncode == 0 and "none recorded" in empty.stdout and "no rank records here" in empty.stdout
+
+
+@pytest.mark.parametrize("release,pinned_torch,pinned_nccl", [("0.5.21", "2.13.0", "2.29.7"), ("0.5.17", "2.11.0", "2.28.9")])
+def test_the_doctor_names_the_pins_the_loaded_nccl_and_the_fix_on_a_racy_line(release, pinned_torch, pinned_nccl):
+    """Issue 16: the pins of the installed release, the NCCL loaded (resolved as the runtime does), the exact fix,
+    and the race guard, also with the plugin off (then it says nothing keeps upstream's gathers off the kernel)."""
+    off = json.loads(doctor(release, "doctor", "--json").stdout)  # run_python: the release's pinned NCCL
+    assert off["pins"] == {"known": True, "torch": pinned_torch, "nccl": pinned_nccl, "nccl_wheel": "nvidia-nccl-cu13",
+                           "loaded": pinned_nccl, "differs": False, "fix": off["pins"]["fix"]}
+    assert off["pins"]["fix"].startswith('pip install "nvidia-nccl-cu13>=2.30.7"') and "SGLANG_NCCL_SO_PATH" in off["pins"]["fix"]
+    assert off["race_guard"]["engaged"] and not off["race_guard"]["plugin_on"]
+    assert any(f.startswith("race: ") and "plugin is off" in f for f in off["findings"])
+    on = doctor(release, "doctor", env={"SGLANG_CP_SYMM": "1"}).stdout
+    assert f"pins        torch {pinned_torch}, NCCL {pinned_nccl} (nvidia-nccl-cu13); loaded {pinned_nccl}" in on
+    assert "race guard  engaged: NCCL" in on and "no (race guard)" in on
+    upgraded = json.loads(doctor(release, "doctor", "--json", env={"SGLANG_CP_SYMM": "1", **nccl("2.30.7")}).stdout)
+    assert upgraded["pins"]["differs"] and "fix" not in upgraded["pins"] and not upgraded["race_guard"]["engaged"]
+    assert any("NCCL 2.30.7 is loaded, not the" in f for f in upgraded["findings"])
+
+
+@pytest.mark.parametrize("env,needle,engaged", [
+    ({"NCCL_WIN_ENABLE": "0"}, "NCCL env    NCCL_WIN_ENABLE=0: symmetric windows and kernels off", False),
+    ({"NCCL_SYM_NOWIN_ENABLE": "1"}, "! race guard not held: NCCL_SYM_NOWIN_ENABLE=1", True),
+    ({"NCCL_SYM_KERNEL": "AllGather_LL"}, "! race guard not held: NCCL_SYM_KERNEL=AllGather_LL", True),
+    ({"NCCL_ALGO": "Ring"}, "NCCL env    NCCL_ALGO=Ring: legacy algorithms only", True)])
+def test_the_doctor_reads_the_nccl_settings_that_change_the_verdict(env, needle, engaged):
+    out = doctor("0.5.21", "doctor", env={"SGLANG_CP_SYMM": "1", **env}).stdout
+    assert needle in out, out
+    assert ("race guard  engaged" in out) is engaged, out
