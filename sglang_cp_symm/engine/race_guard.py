@@ -26,7 +26,7 @@ MoE, the pre-allocation) are not touched.
 
 Two cases run the CP gathers on a group that is not a CP group: 0.5.6-0.5.8 (the
 NSA gathers use the attention-TP group) and ``attn_cp_size == tp_size``, where sglang
-makes the CP group the TP group object (parallel_state.py 0.5.18:2510). There the
+makes the CP group the TP group object (parallel_state.py 0.5.12:1873, 0.5.18:2511, 0.5.23:2761). There the
 contexts that the register's CP all-gathers open are guarded by their opener, so
 their outputs are allocated outside the pool. That is enough on 2.28 (both buffers
 needed) and for the full kernel set on 2.29.2+; a send buffer that the model itself
