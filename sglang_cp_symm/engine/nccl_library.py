@@ -85,3 +85,16 @@ def sm90_or_later() -> Tuple[bool, str]:
     except Exception:
         pass
     return True, "assumed sm90+ (CUDA not initialised yet)"
+
+
+def known_capability() -> Optional[Tuple[int, int]]:
+    """The GPU's compute capability where CUDA is already up in this process, else None (then the plan assumes
+    sm90+). Never initialises CUDA and never imports torch, like ``sm90_or_later``."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_initialized():
+            major, minor = torch.cuda.get_device_capability()
+            return int(major), int(minor)
+    except Exception:
+        pass
+    return None

@@ -18,9 +18,8 @@ from typing import Optional
 
 from .. import __version__
 from ..engine.nccl_library import engine_nccl, torch_built_with
-from ..engine.nccl_env import effects as nccl_env_effects, guard_defeated, symmetric_off
-from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, decide, line_for
-from ..engine.race_guard import GuardPlan, plan_guard
+from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, line_for
+from ..engine.plan import State, gather_facts, make_plan, outcome as plan_outcome
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                read_settings)
 from ..engine.sizing import (
@@ -44,11 +43,8 @@ from ..engine.sizing import (
     warmup_reservation,
 )
 from ..engine.warmup_deadline import warmup_deadline
-from .source_survey import installed_reader, survey
-from ..targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, TARGETS, is_supported
-from .verdict import verdict
 from ..pins import pin_for
-from ..releases import distribution_version, installed_sglang
+from ..releases import distribution_version, installed_sglang, installed_sglang_version
 
 ENTRY_POINT = "cp_symm"
 #: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
@@ -226,16 +222,22 @@ def ranks_report(folder: Optional[str]) -> dict:
 
 def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape] = None,
                  ranks: Optional[str] = None, want_ranks: bool = False) -> dict:
+    """The doctor's report: the plan (``engine.plan``) made from this machine's facts, gathered as the engine
+    gathers them, and rendered; nothing here decides what happens to a target."""
     settings = read_settings()
+    release_text = installed_sglang_version()
     release = installed_sglang()
     loaded, loaded_from = nccl_as_the_engine_loads_it()
     torch_nccl = torch_built_with()
     nccl = NcclVersion.parse(nccl_override) if nccl_override else loaded
     gpu = _gpu()
-    sm90 = not gpu["available"] or float(gpu["capability"]) >= 9.0
+    capability = tuple(int(p) for p in gpu["capability"].split(".")) if gpu["available"] else None
+    facts = gather_facts(settings, release, release_text, nccl=nccl,
+                         nccl_from="given with --nccl" if nccl_override else loaded_from, gpu=capability)
+    plan = make_plan(facts)
     report = {
         "sglang_cp_symm": __version__,
-        "sglang": None if release is None else distribution_version("sglang"),
+        "sglang": release_text,
         "torch": distribution_version("torch"),
         "gpu": gpu,
         "nccl": {"torch_build": None if torch_nccl is None else str(torch_nccl),
@@ -250,15 +252,13 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
         "findings": [],
     }
     findings = report["findings"]
-    for problem in settings.problems:
-        findings.append(problem)
+    findings.extend(settings.problems)
     if release is None:
         findings.append("sglang is not installed in this environment: nothing to patch; install the plugin next to sglang")
         return report
-    report["supported"] = is_supported(release)
-    if not report["supported"]:
-        findings.append(f"sglang {release} is outside the register ({FIRST_SUPPORTED}..{LAST_SUPPORTED}): "
-                        "the plugin will change nothing")
+    report["supported"] = plan.problem is None
+    if plan.problem is not None:
+        findings.append(f"sglang {release_text}: {plan.problem}; the plugin will change nothing")
         return report
     if release >= (0, 5, 11):
         if not report["entry_point"]["discoverable"]:
@@ -268,15 +268,15 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     elif not report["bootstrap_pth"]:
         findings.append(f"sglang {release} has no plugin framework and {BOOTSTRAP} is not in site-packages")
     if nccl is None:
-        findings.append("no NCCL found here: the verdict below cannot say whether the symmetric kernel engages")
+        findings.append(f"no NCCL found here ({loaded_from}): the verdict below cannot say whether the symmetric "
+                        "kernel engages")
     report["pins"] = pins_report(release, loaded, nccl, findings)
-    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in nccl_env_effects()]
-    decision = decide(nccl, settings.send, settings.allow_nccl_race, sm90)
+    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in facts.nccl_env]
     if settings.enabled:
-        report["policy"] = {"line": decision.line(), "source": decision.source}
-    guard = plan_guard(decision, release, settings.allow_nccl_race, symmetric_off(), guard_defeated())
-    if not sm90 and guard.engaged:
-        guard = GuardPlan(False, f"not needed: GPU {gpu.get('capability')} is below sm90 (no programmatic launch)")
+        report["policy"] = {"line": plan.decision.line(), "source": plan.decision.source}
+        report["outcome"] = plan_outcome([(t.name, t.state, t.words) for t in plan.entries()],
+                                         plan.guard.reason if plan.guard.engaged else None)
+    guard = plan.guard
     report["race_guard"] = {**guard.describe(), "plugin_on": settings.enabled}
     if guard.engaged and not settings.enabled:
         findings.append(f"race: {guard.reason.split(':', 1)[0]} and the plugin is off, so nothing keeps this "
@@ -284,23 +284,20 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
                         f"race guard, or {guard.fix}")
     if guard.defeated_by:
         findings.append(f"race guard not held: {guard.defeated_by}")
-    states = survey(installed_reader(), release)
-    for target in TARGETS:
-        if not target.exists_in(release):
-            continue
-        source = states[target.name]
-        v = verdict(release, target, nccl, settings, sm90)
-        entry = {"where": target.dotted, "source": source["state"], "expected": source["expected"], **v.as_dict()}
-        report["targets"][target.name] = entry
-        if source["state"] != source["expected"]:
-            findings.append(f"{target.dotted}: the installed file is {source['state']} ({source['detail']}), "
-                            f"not {source['expected']}: the plugin will leave it alone")
-        if guard.engaged and settings.enabled:  # the race guard keeps it off every window (race_guard)
-            entry.update(kernel=False, guarded=True, output_cp_registered=False, send_registered=False)
-        elif v.hazard:
-            findings.append(f"{target.name}: {v.hazard}")
-    report["pool_fix"] = POOL_FIX.applies_to(release)
-    actions = sorted({t["action"] for t in report["targets"].values() if t["action"]})
+    findings.extend(plan.notes)
+    for entry in plan.targets:
+        report["targets"][entry.name] = {"where": entry.where, "source": entry.source, "state": str(entry.state),
+                                         "words": entry.words, "action": str(entry.action),
+                                         **entry.verdict(), "hazard": entry.hazard,
+                                         "action_to_take": entry.action_to_take}
+        if entry.state == State.SKIPPED:
+            findings.append(f"{entry.where}: the installed source is of another shape ({entry.detail}): the "
+                            "plugin will leave it alone")
+        if entry.hazard:
+            findings.append(f"{entry.name}: {entry.hazard}")
+    report["pool_fix"] = None if plan.pool is None else {"state": str(plan.pool.state), "words": plan.pool.words,
+                                                         "source": plan.pool.source}
+    actions = list(plan.recommended())
     if shape is not None and shape.given:
         report["sizing"] = sizing_report(shape, release, settings)
         state = report["sizing"].get("prealloc", {}).get("state")
@@ -315,6 +312,8 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
         if "note" in report["ranks"]:
             findings.append(report["ranks"]["note"])
     report["recommended"] = actions
+    report["changes_something"] = plan.changes_something()
+    report["engages_kernel"] = plan.engages_kernel()
     return report
 
 
@@ -336,18 +335,15 @@ def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersi
 
 
 def check_failed(report: dict) -> bool:
-    """For --check: the plugin is on but patches nothing or engages no symmetric kernel, a switch is bad, or
-    (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
+    """For --check: the plugin is on but the plan changes nothing or engages no symmetric kernel, a switch is
+    bad, or (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
     if report["settings"]["problems"]:
         return True
     if report.get("ranks", {}).get("findings"):
         return True
     if not report["settings"]["enabled"]:
         return False
-    targets = report["targets"].values()
-    patches = any(t["patched_by_plugin"] for t in targets) or report.get("pool_fix", False)
-    engages = any(t["kernel"] for t in targets)
-    return not (patches and engages)
+    return not (report.get("changes_something") and report.get("engages_kernel"))
 
 
 def render(report: dict) -> str:
@@ -374,12 +370,17 @@ def render(report: dict) -> str:
                + _warmup_switch_details(s)
                + f", WATCHDOG={'on' if s['watchdog'] else 'off'}")
     if report["targets"]:
-        out.append("  CP all-gathers on this release:")
-        out.append(f"    {'target':<30} {'source':<12} {'output in CP window':<20} {'send in window':<15} symmetric kernel")
+        out.append("  CP all-gathers on this release (state: what the engine will report):")
+        out.append(f"    {'target':<30} {'source':<12} {'state':<12} {'output in CP window':<20} {'send in window':<15} "
+                   "symmetric kernel")
         for name, t in report["targets"].items():
-            kernel = "no (race guard)" if t.get("guarded") else {True: "yes", False: "no", None: "unknown"}[t["kernel"]]
-            out.append(f"    {name:<30} {t['source']:<12} {'yes' if t['output_cp_registered'] else 'no':<20} "
-                       f"{'yes' if t['send_registered'] else 'no':<15} {kernel}")
+            kernel = {True: "yes", False: "no", None: "unknown"}[t["kernel"]]
+            if t["state"] == "guarded":
+                kernel = "no (race guard)"
+            out.append(f"    {name:<30} {t['source']:<12} {t['state']:<12} {'yes' if t['output_in_window'] else 'no':<20} "
+                       f"{'yes' if t['send_in_window'] else 'no':<15} {kernel}")
+    if report.get("outcome"):
+        out.append(f"  outcome     {report['outcome']}")
     pins = report.get("pins")
     if pins and pins.get("known"):
         out.append(f"  pins        torch {pins['torch']}, NCCL {pins['nccl']} ({pins['nccl_wheel']}); loaded "

@@ -27,7 +27,7 @@ def test_report_is_readable_and_json_is_valid_on_0_5_11():
     data = json.loads(doctor("0.5.11", "doctor", "--json", "--nccl", "2.30.7", env={"SGLANG_CP_SYMM": "1"}).stdout)
     kv = data["targets"]["cp_utils.reorganized_kv_cache"]
     assert data["sglang"] == "0.5.11" and data["entry_point"]["discoverable"]
-    assert kv["source"] == kv["expected"] == "needs patch" and kv["kernel"] is True
+    assert (kv["source"], kv["state"], kv["output_in_window"], kv["kernel"]) == ("needs patch", "patched", True, True)
 
 
 @pytest.mark.parametrize("nccl,env,code", [
