@@ -104,7 +104,8 @@ def _doctor(args) -> int:
                        context_length=args.context_length, page_size=args.page_size, tp_size=args.tp_size,
                        dp_size=args.dp_size, enable_dp_attention=args.enable_dp_attention, model=args.model,
                        kv_dtype=args.kv_dtype, prealloc_gib=args.prealloc_gb, max_total_tokens=args.max_total_tokens,
-                       watchdog_timeout=args.watchdog_timeout, disaggregation_mode=args.disaggregation_mode)
+                       watchdog_timeout=args.watchdog_timeout, disaggregation_mode=args.disaggregation_mode,
+                       enable_symm_mem=args.enable_symm_mem)
     return run(as_json=args.json, check=args.check, nccl=args.nccl, shape=shape, ranks=args.ranks or None,
                want_ranks=args.ranks is not None)
 
@@ -202,6 +203,8 @@ def main(argv=None) -> int:
                              "profile on a large GPU gives); with pages > 6 tokens it can bound the longest prompt")
     sizing.add_argument("--watchdog-timeout", type=_positive_seconds, default=None,
                         help="sglang's --watchdog-timeout (default 300): the warm-up's deadline is at least 1.5x it")
+    sizing.add_argument("--enable-symm-mem", action="store_true",
+                        help="the server runs with symmetric memory: on a racy NCCL --check then exits 1")
     sizing.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null",
                         help="a PD prefill server gets sglang's 1800 s warm-up budget; decode runs no warm-up")
     p_doctor.add_argument("--ranks", nargs="?", const="", default=None, metavar="DIR",

@@ -18,7 +18,7 @@ from typing import Optional
 
 from .. import __version__
 from ..engine.nccl_library import engine_nccl, torch_built_with
-from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, line_for
+from ..engine.nccl_policy import NcclVersion, line_for, upgrade_command
 from ..engine.plan import State, gather_facts, make_plan, outcome as plan_outcome
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                read_settings)
@@ -107,6 +107,7 @@ class ServeShape:
     prealloc_gib: Optional[float] = None
     max_total_tokens: Optional[int] = None  # one DP rank's KV pool (--max-total-tokens); None: the memory profile's
     watchdog_timeout: Optional[float] = None  # --watchdog-timeout; None: sglang's 300 s
+    enable_symm_mem: bool = False  # --enable-symm-mem: symmetric memory is on for every group that uses the pool
     disaggregation_mode: str = "null"
 
     @property
@@ -285,6 +286,12 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     if guard.defeated_by:
         findings.append(f"race guard not held: {guard.defeated_by}")
     findings.extend(plan.notes)
+    symm_mem = shape is not None and shape.enable_symm_mem
+    report["symm_mem"] = symm_mem
+    report["race_exposure"] = plan.exposure
+    if plan.exposure:
+        findings.append(f"race: {plan.exposure}" if symm_mem else
+                        f"race, if the server runs with --enable-symm-mem (pass it here to judge that): {plan.exposure}")
     for entry in plan.targets:
         report["targets"][entry.name] = {"where": entry.where, "source": entry.source, "state": str(entry.state),
                                          "words": entry.words, "action": str(entry.action),
@@ -328,18 +335,20 @@ def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersi
     if out["differs"]:
         findings.append(f"NCCL {loaded} is loaded, not the {pin.nccl} that sglang {release}'s torch {pin.torch} pins")
     if nccl is not None and line_for(nccl).race:
-        out["fix"] = (f'pip install "{pin.nccl_wheel}>={SAFE_UPGRADE}" (or a torch that pins NCCL >= {SAFE_UPGRADE}), '
-                      f"or SGLANG_NCCL_SO_PATH=<libnccl.so.2 of NCCL >= {SAFE_UPGRADE}>")
+        out["fix"] = upgrade_command(release)
         findings.append(f"NCCL {nccl} has the Hopper symmetric-kernel race (2.28.0-2.30.6): {out['fix']}")
     return out
 
 
 def check_failed(report: dict) -> bool:
     """For --check: the plugin is on but the plan changes nothing or engages no symmetric kernel, a switch is
-    bad, or (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
+    bad, the NCCL races while the server's symmetric memory is on (``--enable-symm-mem``, plugin on or off), or
+    (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
     if report["settings"]["problems"]:
         return True
     if report.get("ranks", {}).get("findings"):
+        return True
+    if report.get("race_exposure") and report.get("symm_mem"):  # racy kernels in every group using the pool
         return True
     if not report["settings"]["enabled"]:
         return False
