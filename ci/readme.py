@@ -24,10 +24,12 @@ Three kinds of tagged blocks in README.md (and any other markdown file given):
 3. Figures quoted from a record, checked by meaning. Text between `<!-- figures: docs/FILE -->` and
    `<!-- /figures -->` (a table, a paragraph). Figures measured on a GPU are never produced here: they are
    quoted from the committed record of the run, each with the name of the value it shows. Every line of the
-   block that shows a number ends with `<!-- keys: KEY KEY ... -->`, one key per figure in the order the line
-   shows them; each figure must equal that key's value in the record, so a figure moved to another row,
-   swapped with another or changed is a drift, and so is a number with no key (code spans are not figures).
-   A key whose value holds several numbers ("2.40, 2.57 ms", "53-61 us") stands for that many figures.
+   block that shows a number carries `<!-- keys: KEY KEY ... -->` at its end (in a table row, inside its last
+   cell, where it renders as nothing), one key per figure in the order the line shows them; each figure must
+   equal that key's value in the record, so a figure moved to another row, swapped with another or changed
+   is a drift, and so is a number with no key. A figure is a number, a version, a duration (23m17s) or a
+   clock time (17:37) outside code spans; a key whose value holds several ("2.40, 2.57 ms", "53-61 us")
+   stands for that many, in order.
 
    A record's labelled values (`python3 ci/readme.py --keys docs/FILE` lists them):
    - every ```json block the benchmark wrote, flattened: {"startup": {"switch unset": {"added_ms": 0.19}}}
@@ -354,7 +356,8 @@ def main(argv=None) -> int:
             path.write_text("\n".join(lines) + "\n")
     if drifts:
         print(f"{drifts} block(s) differ from what the real commands print and records hold; "
-              "`python3 ci/readme.py --update` rewrites the output blocks")
+              "`python3 ci/readme.py --update` rewrites the output blocks (a figure is corrected by hand, "
+              "from the record: `python3 ci/readme.py --keys docs/FILE`)")
     return 1 if drifts else 0
 
 
