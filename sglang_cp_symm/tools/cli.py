@@ -105,7 +105,7 @@ def _doctor(args) -> int:
                        dp_size=args.dp_size, enable_dp_attention=args.enable_dp_attention, model=args.model,
                        kv_dtype=args.kv_dtype, prealloc_gib=args.prealloc_gb, max_total_tokens=args.max_total_tokens,
                        watchdog_timeout=args.watchdog_timeout, disaggregation_mode=args.disaggregation_mode,
-                       enable_symm_mem=args.enable_symm_mem)
+                       enable_symm_mem=args.enable_symm_mem, nnodes=args.nnodes, pp_size=args.pp_size)
     return run(as_json=args.json, check=args.check, nccl=args.nccl, shape=shape, ranks=args.ranks or None,
                want_ranks=args.ranks is not None)
 
@@ -193,6 +193,9 @@ def main(argv=None) -> int:
     sizing.add_argument("--tp-size", "--tp", dest="tp_size", type=_positive, default=1)
     sizing.add_argument("--dp-size", "--dp", dest="dp_size", type=_positive, default=1)
     sizing.add_argument("--enable-dp-attention", action="store_true")
+    sizing.add_argument("--nnodes", type=_positive, default=1, help="nodes the server spans (CP groups across nodes "
+                        "cannot use symmetric kernels)")
+    sizing.add_argument("--pp-size", "--pp", dest="pp_size", type=_positive, default=1)
     sizing.add_argument("--model", default=None,
                         help=f"a preset ({', '.join(PRESETS)}), a config.json or a model folder holding one")
     sizing.add_argument("--kv-dtype", default="bf16", help="the KV cache dtype (bf16, fp8_e4m3, ...)")

@@ -108,6 +108,8 @@ class ServeShape:
     max_total_tokens: Optional[int] = None  # one DP rank's KV pool (--max-total-tokens); None: the memory profile's
     watchdog_timeout: Optional[float] = None  # --watchdog-timeout; None: sglang's 300 s
     enable_symm_mem: bool = False  # --enable-symm-mem: symmetric memory is on for every group that uses the pool
+    nnodes: int = 1  # --nnodes: the CP groups' place on nodes (``topology``)
+    pp_size: int = 1
     disaggregation_mode: str = "null"
 
     @property
@@ -204,6 +206,20 @@ def sizing_report(shape: ServeShape, release, settings) -> dict:
     if capped:
         out["capped"] = capped
     return out
+
+
+def topology_report(shape: ServeShape) -> dict:
+    """Whether the server's CP groups can run symmetric kernels here (``topology``), as data."""
+    from .topology import TopologyError, cp_groups, judge, read_topology
+
+    try:
+        groups = cp_groups(shape.tp_size, shape.cp_size, shape.dp_size if shape.enable_dp_attention else 1,
+                           shape.pp_size)
+        links, where = read_topology()
+        verdict = judge(groups, shape.nnodes, links, where)
+    except TopologyError as exc:
+        return {"state": "invalid", "message": str(exc), "groups": []}
+    return {"state": verdict.state, "message": verdict.message, "groups": [list(g) for g in verdict.groups[:8]]}
 
 
 def ranks_report(folder: Optional[str]) -> dict:
@@ -313,6 +329,10 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
         if "error" in report["sizing"]:
             findings.append(f"sizing: {report['sizing']['error']}")
         findings.extend(f"warm-up: {w}" for w in report["sizing"].get("warnings", ()))
+    if shape is not None and shape.cp_size > 1:
+        report["topology"] = topology_report(shape)
+        if report["topology"]["state"] not in ("ok", "unknown", "no CP"):
+            findings.append(f"topology: {report['topology']['message']}")
     if want_ranks:
         report["ranks"] = ranks_report(ranks)
         findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
@@ -342,13 +362,16 @@ def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersi
 
 def check_failed(report: dict) -> bool:
     """For --check: the plugin is on but the plan changes nothing or engages no symmetric kernel, a switch is
-    bad, the NCCL races while the server's symmetric memory is on (``--enable-symm-mem``, plugin on or off), or
+    bad, the NCCL races while the server's symmetric memory is on (``--enable-symm-mem``, plugin on or off), a CP
+    group cannot run symmetric kernels on this topology (``topology``), or
     (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
     if report["settings"]["problems"]:
         return True
     if report.get("ranks", {}).get("findings"):
         return True
     if report.get("race_exposure") and report.get("symm_mem"):  # racy kernels in every group using the pool
+        return True
+    if report.get("topology", {}).get("state") in ("spans nodes", "no all-NVLink path", "invalid"):
         return True
     if not report["settings"]["enabled"]:
         return False
@@ -403,6 +426,8 @@ def render(report: dict) -> str:
         out.append(f"  race guard  {state}: {guard['reason']}")
     if "policy" in report:
         out.append(f"  policy      {report['policy']['line']}")
+    if report.get("topology"):
+        out.append(f"  topology    {report['topology']['state']}: {report['topology']['message']}")
     out.extend(_render_sizing(report.get("sizing")))
     out.extend(_render_ranks(report.get("ranks")))
     for finding in report["findings"]:
