@@ -1,4 +1,5 @@
-"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``demo-warmup``, ``patches``."""
+"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``demo-warmup``."""
+# Patch generation is a maintainer's tool, not in the wheel: ``python -m maint.patches`` from a checkout.
 
 from __future__ import annotations
 
@@ -110,17 +111,6 @@ def _doctor(args) -> int:
                want_ranks=args.ranks is not None)
 
 
-def _patches(args) -> int:
-    from pathlib import Path
-
-    from .patchfiles import write_patches
-
-    written = write_patches(Path(args.wheel_dir), Path(args.out))
-    for path in written:
-        print(path)
-    return 0 if written else 1
-
-
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -213,10 +203,6 @@ def main(argv=None) -> int:
     p_doctor.add_argument("--ranks", nargs="?", const="", default=None, metavar="DIR",
                           help="show the last launch's per-rank records (default folder: SGLANG_CP_SYMM_REPORT_DIR)")
     p_doctor.set_defaults(func=_doctor)
-    p_patches = sub.add_parser("patches", help="generate patches/ from the register and the release wheels")
-    p_patches.add_argument("--wheel-dir", required=True, help="folder of sglang-X wheels (pip download --no-deps)")
-    p_patches.add_argument("--out", default="patches")
-    p_patches.set_defaults(func=_patches)
     args = parser.parse_args(argv)
     return args.func(args)
 

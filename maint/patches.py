@@ -11,8 +11,13 @@ group's own pool to ``pynccl_allocator.py`` using the source of
   buffers, CP pool); only for releases where that is not a no-op;
 - ``0002-cp-symm-send-staging.patch``: the opt-in send staging, on top of 0001.
 
-Command: ``python -m sglang_cp_symm patches --wheel-dir DIR --out patches`` (wheels
-downloaded with ``pip download --no-deps sglang==X``).
+Command, from a checkout: ``python -m maint.patches --wheel-dir DIR --out patches`` (wheels
+downloaded with ``pip download --no-deps sglang==X``, or ``ci/fetch-wheels.sh``). Maintainer-only: it
+is not in the wheel, as a user applies the plugin, or the committed ``patches/``, never this generator.
+
+The header of every generated patch still names ``python -m sglang_cp_symm patches``, the command of
+the time ``patches/`` was committed: changing it would rewrite every committed patch, and
+``tests/tools/test_patches_and_sweep.py`` holds ``patches/`` byte-identical to this output.
 """
 
 from __future__ import annotations
@@ -21,16 +26,17 @@ import ast
 import difflib
 import inspect
 import re
+import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from ..engine import pool
-
-from ..engine import send_staging
-from ..engine.rewrite import REQUIRED_NAMES, STAGE_SEND_NAME, rewrite_function_source
-from .source_survey import NEEDS_PATCH, UPSTREAM, find_function, injected_name_report, module_path, target_state
-from ..targets import POOL_FIX, SYMMETRIC_CONTEXT_MODULE, TARGETS, Target, is_supported
-from ..releases import Release
+from sglang_cp_symm.engine import pool, send_staging
+from sglang_cp_symm.engine.rewrite import REQUIRED_NAMES, STAGE_SEND_NAME, rewrite_function_source
+from sglang_cp_symm.releases import Release
+from sglang_cp_symm.targets import (POOL_FIX, SYMMETRIC_CONTEXT_MODULE, TARGETS, Target, is_supported,
+                                    needs_output_patch, targets_for)
+from sglang_cp_symm.tools.source_survey import (NEEDS_PATCH, UPSTREAM, find_function, injected_name_report,
+                                                module_path, target_state)
 
 ALLOCATOR_PATH = module_path(SYMMETRIC_CONTEXT_MODULE)
 MARK = "sglang-cp-symm"
@@ -202,8 +208,6 @@ def unified_diff(changes: Dict[str, tuple]) -> str:
 
 
 def header(release: Release, kind: str) -> str:
-    from ..targets import needs_output_patch, targets_for
-
     patched = [t for t in needs_output_patch(release)]
     lines = [f"sglang-cp-symm patch for sglang {release}: {kind}", ""]
     if kind == "default mode":
@@ -268,4 +272,28 @@ def write_patches(wheel_dir: Path, out_dir: Path) -> List[Path]:
     return written
 
 
+def main(argv=None) -> int:
+    """``python -m maint.patches --wheel-dir DIR [--out patches]``: one line per file written; exit 1 if none."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m maint.patches", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--wheel-dir", required=True, help="folder of sglang-X wheels (pip download --no-deps)")
+    parser.add_argument("--out", default="patches")
+    args = parser.parse_args(argv)
+    wheel_dir = Path(args.wheel_dir)
+    if not wheel_dir.is_dir():
+        print(f"--wheel-dir {str(wheel_dir)[:200]!r} is not a folder: give the folder of sglang wheels "
+              "(ci/fetch-wheels.sh fills .cache/wheels)", file=sys.stderr)
+        return 2
+    written = write_patches(wheel_dir, Path(args.out))
+    for path in written:
+        print(path)
+    if not written:
+        print(f"no supported sglang wheel in {str(wheel_dir)[:200]}: nothing written", file=sys.stderr)
+    return 0 if written else 1
+
+
 __all__ = ["PatchError", "patch_texts", "patched_files", "write_patches", "wheel_reader"]
+
+if __name__ == "__main__":
+    sys.exit(main())
