@@ -1,8 +1,8 @@
 """The wheel as it would be published: built from this checkout, read back, and judged by ``twine check``.
 
-Stage A. ``pip wheel --no-deps --no-build-isolation .`` with the hatchling of ``.venv`` (no network), then the
-archive itself is read: the whole package and the ``.pth`` line are in it, the Apache-2.0 text is in its metadata,
-and nothing maintainer-only (``maint/``) or repository-only (``tests/``, ``bench/``, ``ci/``, ``patches/``,
+Stage A. ``pip wheel --no-index --no-deps --no-build-isolation .`` with the hatchling of ``.venv`` (no network),
+then the archive itself is read: the whole package and the ``.pth`` line are in it, the Apache-2.0 text is in its
+metadata, and nothing maintainer-only (``maint/``) or repository-only (``tests/``, ``bench/``, ``ci/``, ``patches/``,
 ``docs/``) is. ``twine check --strict`` reads the metadata as PyPI's upload does (the README as its long
 description must render).
 """
@@ -27,8 +27,9 @@ NOT_SHIPPED = ("maint", "tests", "bench", "ci", "patches", "docs")
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", ".",
-                             "-w", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-index", "--no-deps",
+                             "--no-build-isolation", ".", "-w", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (built,) = out.glob("sglang_cp_symm-*.whl")
     return built

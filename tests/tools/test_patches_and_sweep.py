@@ -68,7 +68,8 @@ def test_patches_are_regenerated_byte_identical(tmp_path):
     written = write_patches(WHEELS, tmp_path)
     fresh = {p.relative_to(tmp_path): p.read_bytes() for p in written}
     committed = {p.relative_to(PATCHES): p.read_bytes() for p in PATCHES.glob("sglang-*/*.patch")}
-    assert sorted(fresh) == sorted(committed), "patches/ differs from the register: run python -m maint.patches --wheel-dir .cache/wheels"
+    assert sorted(fresh) == sorted(committed), \
+        "patches/ differs from the register: run python -m maint.patches --wheel-dir .cache/wheels"
     drifted = [str(p) for p in fresh if fresh[p] != committed[p]]
     assert not drifted, f"regenerate patches/: {drifted}"
 
