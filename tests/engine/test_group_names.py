@@ -4,7 +4,7 @@ The guard holds the CP and DCP communicators by name (``race_guard.GUARDED_GROUP
 ``GroupCoordinator.unique_name`` before the ``:``). Its other tests feed it groups carrying those same literals, so a
 rename upstream would leave them green while the guard stopped holding the group. Here the names come from the
 published wheel of every release 0.5.6-0.5.23, post releases included (ci/fetch-wheels.sh, .cache/wheels), read with
-``ast`` by ``sglang_groups.py`` (its docstring states the rule); nothing is imported from sglang. The guard's side is
+``ast`` by ``tests/sglang_groups.py`` (its docstring states the rule); nothing is imported from sglang. The guard's side is
 ``plan_guard``, the function the engine calls, on an NCCL that carries the race (2.29.7). A renamed group fails here
 with the release, the role, the name it is now built with and where.
 """
