@@ -15,11 +15,11 @@ import re
 import pytest
 
 from conftest import ROOT
+from maint.patches import wheel_reader
 from sglang_cp_symm.engine.nccl_policy import NcclVersion, decide
 from sglang_cp_symm.engine.race_guard import DCP_FROM, GUARDED_GROUPS, plan_guard
 from sglang_cp_symm.releases import Release
 from sglang_cp_symm.targets import ATTENTION_CP_GROUP_FROM, FIRST_SUPPORTED, LAST_SUPPORTED
-from sglang_cp_symm.tools.patchfiles import wheel_reader
 from sglang_groups import PARALLEL_STATE, read_groups
 
 pytestmark = pytest.mark.release
