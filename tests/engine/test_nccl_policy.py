@@ -30,7 +30,8 @@ def test_table_is_contiguous_and_total():
     for a, b in zip(TABLE, TABLE[1:]):
         assert a.last < b.first
     for v in ["2.0.0", "2.27.2", "2.27.3", "2.28.0", "2.29.1", "2.29.2", "2.30.6", "2.30.7", "3.1.0"]:
-        line_for(V(v))
+        covering = [line for line in TABLE if line.covers(V(v))]
+        assert len(covering) == 1 and line_for(V(v)) is covering[0], (v, covering)  # exactly one row, and that one
 
 
 # (nccl, send requested, allow race) -> (patch outputs, stage send, kernel engaged, hazard?)   fact
