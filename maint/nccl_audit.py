@@ -316,7 +316,8 @@ def source_facts(repo: Optional[Path], version: str) -> dict:
         picker_reads = any(r.startswith(("src/sym_kernels.cc:", "src/scheduler/symmetric_sched.cc:")) for r in reads)
         algo_fact = {"symmetric_off": False, "where": reads, "picker_reads": picker_reads,
                      "text": "NCCL_ALGO is read by name at "
-                             f"{', '.join(reads) or 'no place'}; src/sym_kernels.cc and src/scheduler/symmetric_sched.cc, "
+                             f"{', '.join(reads) or 'no place'}; src/sym_kernels.cc and "
+                             "src/scheduler/symmetric_sched.cc, "
                              f"which pick the symmetric kernel, {'read it' if picker_reads else 'never read it'}"}
     generate = read_source(repo, ref, "src/device/symmetric/generate.py") or ""
     return {"ref": ref, "commit": commit, "what": what,
@@ -365,7 +366,8 @@ def algo_cell(record: dict) -> str:
         return "not read"
     tag = "" if record["source"]["ref"] != "dev" else " (dev branch)"
     if algo["symmetric_off"]:
-        return "turns symmetric kernels off for the functions it covers; NCCL_SYM_KERNEL re-enables those it names" + tag
+        return ("turns symmetric kernels off for the functions it covers; NCCL_SYM_KERNEL re-enables those it "
+                "names" + tag)
     if algo.get("picker_reads"):
         return "read where the symmetric kernel is picked: see the record" + tag
     return "not read where the symmetric kernel is picked (no direct effect)" + tag
@@ -383,13 +385,15 @@ def render(records: Sequence[dict]) -> str:
            "code.",
            "",
            "| NCCL | sm_90 symmetric kernels with `ACQBULK` | race fix in every kernel | AllGather registration "
-           "rule | `NCCL_ALGO` on symmetric kernels | new `NCCL_SYM*`/`NCCL_WIN_*` names |",
+           "rule | `NCCL_ALGO` on symmetric kernels | new `NCCL_SYM*`/`NCCL_WIN_*` names (binary strings; nccl.h) |",
            "|---|---|---|---|---|---|"]
     for r in records:
         k = r["kernels"]
         new = r.get("new_parameters")
-        new_cell = "(first audited)" if new is None else (", ".join(f"`{n}`" for n in new) or "none")
-        out.append(f"| {r['version']} | {k['with_fence']} of {k['total']} | {'yes' if r['race_fix_in_every_kernel'] else 'no'} "
+        new_cell = "(first audited)" if new is None else (
+            ", ".join(f"`{n}`" for n in new + [h + " (nccl.h)" for h in r["new_header_names"]]) or "none")
+        fixed = "yes" if r["race_fix_in_every_kernel"] else "no"
+        out.append(f"| {r['version']} | {k['with_fence']} of {k['total']} | {fixed} "
                    f"| {rule_cell(r)} | {algo_cell(r)} | {new_cell} |")
     for r in records:
         s, k = r["source"], r["kernels"]
@@ -453,7 +457,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.versions:
             raise AuditError("name at least one nvidia-nccl-cu13 version, e.g. 2.32.6 (or --render)")
         versions = sorted(set(args.versions), key=version_key)
-        if args.nccl_repo is not None and not (args.nccl_repo / "HEAD").exists() and not (args.nccl_repo / ".git").exists():
+        repo = args.nccl_repo
+        if repo is not None and not (repo / "HEAD").exists() and not (repo / ".git").exists():
             raise AuditError(f"--nccl-repo {str(args.nccl_repo)[:80]} is not a git repository")
         records = {r["version"]: r for r in load(args.json)}
         tool_paths = tools(args.cache)

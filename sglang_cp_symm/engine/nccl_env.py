@@ -100,7 +100,8 @@ def effects(environ: Optional[Mapping[str, str]] = None, nccl: Optional[Sequence
     return found
 
 
-def parse_list(value: str, function: str, known: Optional[Tuple[str, ...]]) -> Tuple[bool, Optional[str], set, Optional[str]]:
+def parse_list(value: str, function: str,
+               known: Optional[Tuple[str, ...]]) -> Tuple[bool, Optional[str], set, Optional[str]]:
     """NCCL's ``parseList`` (cost_model.cc:32-100 at dev), for one function.
 
     Returns (forced: some element was listed for ``function``; ``"only"``/``"except"``/None: how the last entry

@@ -270,7 +270,8 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     if nccl is None:
         findings.append("no NCCL found here: the verdict below cannot say whether the symmetric kernel engages")
     report["pins"] = pins_report(release, loaded, nccl, findings)
-    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in nccl_env_effects()]
+    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect}
+                          for e in nccl_env_effects(nccl=nccl)]
     decision = decide(nccl, settings.send, settings.allow_nccl_race, sm90)
     if settings.enabled:
         report["policy"] = {"line": decision.line(), "source": decision.source}

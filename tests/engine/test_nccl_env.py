@@ -83,3 +83,18 @@ def test_the_guard_inputs_ignore_nccl_algo():
     """symmetric_off / guard_defeated feed the race guard (2.28-2.30, where NCCL_ALGO does nothing to it)."""
     env = {"NCCL_ALGO": "NVLS"}
     assert nccl_env.symmetric_off(env) is None and nccl_env.guard_defeated(env) is None
+
+
+@pytest.mark.release
+@pytest.mark.parametrize("version,needle", [
+    ("2.32.6", "NCCL env    NCCL_ALGO=NVLS: legacy algorithms only for AllGather: on this NCCL (2.31+) AllGather has "
+               "no symmetric kernel"),
+    ("2.30.7", "NCCL env    NCCL_ALGO=NVLS: legacy algorithms only; does not keep symmetric kernels off on 2.28-2.30"),
+])
+def test_the_doctor_applies_the_rule_of_the_nccl_it_loads(version, needle):
+    """The real doctor on sglang 0.5.11; the loaded NCCL is the libnccl stand-in (no NCCL binary runs here)."""
+    from conftest import nccl, run_python
+
+    code = "import sys; sys.argv[1:] = ['doctor']; from sglang_cp_symm.__main__ import main; sys.exit(main(['doctor']))"
+    out = run_python("0.5.11", code, env={"SGLANG_CP_SYMM": "1", "NCCL_ALGO": "NVLS", **nccl(version)}).stdout
+    assert needle in out, out
