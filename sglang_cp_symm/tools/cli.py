@@ -1,10 +1,19 @@
-"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``demo-warmup``."""
-# Patch generation is a maintainer's tool, not in the wheel: ``python -m maint.patches`` from a checkout.
+"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``demo-warmup``.
+
+Patch generation is a maintainer's tool, not in the wheel: ``python -m maint.patches`` from a checkout.
+
+Every command runs under whatever switches the user exported (README's "Switches", set for the
+server). ``status`` and ``doctor`` report them as they are; the two demos build their own
+configurations and so take the switches out of their own process first (``set_aside_switches``),
+before anything of the engine is imported: from then on neither the ``.pth`` bootstrap (0.5.6-0.5.10,
+at the first engine import) nor the ranks the demo forks can see them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..engine.sizing import PRESETS
@@ -30,6 +39,8 @@ def _status(args) -> int:
     report["sglang"] = installed_sglang_version()
     report["imports"] = imports
     if not args.apply:
+        if settings.enabled:  # the engine's words would describe an empty register, not this release
+            report["outcome"] = "not applied in this process"
         report["note"] = "nothing applied in this process; pass --apply to patch and import the targets here"
     elif not settings.enabled:
         report["note"] = "the plugin is off (SGLANG_CP_SYMM is not on), so --apply applied nothing"
@@ -37,6 +48,7 @@ def _status(args) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"sglang: {report['sglang'] or 'not installed'}   mode: {report['mode']}   outcome: {report['outcome']}")
+    print(f"  switches: {switches_text(settings)}")
     for problem in settings.problems:
         print(f"  problem: {problem}")
     for module, state in imports.items():
@@ -48,6 +60,53 @@ def _status(args) -> int:
     if "note" in report:
         print(report["note"])
     return 0
+
+
+def switches_text(settings) -> str:
+    """The switches as the engine parsed them (``read_settings``), one line: what status says is what runs."""
+    def word(value) -> str:
+        return {True: "on", False: "off", None: "auto"}.get(value, str(value))
+
+    described = settings.describe()
+    return ", ".join(f"{name}={word(described[name])}" for name in described if name != "problems")
+
+
+def switch_names(environ=None) -> list:
+    """The plugin's variables set in ``environ``: ``SGLANG_CP_SYMM`` and every ``SGLANG_CP_SYMM_*`` (the switches of
+    ``engine.settings`` and the launch id the watchdog stamps), so that a switch added later is covered too."""
+    from ..engine.settings import ENABLE
+
+    env = os.environ if environ is None else environ
+    return sorted(name for name in env if name == ENABLE or name.startswith(ENABLE + "_"))
+
+
+def set_aside_switches(command: str, instead: str) -> list:
+    """Take the user's switches out of this process before a demo imports the engine; say once which.
+
+    The demos set the plugin themselves (``demo``: off, on, on with send staging, ...; ``demo-warmup``:
+    on with the defaults). The user's switches would otherwise reach them three ways: the ``.pth``
+    bootstrap applies the plugin from ``os.environ`` at the first engine import (0.5.6-0.5.10), the
+    settings a configuration does not set are read from it (``settings.current``), and the ranks
+    the demo forks inherit it; strict mode would even stop the demo. Removing the variables here
+    (names only are printed: no value is echoed) closes all three; a plugin applied already in
+    this process (only if something imported the engine before) is taken back. ``instead`` says what
+    the command runs with. Returns the names.
+    """
+    names = switch_names()
+    for name in names:
+        os.environ.pop(name, None)
+    if "sglang_cp_symm.engine.patching" in sys.modules:
+        from ..engine.patching import PATCHER
+
+        if PATCHER.active:
+            from ..engine.activation import unapply
+
+            unapply()
+    if names:
+        print(f"sglang-cp-symm {command}: set aside {', '.join(names)} from this process's environment; "
+              f"{instead}, whatever the environment says")
+        sys.stdout.flush()
+    return names
 
 
 def import_register_modules() -> dict:
@@ -86,12 +145,14 @@ def import_register_modules() -> dict:
 
 
 def _demo(args) -> int:
+    set_aside_switches("demo", "it sets the plugin itself in each configuration below")
     from .proof_report import run_demo
 
-    return run_demo(world=args.world, rounds=args.rounds, nccl=args.as_nccl, every=args.every)
+    return run_demo(world=args.world, rounds=args.rounds, send=args.send, nccl=args.as_nccl, every=args.every)
 
 
 def _demo_warmup(args) -> int:
+    set_aside_switches("demo-warmup", "it runs the plugin on, every other switch at its default")
     from .warmup_rehearsal import run_demo
 
     argv = list(args.sglang_args)
@@ -159,6 +220,8 @@ def main(argv=None) -> int:
     p_demo.add_argument("--world", "--cp-size", dest="world", type=_world, default=4,
                         help="processes (2-8; CP groups of 2 up to this size, 2, 3 and the size above 4)")
     p_demo.add_argument("--rounds", type=_positive, default=1, help="calls per target and branch (new random shares)")
+    p_demo.add_argument("--send", action=argparse.BooleanOptionalAction, default=True,
+                        help="the configuration with send staging (SGLANG_CP_SYMM_SEND=1); on unless --no-send")
     p_demo.add_argument("--as-nccl", default=None, type=_nccl_version,
                         help="judge the NCCL policy as for this version (default: the one the release's torch pins)")
     p_demo.add_argument("--every", action="store_true",

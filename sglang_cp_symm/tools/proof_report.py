@@ -83,6 +83,15 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
         if result.get("error") and not any(o != "imported" for o in result.get("imports", {}).values()):
             lines.append(f"  {result['error']}")
         return "\n".join(lines), False
+    failed = {rank: report["error"] for rank, report in result["ranks"].items() if "error" in report}
+    if failed or "0" not in result["ranks"]:  # a rank that raised or never answered: its last line, no traceback
+        lines.append(f"sglang {release}: the rehearsal did not finish; nothing below is a verdict")
+        for rank, error in sorted(failed.items()):
+            last = [line for line in error.strip().splitlines() if line.strip()][-1:] or ["(no message)"]
+            lines.append(f"  rank {rank}: {last[0].strip()[:300]}")
+        if result.get("error") and not failed:
+            lines.append(f"  {result['error'][:300]}")
+        return "\n".join(lines), False
     rank0 = result["ranks"]["0"]
     configs = [c for c in result["configs"] if show_configs is None or c["name"] in show_configs]
     names = [c["name"] for c in configs]

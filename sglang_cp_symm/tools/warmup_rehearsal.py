@@ -352,18 +352,50 @@ def run_named_warmup(manager: Any, mode: str = "null") -> None:
     asyncio.run(execute_warmups(mode, ["cp_symm_max_tokens"], manager))
 
 
+def demo_settings():
+    """The switches ``demo-warmup`` runs with, whatever the environment says: the plugin on, every other switch at
+    the default an empty environment gives (warm-up and watchdog on, automatic sizing and deadline, not strict)."""
+    from ..engine.settings import read_settings
+
+    return dataclasses.replace(read_settings({}), enabled=True)
+
+
 def run_demo(argv: List[str]) -> int:
     """``sglang-cp-symm demo-warmup -- <sglang serve arguments>``: parse them as sglang does, run its named
     warm-ups with the plugin on, and print the plan, what each DP rank would be sent, and what the release's own
-    scheduler does with the longest prompt."""
-    from ..engine.plugin import activate
+    scheduler does with the longest prompt.
+
+    The command owns its settings (``demo_settings``; the command line set the user's aside). Exit 0 when the
+    warm-up ran; 1 when it did not, or when the release's modules do not import here (one line says which); 2
+    for arguments sglang refuses (its own parser's message).
+    """
+    from .. import patch
+    from ..releases import installed_sglang
+
+    if not argv:
+        print("give the arguments of sglang serve after --, e.g. sglang-cp-symm demo-warmup -- --model-path DIR "
+              "--device cpu --attn-cp-size 2 --enable-symm-mem")
+        return 2
+    if installed_sglang() is None:
+        print("sglang is not installed in this environment: nothing to rehearse")
+        return 1
+    try:
+        patch(demo_settings())
+        return _rehearse(argv)
+    except ImportError as exc:  # 0.5.8-0.5.10 reach the CUDA-only sgl_kernel from io_struct; a partial install
+        print(f"sglang's warm-up modules do not import here ({type(exc).__name__}: {str(exc)[:200]}); "
+              "run this where sglang's own server starts")
+        return 1
+    except Exception as exc:  # noqa: BLE001 - sglang refused the arguments or the model: one line, no traceback
+        print(f"the warm-up could not be rehearsed for these arguments ({type(exc).__name__}: {str(exc)[:200]})")
+        return 1
+
+
+def _rehearse(argv: List[str]) -> int:
+    from sglang.srt.server_args import prepare_server_args
+
     from ..engine.settings import current
     from ..engine.warmup import STATE, status_words
-
-    if not activate():
-        print("the plugin is off: set SGLANG_CP_SYMM=1")
-        return 1
-    from sglang.srt.server_args import prepare_server_args
 
     args = prepare_server_args(list(argv))
     if hasattr(args, "resolve_once"):
