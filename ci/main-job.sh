@@ -37,12 +37,14 @@ for release in $releases; do
   ci/with-release.sh "$release" python -W ignore -m sglang_cp_symm demo --every 2>&1 | grep -v "$noise" || true
 done
 for nccl in 2.28.9 2.30.7; do
-  echo; say "sglang 0.5.11: doctor, judged for NCCL $nccl"
-  SGLANG_CP_SYMM=1 ci/with-release.sh 0.5.11 python -W ignore -m sglang_cp_symm doctor --nccl "$nccl" 2>&1 | grep -v "$noise" || true
+  echo; say "sglang 0.5.11: doctor for a server with --enable-symm-mem and attention CP 2 over TP 8 on one node, judged"
+  echo "=== for NCCL $nccl (the plan the engine would execute, the race exposure, the topology)"
+  SGLANG_CP_SYMM=1 ci/with-release.sh 0.5.11 python -W ignore -m sglang_cp_symm doctor --nccl "$nccl" \
+    --enable-symm-mem --tp 8 --attn-cp-size 2 2>&1 | grep -v "$noise" || true
 done
 echo; say "sglang 0.5.11: the warm-up the plugin sends for a real command line (Qwen3-30B-A3B, TP 4, attention CP 2, DP attention 2),"
 echo "=== parsed by sglang's own prepare_server_args and run by its own named warm-up runner (tokenizer manager recorded)"
-SGLANG_CP_SYMM=1 with_pinned_nccl 0.5.11 python -W ignore -m sglang_cp_symm demo-warmup -- \
+with_pinned_nccl 0.5.11 python -W ignore -m sglang_cp_symm demo-warmup -- \
   --model-path tests/models/qwen3-30b-a3b --device cpu --skip-tokenizer-init --tp 4 --dp 2 --enable-dp-attention \
   --attn-cp-size 2 --enable-prefill-context-parallel --enable-symm-mem --chunked-prefill-size 8192 2>&1 \
   | grep -v "$noise" || true
