@@ -76,6 +76,85 @@ OVERHEAD_MODES = {
 }
 
 
+def pin_cpu() -> None:
+    """One core for every configuration's process (CP_SYMM_BENCH_CPU, default 2): the H100 host's per-process
+    spread (3.8 or 7.0 us for the same context in fresh processes) is the core a process lands on, not the code."""
+    cpu = os.environ.get("CP_SYMM_BENCH_CPU", "2")
+    if cpu and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {int(cpu)})
+        except (OSError, ValueError):
+            pass
+
+
+def child_profile() -> dict:
+    """Where a context's time goes, in one process, the hooks taken off and put back in turn (20 rounds):
+    the pieces are the same objects the configurations of ``child_overhead`` time."""
+    from gpu_pool_probe import setup
+
+    torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
+    from sglang_cp_symm.engine import context_hooks
+    from sglang_cp_symm.engine.watchdog import WATCHDOG
+
+    cls = pa.SymmetricMemoryContext
+    sglang_init = getattr(cls.__init__, "__wrapped__", cls.__init__)
+
+    def tp_ctx():
+        with usm(tp):
+            pass
+
+    def cp_ctx():
+        with usm(cp):
+            pass
+
+    WATCHDOG.watch(cp_ctx.__code__)
+    WATCHDOG.between_requests()
+    cp_ctx()
+    hooks_on = context_hooks.installed(cls)
+    pieces = {
+        "construct tp (plugin's __init__ wrapper included)": lambda: usm(tp),
+        "construct cp (plugin's __init__ wrapper included)": lambda: usm(cp),
+        "sglang's __init__ alone (tp)": lambda: sglang_init(object.__new__(cls), tp),
+        "sys._getframe(0).f_code": lambda: sys._getframe(0).f_code,
+        "watchdog entered()+leaving(), watched, nothing grew": lambda: (WATCHDOG.entered(cp_ctx.__code__),
+                                                                         WATCHDOG.leaving()),
+        "the counter's reading": WATCHDOG._reserved,
+    }
+    times = {k: [] for k in ("tp with hooks", "tp without hooks", "cp with hooks", "cp without hooks", *pieces)}
+    restore = None
+    for _ in range(20):
+        for hooked in (True, False):
+            if not hooked:
+                restore = _take_hooks_off(cls)
+            times[f"tp {'with' if hooked else 'without'} hooks"].append(_per_call(tp_ctx))
+            times[f"cp {'with' if hooked else 'without'} hooks"].append(_per_call(cp_ctx))
+            if restore is not None:
+                restore()
+                restore = None
+        for k, fn in pieces.items():
+            times[k].append(_per_call(fn))
+    return {"mode": "profile", "hooks_installed": hooks_on, "signal": WATCHDOG.signal,
+            **{k: statistics.median(v) for k, v in times.items()}}
+
+
+def _take_hooks_off(cls):
+    """Put sglang's own methods back on the class for a while; returns the function that re-installs the hooks."""
+    hooked = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
+    cls.__enter__, cls.__exit__ = hooked[0].__wrapped__, hooked[1].__wrapped__
+
+    def back():
+        cls.__enter__, cls.__exit__ = hooked
+
+    return back
+
+
+def _per_call(fn, n=2000):
+    started = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - started) / n * 1e6
+
+
 def child_overhead(mode: str) -> dict:
     """Per-context cost in one process: an empty ``with use_symmetric_memory(group)`` opened as a TP all-reduce
     opens it (the TP group, code the plugin does not know) and as a CP all-gather does (the CP group, code the
@@ -146,9 +225,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, nargs="*", default=[8192, 32768])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--overhead-only", action="store_true", help="only part 2, the watchdog's cost")
+    parser.add_argument("--profile", action="store_true", help="also where a context's time goes (one process)")
     args = parser.parse_args()
     if args.child is not None:
-        if args.child[0] == "overhead":
+        pin_cpu()
+        if args.child[0] == "profile":
+            print(json.dumps(child_profile()))
+        elif args.child[0] == "overhead":
             print(json.dumps(child_overhead(args.child[1])))
         else:
             print(json.dumps(child_first_call(args.child[0], int(args.child[1]))))
@@ -176,6 +259,12 @@ def main() -> None:
         for m, label in OVERHEAD_MODES.items():
             added = "" if m == "off" else f"{med[m][key] - med['off'][key]:+.2f}"
             print(f"{kind:<26} {label:<70} {runs(m, key):>22} {med[m][key]:>7.2f} {added:>7}")
+    if args.profile:
+        prof = run_child("profile")
+        print("profile, one process, hooks off and on in turn (us per call, medians of 20 x 2000):")
+        for k, v in prof.items():
+            if isinstance(v, float):
+                print(f"  {k:<58} {v:8.3f}")
     signals = sorted({r.get("signal", "") for r in rows["counter"]})
     print(f"signal in the default configuration: {', '.join(signals)}; readings: allocator counter "
           f"{statistics.median(r['probe_counter_us'] for r in rows['counter'] if 'probe_counter_us' in r):.3f} us, "

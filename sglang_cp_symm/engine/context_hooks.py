@@ -100,7 +100,7 @@ class Listener:
     def entered(self, opener_code: Any) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def leaving(self, frame: Any) -> Any:  # pragma: no cover - interface
+    def leaving(self, frame: Any = None) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -198,20 +198,22 @@ def _replace(cls: type) -> tuple:
             _failed("entry", exc)
         return result
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type, exc_val, exc_tb):
         try:
             role = self.__dict__.get(ROLE)
         except Exception as exc:  # pragma: no cover - an instance dict does not fail
             _failed("exit", exc)
             role = None
+        if role is None:  # the fast path
+            return leave(self, exc_type, exc_val, exc_tb)
         if role is GUARD:
             return False
         try:
             if role is WATCH and self.__dict__.pop("_cp_symm_measured", False) and _listener[0] is not None:
-                _listener[0].leaving(getframe(1))
+                _listener[0].leaving()  # the listener finds the gather's frame itself, only when it must
         except Exception as exc:
             _failed("exit", exc)
-        return leave(self, *exc_info)  # sglang's own: routing into the pool ends here, whatever failed above
+        return leave(self, exc_type, exc_val, exc_tb)  # sglang's own: routing ends here, whatever failed above
 
     for hook, original in ((__enter__, original_enter), (__exit__, original_exit)):
         hook.__wrapped__ = original  # type: ignore[attr-defined]

@@ -261,8 +261,12 @@ class PoolWatchdog:
         else:
             entry[2].append(watched)
 
-    def leaving(self, frame) -> Optional[Growth]:
-        """Before the original ``__exit__`` (which, from 0.5.12, registers new segments collectively)."""
+    def leaving(self, frame: Any = None) -> Optional[Growth]:
+        """Before the original ``__exit__`` (which, from 0.5.12, registers new segments collectively).
+
+        ``frame``: where to start looking for the gather's line; by default this call's caller, looked
+        up only when the pool grew (``call_site`` skips the plugin's and the context's own frames).
+        """
         ident = get_ident()
         entry = self._inside.get(ident)
         if entry is None:
@@ -276,7 +280,7 @@ class PoolWatchdog:
         reading = self._reserved()
         if reading == self._known_at:
             return None
-        return self._observe(reading, frame)
+        return self._observe(reading, frame if frame is not None else sys._getframe(1))
 
     def between_requests(self) -> Optional[Growth]:
         """One reading per request arrival: growth outside the measured contexts shows here."""

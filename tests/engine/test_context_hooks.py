@@ -58,7 +58,7 @@ HOOKS = SETUP + """
         def entered(self, code):
             if self.fail_entry:
                 raise RuntimeError("entry broke")
-        def leaving(self, frame):
+        def leaving(self, frame=None):
             if self.fail_exit:
                 raise RuntimeError("exit broke")
 
