@@ -216,6 +216,7 @@ class PoolWatchdog:
             address, why = alloc_counter.locate()
             if address is None:
                 self.fall_back(why)
+                self._known_at = None  # the pools were last read before they existed: read them again first
                 return self._reserved()
             self._counts = alloc_counter.Counts(address)
             self._known_at = None  # the next reading is the baseline, where the counter proves itself
@@ -227,7 +228,8 @@ class PoolWatchdog:
         """Measure by the device memory in use from now on; one line says why."""
         self._counts = None
         self._reserved = self._device_reading
-        self._known_at = None
+        if self._known_at is not None:  # the pools were read: the device memory now is the mark to rise from
+            self._known_at = self._device_reading()
         self.signal = "device memory in use (cudaMemGetInfo)"
         self.signal_note = why
         logger.warning("sglang-cp-symm: the pool watchdog reads the device memory in use around each CP "
