@@ -120,7 +120,14 @@ def child_profile() -> dict:
                                                                          WATCHDOG.leaving()),
         "the counter's reading": WATCHDOG._reserved,
     }
-    times = {k: [] for k in ("tp with hooks", "tp without hooks", "cp with hooks", "cp without hooks", *pieces)}
+    def tp_ctx_dict():  # the same, after asking for the instance's __dict__ (Python 3.11+ builds it then)
+        c = usm(tp)
+        c.__dict__
+        with c:
+            pass
+
+    times = {k: [] for k in ("tp with hooks", "tp without hooks", "cp with hooks", "cp without hooks",
+                             "tp without hooks, __dict__ asked for first", *pieces)}
     restore = None
     for _ in range(20):
         for hooked in (True, False):
@@ -128,6 +135,8 @@ def child_profile() -> dict:
                 restore = _take_hooks_off(cls)
             times[f"tp {'with' if hooked else 'without'} hooks"].append(_per_call(tp_ctx))
             times[f"cp {'with' if hooked else 'without'} hooks"].append(_per_call(cp_ctx))
+            if not hooked:
+                times["tp without hooks, __dict__ asked for first"].append(_per_call(tp_ctx_dict))
             if restore is not None:
                 restore()
                 restore = None

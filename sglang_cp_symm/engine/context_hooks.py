@@ -38,6 +38,12 @@ from . import logs
 
 PLAIN, WATCH, GUARD = "plain", "watch", "guard"
 ROLE = "_cp_symm_role"
+#: Set on a ``WATCH`` context the watchdog measured on entry. The hooks read and write these attributes with
+#: getattr/setattr, never through ``self.__dict__``: since Python 3.11 an instance keeps its attributes inline
+#: until something asks for ``__dict__``, which then builds a dict for that instance and makes every attribute
+#: access of sglang's own ``__enter__``/``__exit__`` on it take the slow path (about 1.7 us per context on the
+#: H100 host, docs/watchdog-cost.md).
+MEASURED = "_cp_symm_measured"
 
 
 class RoleTable(dict):
@@ -169,8 +175,7 @@ def _replace(cls: type) -> tuple:
 
     def __enter__(self):
         try:  # the plugin's part: which role this context has (a failure makes it a context of sglang's own)
-            state = self.__dict__
-            role = state.get(ROLE)
+            role = getattr(self, ROLE, None)  # never self.__dict__: see MEASURED
             code = None
             if role is None:
                 code = getframe(1).f_code
@@ -180,7 +185,7 @@ def _replace(cls: type) -> tuple:
                 if role is GUARD and CONFIRM[0] is not None and not _confirm_guard():
                     role = roles.get(id(code))  # the guard was lifted: the role without it
                 if role is not None:
-                    state[ROLE] = role
+                    setattr(self, ROLE, role)
         except Exception as exc:
             _failed("entry", exc)
             role = None
@@ -193,14 +198,14 @@ def _replace(cls: type) -> tuple:
             watcher = _listener[0]
             if watcher is not None and not getattr(self, "is_graph_capture", False):
                 watcher.entered(code if code is not None else getframe(1).f_code)
-                state["_cp_symm_measured"] = True
+                setattr(self, MEASURED, True)
         except Exception as exc:
             _failed("entry", exc)
         return result
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         try:
-            role = self.__dict__.get(ROLE)
+            role = getattr(self, ROLE, None)
         except Exception as exc:  # pragma: no cover - an instance dict does not fail
             _failed("exit", exc)
             role = None
@@ -209,7 +214,8 @@ def _replace(cls: type) -> tuple:
         if role is GUARD:
             return False
         try:
-            if role is WATCH and self.__dict__.pop("_cp_symm_measured", False) and _listener[0] is not None:
+            if role is WATCH and getattr(self, MEASURED, False) and _listener[0] is not None:
+                setattr(self, MEASURED, False)
                 _listener[0].leaving()  # the listener finds the gather's frame itself, only when it must
         except Exception as exc:
             _failed("exit", exc)
