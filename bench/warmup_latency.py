@@ -8,8 +8,10 @@
    call: ``cold`` without warm-up (the call creates the pool segment: ncclMemAlloc plus
    the window registration), ``warm`` after the plugin's warm-up prompts. Both first load
    the kernels with an unpooled gather of the same size, so only the pool differs.
-2. The watchdog's cost: one empty ``with use_symmetric_memory(cp)`` with and without the
-   watchdog's hook (median of 20 x 2000), and the probes it could use.
+2. The watchdog's cost (issue 23): an empty ``with use_symmetric_memory(group)`` per context
+   kind (a CP all-gather's, a TP all-reduce's), in fresh processes per configuration
+   (``OVERHEAD_MODES``: the plugin off, on without the watchdog, on with the watchdog on its
+   allocator counter, on with the watchdog on cudaMemGetInfo), paired in rounds; medians.
 Prints one table per part; JSON lines of every child go to stderr.
 """
 
@@ -66,12 +68,109 @@ def child_first_call(mode: str, max_tokens: int) -> dict:
             "hit_median_ms": statistics.median(again) * 1e3}
 
 
-def child_overhead() -> dict:
+OVERHEAD_MODES = {
+    "off": "the plugin off (sglang's own context)",
+    "no-watchdog": "the plugin on, SGLANG_CP_SYMM_WATCHDOG=0",
+    "counter": "the plugin on, the watchdog on its allocator counter (the default)",
+    "device-memory": "the plugin on, the watchdog on cudaMemGetInfo (its fallback; the signal before issue 23)",
+}
+
+
+def pin_cpu() -> None:
+    """One core for every configuration's process (CP_SYMM_BENCH_CPU, default 2): the H100 host's per-process
+    spread (3.8 or 7.0 us for the same context in fresh processes) is the core a process lands on, not the code."""
+    cpu = os.environ.get("CP_SYMM_BENCH_CPU", "2")
+    if cpu and hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(0, {int(cpu)})
+        except (OSError, ValueError):
+            pass
+
+
+def child_profile() -> dict:
+    """Where a context's time goes, in one process, the hooks taken off and put back in turn (20 rounds):
+    the pieces are the same objects the configurations of ``child_overhead`` time."""
     from gpu_pool_probe import setup
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
-    from sglang_cp_symm.engine.hooks import INSTALLER
-    from sglang_cp_symm.engine.watchdog import device_used_bytes
+    from sglang_cp_symm.engine import context_hooks
+    from sglang_cp_symm.engine.watchdog import WATCHDOG
+
+    cls = pa.SymmetricMemoryContext
+    sglang_init = getattr(cls.__init__, "__wrapped__", cls.__init__)
+
+    def tp_ctx():
+        with usm(tp):
+            pass
+
+    def cp_ctx():
+        with usm(cp):
+            pass
+
+    WATCHDOG.watch(cp_ctx.__code__)
+    WATCHDOG.between_requests()
+    cp_ctx()
+    hooks_on = context_hooks.installed(cls)
+    pieces = {
+        "construct tp (plugin's __init__ wrapper included)": lambda: usm(tp),
+        "construct cp (plugin's __init__ wrapper included)": lambda: usm(cp),
+        "sglang's __init__ alone (tp)": lambda: sglang_init(object.__new__(cls), tp),
+        "sys._getframe(0).f_code": lambda: sys._getframe(0).f_code,
+        "watchdog entered()+leaving(), watched, nothing grew": lambda: (WATCHDOG.entered(cp_ctx.__code__),
+                                                                         WATCHDOG.leaving()),
+        "the counter's reading": WATCHDOG._reserved,
+    }
+    def tp_ctx_dict():  # the same, after asking for the instance's __dict__ (Python 3.11+ builds it then)
+        c = usm(tp)
+        c.__dict__
+        with c:
+            pass
+
+    times = {k: [] for k in ("tp with hooks", "tp without hooks", "cp with hooks", "cp without hooks",
+                             "tp without hooks, __dict__ asked for first", *pieces)}
+    restore = None
+    for _ in range(20):
+        for hooked in (True, False):
+            if not hooked:
+                restore = _take_hooks_off(cls)
+            times[f"tp {'with' if hooked else 'without'} hooks"].append(_per_call(tp_ctx))
+            times[f"cp {'with' if hooked else 'without'} hooks"].append(_per_call(cp_ctx))
+            if not hooked:
+                times["tp without hooks, __dict__ asked for first"].append(_per_call(tp_ctx_dict))
+            if restore is not None:
+                restore()
+                restore = None
+        for k, fn in pieces.items():
+            times[k].append(_per_call(fn))
+    return {"mode": "profile", "hooks_installed": hooks_on, "signal": WATCHDOG.signal,
+            **{k: statistics.median(v) for k, v in times.items()}}
+
+
+def _take_hooks_off(cls):
+    """Put sglang's own methods back on the class for a while; returns the function that re-installs the hooks."""
+    hooked = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
+    cls.__enter__, cls.__exit__ = hooked[0].__wrapped__, hooked[1].__wrapped__
+
+    def back():
+        cls.__enter__, cls.__exit__ = hooked
+
+    return back
+
+
+def _per_call(fn, n=2000):
+    started = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def child_overhead(mode: str) -> dict:
+    """Per-context cost in one process: an empty ``with use_symmetric_memory(group)`` opened as a TP all-reduce
+    opens it (the TP group, code the plugin does not know) and as a CP all-gather does (the CP group, code the
+    watchdog watches), median of 20 rounds of 2000; and the readings the watchdog can use."""
+    from gpu_pool_probe import setup
+
+    torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("unpatched" if mode == "off" else "plugin")
 
     def per_call_us(fn, n=2000, rounds=20):
         times = []
@@ -82,35 +181,46 @@ def child_overhead() -> dict:
             times.append((time.perf_counter() - started) / n * 1e6)
         return statistics.median(times)
 
-    def empty_context():  # opened by code the plugin does not know (as a TP all-reduce's is)
+    def tp_all_reduce_context():  # opened by code the plugin does not know, on the TP group
+        with usm(tp):
+            pass
+
+    def cp_all_gather_context():  # opened by code the watchdog measures, on the CP group
         with usm(cp):
             pass
 
-    def watched_context():  # opened by code the watchdog measures (as a CP all-gather's is)
-        with usm(cp):
-            pass
+    result = {"mode": mode}
+    if mode != "off":
+        from sglang_cp_symm.engine.hooks import INSTALLER
+        from sglang_cp_symm.engine.watchdog import WATCHDOG
 
-    from sglang_cp_symm.engine.watchdog import WATCHDOG
+        WATCHDOG.watch(cp_all_gather_context.__code__)
+        if mode == "no-watchdog":
+            INSTALLER.release("watchdog.context")
+        elif mode == "device-memory":
+            WATCHDOG.fall_back("the benchmark asked for the fallback")
+        WATCHDOG.between_requests()  # the first reading: the counter is found and proven, or the baseline
+        cp_all_gather_context()
+        result["signal"] = WATCHDOG.signal if mode != "no-watchdog" else "none"
+        result["signal_note"] = WATCHDOG.signal_note
+        if WATCHDOG._counts is not None:
+            reader = WATCHDOG._counts.reader()
+            result["probe_counter_us"] = per_call_us(reader)
+    result["tp_context_us"] = per_call_us(tp_all_reduce_context)
+    result["cp_context_us"] = per_call_us(cp_all_gather_context)
+    from sglang_cp_symm.engine.watchdog import device_used_bytes
 
-    WATCHDOG.watch(watched_context.__code__)
-    result = {"context_with_watchdog_us": per_call_us(empty_context),
-              "watched_context_with_watchdog_us": per_call_us(watched_context)}
     result["probe_device_used_bytes_us"] = per_call_us(device_used_bytes)
-    result["probe_allocator_stats_us"] = per_call_us(lambda: torch._C._cuda_memoryStats(0))
-    result["probe_memory_reserved_us"] = per_call_us(torch.cuda.memory_reserved)
-    result["probe_mem_get_info_us"] = per_call_us(torch.cuda.mem_get_info)
-    INSTALLER.release("watchdog.context")
-    result["context_without_watchdog_us"] = per_call_us(empty_context)
-    result["watched_context_without_watchdog_us"] = per_call_us(watched_context)
-    result["watchdog_us_per_context"] = result["context_with_watchdog_us"] - result["context_without_watchdog_us"]
-    result["watchdog_us_per_watched_context"] = (result["watched_context_with_watchdog_us"]
-                                                 - result["watched_context_without_watchdog_us"])
     return result
 
 
 def run_child(*args) -> dict:
+    # Each configuration compiles sglang's allocator in a folder of its own (sglang builds it under
+    # tempfile.gettempdir()): the plugin's counting source and sglang's own would rebuild each other's.
+    tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), "cp-symm-bench-" + ("off" if "off" in args else "on"))
+    os.makedirs(tmp, exist_ok=True)
     out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                         env=dict(os.environ), timeout=600)
+                         env=dict(os.environ, TMPDIR=tmp), timeout=600)
     if out.returncode:
         raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
     line = out.stdout.strip().splitlines()[-1]
@@ -124,10 +234,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, nargs="*", default=[8192, 32768])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--overhead-only", action="store_true", help="only part 2, the watchdog's cost")
+    parser.add_argument("--profile", action="store_true", help="also where a context's time goes (one process)")
     args = parser.parse_args()
     if args.child is not None:
-        if args.child[0] == "overhead":
-            print(json.dumps(child_overhead()))
+        pin_cpu()
+        if args.child[0] == "profile":
+            print(json.dumps(child_profile()))
+        elif args.child[0] == "overhead":
+            print(json.dumps(child_overhead(args.child[1])))
         else:
             print(json.dumps(child_first_call(args.child[0], int(args.child[1]))))
         return
@@ -141,17 +255,30 @@ def main() -> None:
         fmt = lambda rows, key: "/".join(f"{r[key]:.2f}" for r in rows)  # noqa: E731
         print(f"{tokens:>7} {tokens * 1152 / 2**20:>7.1f} {fmt(cold, 'first_ms'):>14} {fmt(warm, 'first_ms'):>14} "
               f"{statistics.median(r['hit_median_ms'] for r in warm):>7.3f}")
-    o = run_child("overhead")
-    print("watchdog: a CP all-gather's empty symmetric context {:.2f} us with it, {:.2f} us without ({:+.2f} us)".format(
-        o["watched_context_with_watchdog_us"], o["watched_context_without_watchdog_us"],
-        o["watchdog_us_per_watched_context"]))
-    print("watchdog: any other empty symmetric context {:.2f} us with it, {:.2f} us without ({:+.2f} us); probes: "
-          "device_used_bytes {:.2f} us, allocator stats {:.2f} us, torch.cuda.memory_reserved {:.2f} us, "
-          "torch.cuda.mem_get_info {:.2f} us".format(
-              o["context_with_watchdog_us"], o["context_without_watchdog_us"], o["watchdog_us_per_context"],
-              o["probe_device_used_bytes_us"], o["probe_allocator_stats_us"], o["probe_memory_reserved_us"],
-              o["probe_mem_get_info_us"]))
-
+    rows = {m: [] for m in OVERHEAD_MODES}
+    for _ in range(args.repeats):  # paired: every mode once per round, in fresh processes, in turn
+        for m in OVERHEAD_MODES:
+            rows[m].append(run_child("overhead", m))
+    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("tp_context_us", "cp_context_us")}
+           for m, rs in rows.items()}
+    runs = lambda m, k: "/".join(f"{r[k]:.2f}" for r in rows[m])  # noqa: E731
+    print(f"watchdog cost per empty symmetric context, medians of {args.repeats} processes (each: median of 20 x 2000)")
+    print(f"{'context':<26} {'configuration':<70} {'us (runs)':>22} {'median':>7} {'added':>7}")
+    for key, kind in (("cp_context_us", "a CP all-gather's"), ("tp_context_us", "any other (a TP all-reduce's)")):
+        for m, label in OVERHEAD_MODES.items():
+            added = "" if m == "off" else f"{med[m][key] - med['off'][key]:+.2f}"
+            print(f"{kind:<26} {label:<70} {runs(m, key):>22} {med[m][key]:>7.2f} {added:>7}")
+    if args.profile:
+        prof = run_child("profile")
+        print("profile, one process, hooks off and on in turn (us per call, medians of 20 x 2000):")
+        for k, v in prof.items():
+            if isinstance(v, float):
+                print(f"  {k:<58} {v:8.3f}")
+    signals = sorted({r.get("signal", "") for r in rows["counter"]})
+    print(f"signal in the default configuration: {', '.join(signals)}; readings: allocator counter "
+          f"{statistics.median(r['probe_counter_us'] for r in rows['counter'] if 'probe_counter_us' in r):.3f} us, "
+          f"device_used_bytes (cudaMemGetInfo) "
+          f"{statistics.median(r['probe_device_used_bytes_us'] for rs in rows.values() for r in rs):.2f} us")
 
 if __name__ == "__main__":
     main()

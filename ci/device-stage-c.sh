@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the lent device machine (Python 3.12, torch 2.11+cu130, no registry): install the wheels that
 # ci/gpu-wheels.sh fetched into .whl/, then run stage C and the GPU probes and benchmarks for one release.
-#   bash ci/device-stage-c.sh 0.5.11 [probes|tests|bench ...]   (default: probes tests)
+#   bash ci/device-stage-c.sh 0.5.11 [probes|tests|bench|overhead ...]   (default: probes tests)
+# (overhead: only the watchdog's cost per context kind and its profile, bench/warmup_latency.py --overhead-only --profile)
 # Results: JSON lines and tables on stdout, copies under $OUT when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,8 @@ for part in $parts; do
              | tee "$out/stage-c-$release.txt" ;;
     bench) python3 bench/warmup_latency.py --repeats 2 2>"$out/warmup-latency-$release.jsonl" \
              | tee "$out/warmup-latency-$release.txt" ;;
-    *) echo "unknown part $part (probes, tests, bench)" >&2; exit 2 ;;
+    overhead) python3 bench/warmup_latency.py --overhead-only --profile --repeats ${CP_SYMM_REPEATS:-5} \
+             2>"$out/watchdog-cost-$release.jsonl" | tee "$out/watchdog-cost-$release.txt" ;;
+    *) echo "unknown part $part (probes, tests, bench, overhead)" >&2; exit 2 ;;
   esac
 done

@@ -168,12 +168,14 @@ def _attach_context(module: Any, hook: Hook) -> List[Callable[[], None]]:
 
     WATCHDOG.watch(cp_symm_stage_send.__code__)
     WATCHDOG.measuring = True
+    uncount = WATCHDOG.count_allocations(module)  # the signal: a counter in the allocator sglang compiles
 
     def stop_measuring() -> None:
         WATCHDOG.measuring = False
         context_hooks.clear_roles(context_hooks.WATCH)
 
-    return [stop_measuring, context_hooks.install(getattr(module, hook.attribute), WATCHDOG)]
+    return [stop_measuring, *([uncount] if uncount else []),
+            context_hooks.install(getattr(module, hook.attribute), WATCHDOG)]
 
 
 _ATTACH: Dict[str, Callable[[Any, Hook], List[Callable[[], None]]]] = {

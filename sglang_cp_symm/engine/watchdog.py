@@ -7,28 +7,32 @@ not, every rank of the communicator waits forever. After the warm-up there shoul
 be none; one that happens anyway is what an operator needs to see.
 
 How, so that it costs almost nothing where nothing grows:
+- The signal is a counter in the allocator itself (``alloc_counter``): a growth of
+  any symmetric pool is one call of the allocator sglang compiles, which counts it in
+  memory the watchdog reads from a fixed address (no call into the driver, no Python
+  frame). The counter proves itself against the pools' snapshots on the first reading
+  and at every growth; where it cannot be had (the pool compiled before the plugin
+  loaded, an allocator source of another shape, a library not found) or disagrees, the
+  watchdog says so in one line and reads the device memory in use instead
+  (``cudaMemGetInfo``, about 6 us a reading on an H100, issue 23).
 - ``SymmetricMemoryContext.__enter__``/``__exit__`` are replaced by the plain functions
   of ``context_hooks``, which recognise a context opened by one of the register's CP
   all-gathers by the code object of the frame that opened it (one frame lookup and
-  two dict lookups). For those, entering reads the device memory in use
-  (``cudaMemGetInfo``) and leaving reads it again; only if it rose are the pools'
-  snapshots taken to confirm and measure the growth, and the growth is logged with
-  that gather's file and line, before the original ``__exit__`` runs (from 0.5.12 it
-  registers new segments collectively, where a hang would start). Any other context
-  (the TP all-reduces: a few per layer) runs as sglang's own, with nothing added
-  but that lookup.
+  two dict lookups). For those, entering reads the signal and leaving reads it again;
+  only if it moved are the pools' snapshots taken to measure the growth, and the
+  growth is logged with that gather's file and line, before the original ``__exit__``
+  runs (from 0.5.12 it registers new segments collectively, where a hang would start).
+  Any other context (the TP all-reduces: a few per layer) runs as sglang's own, with
+  nothing added but that lookup.
 - Growth anywhere else is caught between requests: each request's arrival at the
-  scheduler reads the device memory once, and a rise is confirmed the same way and
+  scheduler reads the signal once, and a change is measured the same way and
   reported as outside the CP all-gathers.
 - A monitor thread reports a thread that stays inside a CP all-gather's symmetric
   context for longer than ``HANG_REPORT_AFTER_S``: a rank waiting for its peers in a
   registration, the hang itself, named with the place it waits.
-Measured on an H100 VM (docs/gpu-runs.md): ``torch.cuda.mem_get_info`` 7-10 us,
-PyTorch's ``memory_reserved`` 137-192 us, the raw allocator statistics 18-23 us.
-Measuring every context, as a first version did, added 27 us to each; a wrapt
-wrapper on every context added 7 us there (sglang's own context costs 13 us); the
-plain-function hook adds what ``bench/overhead.py`` prints. Contexts opened during
-CUDA-graph capture are not measured (their allocations go to the graph's pool).
+The costs, per context kind, are what ``bench/warmup_latency.py --overhead-only`` prints
+(docs/watchdog-cost-h100.md). Contexts opened during CUDA-graph capture are not measured
+(their allocations go to the graph's pool), and a graph's replay opens none.
 
 Phases: ``start`` (pre-allocation, CUDA-graph capture), ``warm-up`` (from the first
 warm-up request's arrival on this rank to its completion marker), ``serving``
@@ -48,10 +52,12 @@ import os
 import sys
 import threading
 import time
+from threading import get_ident
+from time import monotonic
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from . import context_hooks
+from . import alloc_counter, context_hooks
 from . import settings as switches
 from .logs import logger
 
@@ -73,6 +79,7 @@ class Growth:
     segments_after: int
     site: str
     at: float
+    allocations: int = 0  # the allocator's calls the counter saw (0: measured by the device memory in use)
 
     def line(self, rank: str) -> str:
         return (f"sglang-cp-symm: {rank}: symmetric pool grew by {self.grown_bytes / 2**20:.1f} MiB "
@@ -157,9 +164,9 @@ class PoolWatchdog:
     def __init__(self, reserved: Callable[[], int] = device_used_bytes,
                  pools: Callable[[], Dict[str, Any]] = sglang_pools,
                  stats: Callable[[Any], Dict[str, int]] = pool_segments_and_bytes) -> None:
-        self._reserved, self._pools, self._stats = reserved, pools, stats
-        self._lock = threading.Lock()
-        self._local = threading.local()
+        self._reserved, self._pools, self._stats = reserved, pools, stats  # _reserved: the signal's reading
+        self._device_reading = reserved  # the fallback signal: device memory in use
+        self._lock = threading.RLock()  # the first counter reading may come while the lock is held
         self.phase = START
         self.rank = f"pid {os.getpid()}"
         self.rank_info: Dict[str, Any] = {}
@@ -168,53 +175,124 @@ class PoolWatchdog:
         self.known: Dict[str, Dict[str, int]] = {}
         self.warmup = WarmupRecord()
         self._warmup_started: Optional[float] = None
-        self._inside: Dict[int, List] = {}  # thread id -> [since, reported]
+        self._inside: Dict[int, List] = {}  # thread id -> [since, reported, stack of watched flags]
         self._monitor: Optional[threading.Thread] = None
         self.hang_reports = 0
         self.on_growth: List[Callable[[Growth], None]] = []
         self.watched: set = set()  # code objects of the CP all-gathers whose contexts are measured
+        self._watched_ids: set = set()  # their ids: a code object's hash is computed anew at each lookup
         self.measuring = False  # the context hook is installed (SGLANG_CP_SYMM_WATCHDOG on)
-        self._known_at: Optional[int] = None  # device memory in use when the pools were last read
+        self._known_at: Optional[int] = None  # the signal's reading when the pools were last read
+        self.signal = "device memory in use (cudaMemGetInfo)"
+        self.signal_note = ""  # why the allocator's counter is not the signal, when it was wanted
+        self._counts: Optional[alloc_counter.Counts] = None
+        self._known_counts = (0, 0, 0)  # (allocations, bytes, frees) when the pools were last read
+        self._allocator_module: Any = None
+
+    # -- the signal -----------------------------------------------------------------------
+    def count_allocations(self, allocator_module: Any) -> Optional[Callable[[], None]]:
+        """Make the allocator sglang will compile count its calls; the signal once its pool exists.
+
+        Returns the undo, or None (with one line saying why) where the counter cannot be had.
+        """
+        if self._counts is not None and self._allocator_module is allocator_module:
+            return lambda: None  # counting already (the hooks installed again in this process)
+        undo, why = alloc_counter.install(allocator_module)
+        if undo is None:
+            self.fall_back(why)
+            return None
+        self._allocator_module = allocator_module
+        self._reserved = self._read_until_located
+        self.signal = "allocator counter (pending: the pool is not compiled yet)"
+        return undo
+
+    def _read_until_located(self) -> int:
+        """The signal's reading before the counter is found: 0 while no pool exists (nothing can grow)."""
+        if not alloc_counter.pool_exists(self._allocator_module):
+            return 0
+        with self._lock:
+            if self._reserved != self._read_until_located:  # another thread got here first
+                return self._reserved()
+            address, why = alloc_counter.locate()
+            if address is None:
+                self.fall_back(why)
+                self._known_at = None  # the pools were last read before they existed: read them again first
+                return self._reserved()
+            self._counts = alloc_counter.Counts(address)
+            self._known_at = None  # the next reading is the baseline, where the counter proves itself
+            self._reserved = self._counts.reader()
+            self.signal = "allocator counter"
+        return self._reserved()
+
+    def fall_back(self, why: str) -> None:
+        """Measure by the device memory in use from now on; one line says why."""
+        self._counts = None
+        self._reserved = self._device_reading
+        if self._known_at is not None:  # the pools were read: the device memory now is the mark to rise from
+            self._known_at = self._device_reading()
+        self.signal = "device memory in use (cudaMemGetInfo)"
+        self.signal_note = why
+        logger.warning("sglang-cp-symm: the pool watchdog reads the device memory in use around each CP "
+                       "all-gather (cudaMemGetInfo, some microseconds each) instead of the allocator's counter: "
+                       "%s", why[:300])
 
     # -- the context hooks ------------------------------------------------------------
     def watch(self, code: Any) -> None:
         """Measure the contexts that the function with this code object opens (a CP all-gather)."""
-        self.watched.add(code)
+        self.watched.add(code)  # holds the code object, so its id stays its own
+        self._watched_ids.add(id(code))
         context_hooks.set_role(code, context_hooks.WATCH)
 
     def entered(self, opener_code: Any = None) -> None:
-        """After a symmetric context was entered on this thread, by a function with ``opener_code``."""
-        stack = getattr(self._local, "stack", None)
-        if stack is None:
-            stack = self._local.stack = []
-            self._start_monitor()
-        if not stack:
-            self._inside[threading.get_ident()] = [time.monotonic(), False]
-        if opener_code in self.watched:
-            reading = self._reserved()
-            self._observe(reading, OUTSIDE_AT_GATHER)  # growth since the last reading is not this gather's
-            stack.append(reading)
-        else:
-            stack.append(None)
+        """After a symmetric context was entered on this thread, by a function with ``opener_code``.
 
-    def leaving(self, frame) -> Optional[Growth]:
-        """Before the original ``__exit__`` (which, from 0.5.12, registers new segments collectively)."""
-        stack = getattr(self._local, "stack", None)
-        if not stack:
+        Every call is on the hot path of a CP all-gather: one reading of the signal (the
+        counter: a load from memory), one comparison, and the hang monitor's note.
+        """
+        watched = id(opener_code) in self._watched_ids
+        if watched:
+            reading = self._reserved()
+            if reading != self._known_at:  # growth since the last reading is not this gather's
+                self._observe(reading, OUTSIDE_AT_GATHER)
+        ident = get_ident()
+        entry = self._inside.get(ident)
+        if entry is None:
+            self._inside[ident] = [monotonic(), False, [watched]]
+            if self._monitor is None:
+                self._start_monitor()
+        else:
+            entry[2].append(watched)
+
+    def leaving(self, frame: Any = None) -> Optional[Growth]:
+        """Before the original ``__exit__`` (which, from 0.5.12, registers new segments collectively).
+
+        ``frame``: where to start looking for the gather's line; by default this call's caller, looked
+        up only when the pool grew (``call_site`` skips the plugin's and the context's own frames).
+        """
+        ident = get_ident()
+        entry = self._inside.get(ident)
+        if entry is None:
             return None
-        before = stack.pop()
+        stack = entry[2]
+        watched = stack.pop()
         if not stack:
-            self._inside.pop(threading.get_ident(), None)
-        if before is None:
+            del self._inside[ident]
+        if not watched:
             return None
-        return self._observe(self._reserved(), frame)
+        reading = self._reserved()
+        if reading == self._known_at:
+            return None
+        return self._observe(reading, frame if frame is not None else sys._getframe(1))
 
     def between_requests(self) -> Optional[Growth]:
         """One reading per request arrival: growth outside the measured contexts shows here."""
-        return self._observe(self._reserved(), OUTSIDE_AT_REQUEST)
+        reading = self._reserved()
+        if reading == self._known_at:
+            return None
+        return self._observe(reading, OUTSIDE_AT_REQUEST)
 
     def _observe(self, reading: int, site: Any) -> Optional[Growth]:
-        """One reading of the device memory in use; a rise since the pools were last read is confirmed.
+        """One reading of the signal; a rise since the pools were last read is measured by their snapshots.
 
         ``site`` is a frame (the gather's, read only if the pools grew) or a description.
         """
@@ -227,19 +305,41 @@ class PoolWatchdog:
         return self._confirm(site if isinstance(site, str) else call_site(site), reading)
 
     def _confirm(self, site: str, reading: Optional[int] = None) -> Optional[Growth]:
-        """Read the pools; if they hold more than last read, that is one growth, counted in the current phase."""
+        """Read the pools; if they hold more than last read, that is one growth, counted in the current phase.
+
+        With the counter, the allocations it saw are the growth, even where the snapshots' bytes
+        did not rise (a segment freed and another allocated); their count must match the segments.
+        """
+        disagreement = None
         with self._lock:
             now = self._read_pools()
             grown = sum(max(0, s["bytes"] - self.known.get(n, {}).get("bytes", 0)) for n, s in now.items())
             seg_before = sum(s.get("segments", 0) for s in self.known.values())
             seg_after = sum(s["segments"] for s in now.values())
+            allocations = 0
+            if self._counts is not None:
+                counts = self._counts.snapshot()
+                since, self._known_counts = self._known_counts, counts
+                allocations = counts[0] - since[0]
+                if allocations - (counts[2] - since[2]) != seg_after - seg_before:
+                    disagreement = (f"the allocator counted {allocations} allocation(s) and "
+                                    f"{counts[2] - since[2]} free(s) where the pools' snapshots went from "
+                                    f"{seg_before} to {seg_after} segment(s)")
+                if grown <= 0 < allocations:
+                    grown = counts[1] - since[1]
+                reading = counts[0]
             self.known = now
             self._known_at = self._reserved() if reading is None else reading
             if grown <= 0:
-                return None  # the memory went elsewhere (activations, another allocator)
-            event = Growth(self.phase, grown, seg_before, seg_after, site, time.time())
-            self.counts[self.phase] += 1
-            self.events = (self.events + [event])[-_KEEP_EVENTS:]
+                event = None  # the memory went elsewhere (activations, another allocator)
+            else:
+                event = Growth(self.phase, grown, seg_before, seg_after, site, time.time(), allocations)
+                self.counts[self.phase] += 1
+                self.events = (self.events + [event])[-_KEEP_EVENTS:]
+        if disagreement is not None:
+            self.fall_back(disagreement)
+        if event is None:
+            return None
         if self.phase == SERVING:
             logger.warning("%s; every rank of that communicator must grow the same now, or all of them wait "
                            "in the collective registration (growth #%d after warm-up)",
@@ -320,14 +420,26 @@ class PoolWatchdog:
         return {name: self._stats(pool) for name, pool in self._pools().items()}
 
     def _pool_state(self, reading: Optional[int] = None) -> Dict[str, Dict[str, int]]:
-        """Read the pools as the new baseline (no growth counted)."""
+        """Read the pools as the new baseline (no growth counted); with the counter, prove it against them."""
         try:
             state = self._read_pools()
         except Exception as exc:  # a pool without snapshot support
             logger.debug("sglang-cp-symm: pool snapshot failed: %s", exc)
             return {}
+        disagreement = None
+        if self._counts is not None:
+            counts = self._counts.snapshot()
+            if counts[0] - counts[2] != sum(s["segments"] for s in state.values()):
+                disagreement = (f"the allocator counted {counts[0]} allocation(s) and {counts[2]} free(s) where "
+                                f"the pools' snapshots show {sum(s['segments'] for s in state.values())} "
+                                f"segment(s)")
+            self._known_counts, reading = counts, counts[0]
         self.known = state
         self._known_at = self._reserved() if reading is None else reading
+        if disagreement is not None:
+            self.fall_back(disagreement)
+            self.known = state
+            self._known_at = self._reserved()
         return state
 
     def warmup_line(self) -> str:
@@ -344,7 +456,8 @@ class PoolWatchdog:
                 f"{fmt(r.before)}; after: {fmt(r.after)}; {r.growths} growth(s)")
 
     def describe(self) -> dict:
-        return {"rank": self.rank, "rank_info": self.rank_info, "phase": self.phase,
+        return {"rank": self.rank, "rank_info": self.rank_info, "phase": self.phase, "signal": self.signal,
+                "signal_note": self.signal_note,
                 "growths": dict(self.counts), "growths_after_warmup": self.counts[SERVING],
                 "hang_reports": self.hang_reports, "warmup": asdict(self.warmup),
                 "pools": self.known, "events": [asdict(e) for e in self.events[-10:]]}

@@ -65,6 +65,9 @@ def main(mode: str, max_tokens: int) -> dict:
     prompts = {"none": [], "max": [max_tokens],
                "full": [max_tokens] + small_pool_tokens(shape, 1, max_tokens)}[mode]
     start_growths = WATCHDOG.counts[START]
+    counter = lambda: WATCHDOG._counts.snapshot() if WATCHDOG._counts is not None else None  # noqa: E731
+    WATCHDOG.between_requests()  # the first reading after the pool exists: the counter is found and proven here
+    counts_before_warmup = counter()
     for n in prompts:
         WATCHDOG.begin_warmup(n)
         gather(n)
@@ -74,6 +77,7 @@ def main(mode: str, max_tokens: int) -> dict:
     else:
         WATCHDOG.traffic()
     after_warmup = pools()
+    counts_after_warmup = counter()
 
     import gc
     import os
@@ -90,6 +94,7 @@ def main(mode: str, max_tokens: int) -> dict:
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     after_sweep = pools()
+    counts_after_sweep = counter()
     gc.collect()
     live_blocks = [(b["size"], b["state"]) for p in cp_pools.group_pools().values() for seg in p.snapshot()
                    for b in seg["blocks"] if b["state"] != "inactive"]
@@ -112,6 +117,17 @@ def main(mode: str, max_tokens: int) -> dict:
         "live_cp_blocks_after_gc": live_blocks,
         "sweep_seconds": round(seconds, 2),
         "correct": correct,
+        # the allocator's counter (alloc_counter), read independently of the watchdog's bookkeeping
+        "signal": WATCHDOG.signal,
+        "signal_note": WATCHDOG.signal_note,
+        "counter_warmup_allocations": (counts_after_warmup[0] - counts_before_warmup[0]) if counts_before_warmup
+        else None,
+        "counter_sweep_allocations": (counts_after_sweep[0] - counts_after_warmup[0]) if counts_after_warmup
+        else None,
+        "counter_sweep_frees": (counts_after_sweep[2] - counts_after_warmup[2]) if counts_after_warmup else None,
+        "counter_net_segments": (counts_after_sweep[0] - counts_after_sweep[2]) if counts_after_sweep else None,
+        "snapshot_segments": segments(after_sweep),
+        "sweep_growth_allocations": sum(e.allocations for e in WATCHDOG.events if e.phase == SERVING),
     }
 
 

@@ -58,7 +58,7 @@ HOOKS = SETUP + """
         def entered(self, code):
             if self.fail_entry:
                 raise RuntimeError("entry broke")
-        def leaving(self, frame):
+        def leaving(self, frame=None):
             if self.fail_exit:
                 raise RuntimeError("exit broke")
 
@@ -99,7 +99,7 @@ HOOKS = SETUP + """
             raise RuntimeError("role lookup broke")
 
     restore()
-    ch.ROLES = BrokenRoles()
+    ch.ROLES.ids = BrokenRoles(ch.ROLES.ids)  # the hooks look roles up by the code object's id
     restore = ch.install(cls, listener)
     out["roles"] = [gather() for _ in range(2)]
     restore()

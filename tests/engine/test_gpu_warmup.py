@@ -10,12 +10,15 @@ independently, with the pools' own snapshots.
   prefill ever creates (PyTorch serves requests of at most 1 MiB from separate segments);
 - the plugin's warm-up (longest prompt, then the short lengths of ``small_pool_tokens``):
   no growth at all.
+The watchdog's signal (issue 23): the counter compiled into sglang's allocator counts exactly the growths the
+pools' snapshots see in each of those sweeps (2, 1 and 0 on the H100), and it is what the watchdog read.
 And with chunked prefill off (``gpu_warmup_probe.py off CONTEXT [CAP]``, context 32768 here): the plan's
 figures (the longest forward, the bytes its CP buffers need, what a cap leaves) next to the pool growth measured,
 the warm-up's and a sweep's up to the scheduler's largest forward.
 Skipped where no CUDA GPU exists; needs sglang importable (docs/gpu-runs.md).
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -36,6 +39,7 @@ MAX_TOKENS = 8192
 OFF_CONTEXT = 32768
 
 
+@functools.lru_cache(maxsize=None)  # the signal's test reads the same three sweeps as the warm-up's tests
 def probe(mode: str, *args: str) -> dict:
     argv = [sys.executable, str(PROBE), mode, *(args or (str(MAX_TOKENS),))]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ))
@@ -66,6 +70,20 @@ def test_the_plugins_warmup_leaves_nothing_to_grow():
     r = probe("full")
     assert r["correct"] and len(r["warmup_prompts"]) >= 2
     assert r["sweep_growths"] == r["sweep_new_segments"] == 0
+
+
+@pytest.mark.parametrize("mode, growths", [("none", None), ("max", 1), ("full", 0)])
+def test_the_allocators_counter_counts_exactly_the_growths_the_snapshots_see(mode, growths):
+    r = probe(mode)
+    assert r["signal"] == "allocator counter", r["signal_note"]  # proven on its first reading, never fell back
+    assert r["counter_sweep_allocations"] == r["sweep_new_segments"] == r["sweep_growths"], r
+    assert r["counter_sweep_frees"] == 0
+    assert r["counter_net_segments"] == r["snapshot_segments"]  # every segment of every pool, since the start
+    assert r["sweep_growth_allocations"] == r["counter_sweep_allocations"]  # each growth event carries its calls
+    if growths is None:
+        assert r["counter_sweep_allocations"] >= 2
+    else:
+        assert r["counter_sweep_allocations"] == growths
 
 
 def test_chunked_prefill_off_the_planned_forward_holds_the_pool_before_serving():

@@ -221,3 +221,129 @@ def test_an_unwritable_report_folder_gives_one_warning(setup, monkeypatch, caplo
         assert wd.write_rank_record(dog) is None
         assert wd.write_rank_record(dog) is None
     assert len([r for r in caplog.records if "cannot write the rank record" in r.message]) == 1
+
+
+# -- the signal: the allocator's counter (issue 23) ------------------------------------------------
+class CountingDevice(FakeDevice):
+    """FakeDevice whose pool growths are also counted the way the compiled allocator counts them: in a real
+    ctypes array of three cells (allocations, bytes, frees) that the watchdog reads from its address. Faked:
+    the library itself (a compiled one is tested in test_alloc_counter.py) and finding it (``locate``)."""
+
+    def __init__(self):
+        super().__init__()
+        import ctypes
+
+        self.cells = (ctypes.c_uint64 * 3)()
+        self.address = ctypes.addressof(self.cells)
+        self.device_readings = 0
+
+    def grow_pool(self, size):
+        super().grow_pool(size)
+        self.cells[1] += size
+        self.cells[0] += 1
+
+    def free_segment(self):
+        self.used -= self.segments.pop(0)
+        self.cells[2] += 1
+
+    def watchdog(self):
+        def device_reading():
+            self.device_readings += 1
+            return self.used
+
+        return wd.PoolWatchdog(reserved=device_reading, pools=lambda: {"cp": self},
+                               stats=lambda pool: {"segments": len(pool.segments), "bytes": sum(pool.segments)})
+
+
+@pytest.fixture
+def counting(tmp_path, monkeypatch):
+    """A watchdog that installed the counter on a module holding 0.5.11's real allocator source (from its wheel)."""
+    from sglang_cp_symm.engine import alloc_counter
+
+    monkeypatch.setenv("SGLANG_CP_SYMM_REPORT_DIR", str(tmp_path))
+    monkeypatch.setenv(wd.RUN_ID, "run-1")
+    from test_alloc_counter import SOURCES
+
+    device = CountingDevice()
+    dog = device.watchdog()
+    dog.watch(gather_that_allocates.__code__)
+    module = __import__("types").SimpleNamespace(nccl_allocator_source=SOURCES["0.5.11"], _allocator=None,
+                                                 _mem_pool=None)
+    located = []
+    monkeypatch.setattr(alloc_counter, "locate", lambda: located.append(1) or (device.address, ""))
+    undo = dog.count_allocations(module)
+    assert undo is not None and alloc_counter.SYMBOL in module.nccl_allocator_source
+    return device, dog, module, located
+
+
+def test_the_counter_is_read_once_the_pool_exists_and_no_context_asks_the_device(counting):
+    device, dog, module, located = counting
+    assert gather_that_allocates(dog, device, 0) is None and located == []  # no pool yet: nothing can grow
+    module._allocator = object()  # sglang compiled the counting allocator
+    device.grow_pool(256 << 20)  # the pre-allocation: the baseline, where the counter proves itself
+    assert gather_that_allocates(dog, device, 0) is None and located == [1] and dog.signal == "allocator counter"
+    event = gather_that_allocates(dog, device, 2 << 20)
+    assert (event.grown_bytes, event.segments_before, event.segments_after, event.allocations) == (2 << 20, 1, 2, 1)
+    assert "in gather_that_allocates" in event.site and "test_watchdog.py:" in event.site
+    for _ in range(100):
+        gather_that_allocates(dog, device, 0)
+    assert device.device_readings == 0  # every context read the counter, none the device memory
+    assert dog.counts[wd.START] == 1 and located == [1]
+
+
+def test_a_segment_freed_and_another_allocated_is_still_a_growth(counting):
+    """The device-memory signal saw no rise here (freed, then the same size again); the counter sees the call."""
+    device, dog, module, _ = counting
+    module._allocator = object()
+    device.grow_pool(2 << 20)
+    gather_that_allocates(dog, device, 0)
+    device.free_segment()
+    event = gather_that_allocates(dog, device, 2 << 20)
+    assert event is not None and event.allocations == 1 and event.grown_bytes == 2 << 20
+
+
+def test_growth_outside_the_gathers_is_seen_by_the_next_reading(counting):
+    device, dog, module, _ = counting
+    module._allocator = object()
+    gather_that_allocates(dog, device, 0)
+    other_context(dog, device, 4 << 20)
+    assert dog.between_requests().site == wd.OUTSIDE_AT_REQUEST
+
+
+def test_a_counter_that_disagrees_with_the_snapshots_falls_back_with_one_line(counting, caplog):
+    device, dog, module, _ = counting
+    module._allocator = object()
+    gather_that_allocates(dog, device, 0)
+    with caplog.at_level(logging.WARNING, logger="sglang.cp_symm"):
+        device.cells[0] += 1  # an allocation of a pool the watchdog does not read
+        event = gather_that_allocates(dog, device, 2 << 20)
+    assert event is not None and event.grown_bytes == 2 << 20  # the growth itself is still reported
+    lines = [r.message for r in caplog.records if "instead of the allocator's counter" in r.message]
+    assert len(lines) == 1 and "counted 1 allocation(s)" in lines[0] and "from 0 to 0 segment(s)" in lines[0]
+    assert dog.signal.startswith("device memory") and dog.describe()["signal_note"].startswith("the allocator counted")
+    gather_that_allocates(dog, device, 2 << 20)
+    assert device.device_readings > 0 and dog.counts[wd.START] == 2  # measured by the device memory from now on
+
+
+def test_a_pool_compiled_before_the_plugin_loaded_gives_the_fallback_and_says_why(caplog):
+    from test_alloc_counter import SOURCES
+
+    dog = FakeDevice().watchdog()
+    module = __import__("types").SimpleNamespace(nccl_allocator_source=SOURCES["0.5.12"], _allocator=object(),
+                                                 _mem_pool=object())
+    with caplog.at_level(logging.WARNING, logger="sglang.cp_symm"):
+        assert dog.count_allocations(module) is None
+    assert [r.message for r in caplog.records if "compiled before the plugin was loaded" in r.message]
+    assert dog.signal.startswith("device memory")
+
+
+def test_a_counter_not_found_gives_the_fallback(counting, monkeypatch, caplog):
+    from sglang_cp_symm.engine import alloc_counter
+
+    device, dog, module, _ = counting
+    monkeypatch.setattr(alloc_counter, "locate", lambda: (None, "0 loaded libraries export the counter"))
+    module._allocator = object()
+    with caplog.at_level(logging.WARNING, logger="sglang.cp_symm"):
+        gather_that_allocates(dog, device, 0)
+        assert gather_that_allocates(dog, device, 2 << 20).grown_bytes == 2 << 20
+    assert len([r for r in caplog.records if "0 loaded libraries" in r.message]) == 1
