@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Optional
 
 from .. import __version__
-from ..engine.nccl_library import engine_nccl, torch_built_with
+from ..engine.nccl_library import engine_library, engine_nccl, torch_built_with
 from ..engine.nccl_env import effects as nccl_env_effects, guard_defeated, symmetric_off
-from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, decide, line_for
+from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, decide, given_version, line_for
 from ..engine.race_guard import GuardPlan, plan_guard
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                read_settings)
@@ -48,7 +48,7 @@ from .source_survey import installed_reader, survey
 from ..targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, TARGETS, is_supported
 from .verdict import verdict
 from ..pins import pin_for
-from ..releases import distribution_version, installed_sglang
+from ..releases import distribution_version, installed_build
 
 ENTRY_POINT = "cp_symm"
 #: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
@@ -227,15 +227,17 @@ def ranks_report(folder: Optional[str]) -> dict:
 def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape] = None,
                  ranks: Optional[str] = None, want_ranks: bool = False) -> dict:
     settings = read_settings()
-    release = installed_sglang()
+    build = installed_build()
+    release = None if build is None else build.release
     loaded, loaded_from = nccl_as_the_engine_loads_it()
     torch_nccl = torch_built_with()
-    nccl = NcclVersion.parse(nccl_override) if nccl_override else loaded
+    nccl = given_version(nccl_override) if nccl_override else loaded
     gpu = _gpu()
     sm90 = not gpu["available"] or float(gpu["capability"]) >= 9.0
     report = {
         "sglang_cp_symm": __version__,
-        "sglang": None if release is None else distribution_version("sglang"),
+        "sglang": None if build is None else build.shown,
+        "sglang_build": None if build is None else {"final": build.final, "kind": build.kind},
         "torch": distribution_version("torch"),
         "gpu": gpu,
         "nccl": {"torch_build": None if torch_nccl is None else str(torch_nccl),
@@ -252,6 +254,9 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     findings = report["findings"]
     for problem in settings.problems:
         findings.append(problem)
+    if build is not None and build.problem:
+        findings.append(build.problem)
+        return report
     if release is None:
         findings.append("sglang is not installed in this environment: nothing to patch; install the plugin next to sglang")
         return report
@@ -267,7 +272,9 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
             findings.append("SGLANG_PLUGINS does not list cp_symm: sglang will not load the plugin")
     elif not report["bootstrap_pth"]:
         findings.append(f"sglang {release} has no plugin framework and {BOOTSTRAP} is not in site-packages")
-    if nccl is None:
+    if nccl is None and engine_library() is not None:  # a library is there to open, and it could not be read
+        findings.append(f"NCCL unknown: {loaded_from}")
+    elif nccl is None:
         findings.append("no NCCL found here: the verdict below cannot say whether the symmetric kernel engages")
     report["pins"] = pins_report(release, loaded, nccl, findings)
     report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in nccl_env_effects()]
@@ -352,7 +359,7 @@ def check_failed(report: dict) -> bool:
 
 def render(report: dict) -> str:
     out = [f"sglang-cp-symm {report['sglang_cp_symm']} doctor",
-           f"  sglang      {report['sglang'] or 'not installed'}",
+           f"  sglang      {'not installed' if report['sglang'] is None else report['sglang'] or repr('')}",
            f"  torch       {report['torch'] or 'not installed'}",
            f"  GPU         {report['gpu'].get('name', 'none visible')} {report['gpu'].get('capability', '')}".rstrip()]
     n = report["nccl"]
