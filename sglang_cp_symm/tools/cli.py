@@ -36,7 +36,8 @@ def _status(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"sglang: {report['sglang'] or 'not installed'}   mode: {report['mode']}   outcome: {report['outcome']}")
+    shown = "not installed" if report["sglang"] is None else report["sglang"] or "''"  # '': a version, but empty
+    print(f"sglang: {shown}   mode: {report['mode']}   outcome: {report['outcome']}")
     for problem in list(settings.problems) + ([build.problem] if build is not None and build.problem else []):
         print(f"  problem: {problem}")
     for module, state in imports.items():

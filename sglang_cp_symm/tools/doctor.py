@@ -273,7 +273,7 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     elif not report["bootstrap_pth"]:
         findings.append(f"sglang {release} has no plugin framework and {BOOTSTRAP} is not in site-packages")
     if nccl is None and engine_library() is not None:  # a library is there to open, and it could not be read
-        findings.append(f"NCCL unknown: {loaded_from}")
+        findings.append(loaded_from)  # one line: the library, what was wrong, what to do
     elif nccl is None:
         findings.append("no NCCL found here: the verdict below cannot say whether the symmetric kernel engages")
     report["pins"] = pins_report(release, loaded, nccl, findings)
