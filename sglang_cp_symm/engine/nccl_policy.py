@@ -116,12 +116,12 @@ def code_problem(code) -> Tuple[Optional[NcclVersion], Optional[str]]:
         version = NcclVersion.from_code(code)
     except ValueError as exc:
         return None, str(exc)
-    if version.code() != code:
-        return None, (f"it decodes to {_short_version(version)}, which NCCL writes as {_short_int(version.code())}: "
-                      "not NCCL's own encoding")
     problem = implausible(version)
     if problem:
         return None, f"it decodes to {_short_version(version)}, not a released NCCL: {problem}"
+    if version.code() != code:
+        return None, (f"it decodes to {_short_version(version)}, which NCCL writes as {_short_int(version.code())}: "
+                      "not NCCL's own encoding")
     return version, None
 
 
