@@ -302,8 +302,8 @@ class TestCommands:
         assert status["nccl"]["version"] is None and "wrote 0: it decodes to 0.0.0" in status["nccl"]["read_from"]
         assert status["race_guard"]["engaged"] and status["outcome"].startswith("guarded")
 
-    @pytest.mark.parametrize("value", ["2.x", "", "2.28", "3.0.0", "0.0.0", f"2.{PLAUSIBLE_MINOR + 1}.0",
-                                       "2.\u0662\u0668.9", "9" * 5000, "-1"])
+    @pytest.mark.parametrize("value", ["2.x", "", "3.0.0", "2.\u0662\u0668.9", "9" * 5000, "-1"],
+                             ids=["garbage", "empty", "implausible", "Unicode digits", "huge", "negative"])
     @pytest.mark.parametrize("args", [["doctor", "--nccl"], ["demo", "--as-nccl"]], ids=["doctor", "demo"])
     def test_a_bad_version_on_the_command_line_is_one_line_and_exit_2(self, args, value):
         result = command([*args, value])
