@@ -10,6 +10,13 @@ the system's 2.28.3 instead of torch's 2.28.9), and every later bare open,
 sglang's included, would get that one. Hence the rule here: NCCL is read only
 once torch is imported (the caller waits for that), never by importing torch,
 and by exactly the path sglang will open, so what is judged is what runs.
+
+Whatever is found is validated here, where it enters: a path that is missing, a
+folder, not a library, or a library without ``ncclGetVersion``; a non-zero status;
+a code that is not what a plausible released NCCL writes (``nccl_policy.code_problem``).
+Each is "unknown" with one line naming the library (a short prefix), what was wrong
+and what to do, and unknown means hold back. Nothing here raises: the engine calls
+it inside sglang's own import of its modules.
 """
 
 from __future__ import annotations
