@@ -62,7 +62,6 @@ PARAMETERS = (
     Parameter("NCCL_ALGO", (), "legacy algorithms only; does not keep symmetric kernels off on 2.28-2.30 (NVLS "
               "excluding them from 2.31 is reported, not verified)", ""),
 )
-NAMES = tuple(p.name for p in PARAMETERS)
 
 
 def effects(environ: Optional[Mapping[str, str]] = None) -> List[Effect]:

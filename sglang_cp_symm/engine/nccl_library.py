@@ -56,13 +56,6 @@ def pynccl_library(environ: Mapping[str, str], torch: Any) -> Optional[str]:
     return None
 
 
-def engine_library(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The library sglang's pynccl would open in this process, or None (no torch imported yet, or a torch that
-    opens none). Opens nothing."""
-    torch = sys.modules.get("torch")
-    return None if torch is None else pynccl_library(os.environ if environ is None else environ, torch)
-
-
 def path_problem(path: str) -> Optional[str]:
     """Why ``path`` (from ``SGLANG_NCCL_SO_PATH``) cannot be judged before it is opened, or None.
 
@@ -176,3 +169,16 @@ def sm90_or_later() -> Tuple[bool, str]:
     except Exception:
         pass
     return True, "assumed sm90+ (CUDA not initialised yet)"
+
+
+def known_capability() -> Optional[Tuple[int, int]]:
+    """The GPU's compute capability where CUDA is already up in this process, else None (then the plan assumes
+    sm90+). Never initialises CUDA and never imports torch, like ``sm90_or_later``."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_initialized():
+            major, minor = torch.cuda.get_device_capability()
+            return int(major), int(minor)
+    except Exception:
+        pass
+    return None

@@ -24,6 +24,9 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Tuple
 
+from ..pins import pin_for
+from ..releases import Release
+
 #: How NCCL encodes its version code (``NCCL_VERSION_CODE``, what ``ncclGetVersion`` writes: src/init.cc:176-180 at
 #: v2.30.7-1). Up to 2.8 it is X*1000 + Y*100 + Z (v2.8.4-1 src/nccl.h.in:19 ``NCCL_VERSION(X,Y,Z)``, and
 #: src/Makefile:60 ``printf "%d%d%02d"``: 2.8.4 is 2804); from 2.9 it is X*10000 + Y*100 + Z (v2.9.6-1
@@ -199,6 +202,14 @@ SAFE_UPGRADE = "2.30.7"
 SLOW_ON_HOPPER = V("2.29.7")
 
 
+def upgrade_command(release: Optional[Release]) -> str:
+    """The exact command that puts NCCL >= ``SAFE_UPGRADE`` under ``release``'s torch (its NCCL wheel: ``pins``)."""
+    pin = pin_for(release)
+    wheel = pin.nccl_wheel if pin is not None else "nvidia-nccl-cu13"
+    return (f'pip install "{wheel}>={SAFE_UPGRADE}" (or a torch that pins NCCL >= {SAFE_UPGRADE}), or '
+            f"SGLANG_NCCL_SO_PATH=<libnccl.so.2 of NCCL >= {SAFE_UPGRADE}>")
+
+
 def line_for(version: NcclVersion) -> NcclLine:
     for line in TABLE:
         if line.covers(version):
@@ -247,8 +258,8 @@ def decide(nccl: Optional[NcclVersion], send_requested: bool, allow_race: bool, 
                         "update sglang-cp-symm to a release that verified this NCCL, or pin NCCL 2.30.7",
                         line.source)
     racy = line.race and sm90_or_later
-    hazard = (f"NCCL {nccl} symmetric kernels can read their input before it is written on Hopper "
-              f"(2.28.0-2.30.6; fixed in {SAFE_UPGRADE})") if racy else None
+    hazard = (f"NCCL {nccl} symmetric kernels can read their input before it is written on sm90+ (Hopper and "
+              f"Blackwell; 2.28.0-2.30.6, fixed in {SAFE_UPGRADE})") if racy else None
     if hazard and nccl == SLOW_ON_HOPPER:
         hazard += f"; {SLOW_ON_HOPPER} also has a Hopper symmetric-kernel slowdown (reported, NCCL issue #2058)"
     if not line.window_api:

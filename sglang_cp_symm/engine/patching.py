@@ -39,10 +39,9 @@ from . import logs
 from . import pool as group_pool
 from .attributes import REWRITTEN_MARK, resolve
 from .logs import logger
-from .nccl_library import engine_nccl, sm90_or_later
-from .nccl_env import guard_defeated, symmetric_off
-from .nccl_policy import Decision, NcclVersion, decide
-from .race_guard import RACE_GUARD, plan_guard, report_once
+from .nccl_policy import Decision, NcclVersion
+from .plan import Action, Plan, State, TargetPlan, gather_facts, make_plan
+from .race_guard import RACE_GUARD, report_once
 from .rebuild import RebuildError, prove_source, rebuilt_function
 from .rewrite import (
     INJECTABLE,
@@ -55,36 +54,26 @@ from .rewrite import (
 )
 from .settings import Settings, StrictModeError, strict_exit
 from .watchdog import WATCHDOG
+from .source_facts import PATCHED_POOL_MARK, UPSTREAM_POOL_MARK
 from ..releases import Release
-from ..targets import (
-    FIRST_SUPPORTED,
-    LAST_SUPPORTED,
-    POOL_FIX,
-    SYMMETRIC_CONTEXT_MODULE,
-    SYMMETRIC_CONTEXT_NAME,
-    Target,
-    is_supported,
-    targets_for,
-)
+from ..targets import POOL_FIX, SYMMETRIC_CONTEXT_MODULE, SYMMETRIC_CONTEXT_NAME, Target, is_supported, targets_for
 
 
 PATCHED, UPSTREAM, ABSENT, SKIPPED, WAITING, HELD, GUARDED = (
-    "patched", "upstream", "absent", "skipped", "waiting for import", "held back", "guarded")
+    State.PATCHED, State.UPSTREAM, State.ABSENT, State.SKIPPED, State.WAITING, State.HELD, State.GUARDED)
 #: the status entry of the race guard itself (``race_guard``): its groups, its reason
 GUARD_ENTRY = "race_guard"
-
-#: What ``patches/`` leaves in ``pynccl_allocator`` (0001: the CP pool chooser the context's ``__init__`` calls).
-PATCHED_POOL_MARK = "_cp_symm_pool"
-#: What sglang PR #21392 (0.5.12) added: segments registered with every communicator at context exit.
-UPSTREAM_POOL_MARK = "_register_segments_for_comm"
 
 
 @dataclass
 class TargetStatus:
+    """What happened to one target in this process; ``planned`` is the plan's entry it executed."""
+
     name: str
     where: str
-    state: str
+    state: State
     detail: str = ""
+    planned: Optional[TargetPlan] = None
 
     def __str__(self) -> str:
         if self.state in (SKIPPED, HELD) or (self.state == GUARDED and self.detail):
@@ -229,9 +218,10 @@ def plan_target(target: Target, module: Any, output: bool, send: bool) -> Plan:
 def injected_name_report(target: Target, release: Release, module: Any, send: bool = False) -> Dict[str, str]:
     """For one target of ``release`` in its imported ``module``: each name the inserted code needs and where it
     resolves ("local", "module", "builtin", "injected from M", "missing: why"), as patching would decide it.
-    {} when nothing would be inserted; {"refused": reason} where the target would not be patched."""
+    {} when nothing would be inserted; {"refused": reason} where the target would not be patched. Whether the
+    output needs the edit is read from the function's source (``plan_target``), not from ``release``."""
     try:
-        plan = plan_target(target, module, output=not target.fixed_upstream_in(release), send=send)
+        plan = plan_target(target, module, output=True, send=send)
     except Refused as refused:
         return {} if refused.state in (UPSTREAM, ABSENT) else {"refused": refused.detail}
     return dict(plan.names)
@@ -270,12 +260,13 @@ def _run_all(undo: List[Callable[[], None]]) -> None:
 
 
 class Patcher:
-    """The process-wide patch state: what was changed, so that it can be reported and undone.
+    """Executes the plan (``plan``) in this process, and keeps what was changed so it can be reported and undone.
 
-    The NCCL decision is taken when the first module of the register is imported
-    (``_on_import``), not when the plugin loads: by then the engine's module has
-    imported torch, so the NCCL read is the one the engine itself will use
-    (``nccl_library``). Until then every target waits for its import.
+    The plan is made when the first module of the register is imported (``_on_import``),
+    not when the plugin loads: by then the engine's module has imported torch, so the
+    NCCL read is the one the engine itself will use (``nccl_library``), and the
+    targets' source files are the ones being imported. Until then every target waits
+    for its import.
     """
 
     def __init__(self) -> None:
@@ -283,18 +274,26 @@ class Patcher:
         self.active = False
         self.settings = Settings()
         self.release: Optional[Release] = None
+        self.release_text: Optional[str] = None
         self.statuses: Dict[str, TargetStatus] = {}
-        self.decision: Optional[Decision] = None
-        self.nccl_source = ""
+        self.plan: Optional[Plan] = None
         self._nccl_given: Optional[NcclVersion] = None
         self._hooked_modules: set = set()
         self._undo: List[Callable[[], None]] = []
-        self.rewritten: Dict[str, Callable] = {}  # target name -> the rewritten function installed
         self.on_settled: List[Callable[[], None]] = []  # called once, when no target waits for an import any more
 
+    @property
+    def decision(self) -> Optional[Decision]:
+        return None if self.plan is None else self.plan.decision
+
+    @property
+    def nccl_source(self) -> str:
+        return "" if self.plan is None else self.plan.facts.nccl_from
+
     # -- reporting -----------------------------------------------------------------
-    def _set(self, name: str, where: str, state: str, detail: str = "") -> None:
-        self.statuses[name] = TargetStatus(name, where, state, detail)
+    def _set(self, name: str, where: str, state: State, detail: str = "") -> None:
+        planned = self.plan.entry(name) if self.plan is not None else None
+        self.statuses[name] = TargetStatus(name, where, state, detail, planned)
         if state == SKIPPED:
             logger.warning("sglang-cp-symm: %s (sglang %s) left untouched: %s", where, self.release, detail)
             if self.settings.strict:
@@ -305,63 +304,50 @@ class Patcher:
         return self.active and all(s.state != WAITING for s in self.statuses.values())
 
     # -- applying ------------------------------------------------------------------
-    def apply(self, settings: Settings, release: Optional[Release], nccl: Optional[NcclVersion] = None) -> None:
+    def apply(self, settings: Settings, release: Optional[Release], nccl: Optional[NcclVersion] = None,
+              release_text: Optional[str] = None) -> None:
         """Apply the register for ``release``. ``nccl`` overrides the detected NCCL (rehearsals, tests)."""
         with self._lock:
             if self.active:
                 return
-            self.settings, self.release, self._nccl_given = settings, release, nccl
-            self.statuses, self.decision, self.nccl_source = {}, None, ""
+            self.settings, self.release, self.release_text, self._nccl_given = settings, release, release_text, nccl
+            self.statuses, self.plan = {}, None
             self.active = True
-            if release is None:
-                self._set("sglang", "sglang", SKIPPED, "sglang is not installed in this environment")
+            if release is None or not is_supported(release):  # nothing to wait for: the plan says why
+                self._plan_now()
                 return
-            if not is_supported(release):
-                self._set(
-                    "sglang",
-                    f"sglang {release}",
-                    SKIPPED,
-                    f"release not in the register ({FIRST_SUPPORTED}..{LAST_SUPPORTED}); "
-                    "upgrade sglang-cp-symm or pin a supported sglang",
-                )
-                return
-            waiting = []
             for target in targets_for(release):
-                if target.fixed_upstream_in(release) and not settings.send:
-                    self._set(target.name, target.dotted, UPSTREAM, target.fixed_by)  # nothing to do whatever NCCL
-                else:
-                    self._set(target.name, target.dotted, WAITING)
-                    waiting.append(target.module)
-            pool_where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"
-            if POOL_FIX.applies_to(release):
-                self._set(POOL_FIX.name, pool_where, WAITING)
-            else:
-                self._set(POOL_FIX.name, pool_where, UPSTREAM, POOL_FIX.fixed_by)
+                self._set(target.name, target.dotted, WAITING)
+            self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", WAITING)
             # every target's module and the pool's: the race guard, decided at the first of them, may hold them all
             modules = {t.module for t in targets_for(release)} | {POOL_FIX.module}
             for module_name in sorted(modules):
                 self._when_imported(module_name)
 
-    def _decide(self) -> Decision:
-        """The NCCL policy for this process, taken once, as late as possible (see the class docstring)."""
-        if self.decision is None:
-            if self._nccl_given is not None:
-                nccl, self.nccl_source = self._nccl_given, "given"
-            else:
-                nccl, self.nccl_source = engine_nccl()
-            hopper, _ = sm90_or_later()
-            self.decision = decide(nccl, self.settings.send, self.settings.allow_nccl_race, hopper)
-            guard = plan_guard(self.decision, self.release, self.settings.allow_nccl_race, symmetric_off(),
-                               guard_defeated())
-            RACE_GUARD.engage(guard)
-            if guard.engaged:
-                self._set(GUARD_ENTRY, f"every context of the {', '.join(guard.groups)} groups", GUARDED, guard.reason)
-                for target in targets_for(self.release):  # upstream's gathers too: guarded as their modules import
-                    status = self.statuses.get(target.name)
-                    if status is not None and status.state == UPSTREAM:
-                        self._set(target.name, target.dotted, WAITING)
-                report_once(guard)
-        return self.decision
+    def _plan_now(self) -> Plan:
+        """Make the plan from this process's facts (once), and set every entry that waits for no import."""
+        if self.plan is not None:
+            return self.plan
+        given = self._nccl_given
+        facts = gather_facts(self.settings, self.release, self.release_text, nccl=given,
+                             nccl_from="given" if given is not None else None)
+        self.plan = plan = make_plan(facts)
+        if plan.problem is not None:
+            where = "sglang" if self.release is None else f"sglang {self.release}"
+            self._set("sglang", where, SKIPPED, plan.problem)
+            return plan
+        RACE_GUARD.engage(plan.guard)
+        for note in plan.notes:
+            logs.warning_once(f"plan-note-{note[:40]}", "sglang-cp-symm: %s", note)
+        if self.settings.enabled and plan.guard.engaged:
+            self._set(GUARD_ENTRY, f"every context of the {', '.join(plan.guard.groups)} groups", GUARDED,
+                      plan.guard.reason)
+            report_once(plan.guard)
+        for entry in plan.entries():
+            status = self.statuses.get(entry.name)
+            if status is not None and status.state == WAITING and entry.action == Action.NONE:
+                self._set(entry.name, entry.where, entry.state, entry.detail)
+        return plan
 
     def _when_imported(self, module_name: str) -> None:
         if module_name in self._hooked_modules:
@@ -407,42 +393,35 @@ class Patcher:
             self._set(POOL_FIX.name, status.where, SKIPPED, detail)
 
     def _patch_module(self, module: Any) -> None:
-        decision = self._decide()
-        if RACE_GUARD.engaged:
-            self._guard_module(module)
-            return
+        """Execute the plan's entries whose module this is."""
+        plan = self._plan_now()
         for target in targets_for(self.release):
             status = self.statuses.get(target.name)
-            if target.module != module.__name__ or status is None or status.state != WAITING:
+            entry = plan.entry(target.name)
+            if target.module != module.__name__ or status is None or status.state != WAITING or entry is None:
                 continue
-            output_needed = not target.fixed_upstream_in(self.release)
-            plan = (output_needed and decision.patch_outputs, decision.stage_send)
-            if any(plan):
-                self.patch_target(target, module, *plan)
-            elif output_needed:
-                self._set(target.name, target.dotted, HELD, decision.reason)
+            if entry.action == Action.GUARD:
+                self._guard_target(target, module)
+            elif entry.action == Action.PATCH:
+                self.patch_target(target, module, entry.output, entry.send)
             else:
-                self._set(target.name, target.dotted, UPSTREAM, target.fixed_by)
-        if module.__name__ == POOL_FIX.module and self.statuses[POOL_FIX.name].state == WAITING:
-            if decision.patch_outputs:
-                self._patch_pool(module)
-            else:  # registering CP buffers with the CP communicator would engage the kernel that was held back
-                self._set(POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", HELD, decision.reason)
-
-    def _guard_module(self, module: Any) -> None:
-        """The race guard holds every CP all-gather of ``module``, upstream's included, and the pool's class."""
-        for target in targets_for(self.release):
-            status = self.statuses.get(target.name)
-            if target.module != module.__name__ or status is None or status.state not in (WAITING, UPSTREAM):
-                continue
-            try:
-                _, _, current = resolve(module, target.function)
-            except (AttributeError, KeyError):
-                self._set(target.name, target.dotted, ABSENT)
-                continue
-            RACE_GUARD.guard_opener(current)
-            self._set(target.name, target.dotted, GUARDED)
+                self._set(target.name, target.dotted, entry.state, entry.detail)
         if module.__name__ == POOL_FIX.module:
+            self._execute_pool(module, plan)
+
+    def _guard_target(self, target: Target, module: Any) -> None:
+        """The race guard holds the contexts this CP all-gather opens (upstream's or the plugin's)."""
+        try:
+            _, _, current = resolve(module, target.function)
+        except (AttributeError, KeyError):
+            self._set(target.name, target.dotted, ABSENT)
+            return
+        RACE_GUARD.guard_opener(current)
+        self._set(target.name, target.dotted, GUARDED)
+
+    def _execute_pool(self, module: Any, plan: Plan) -> None:
+        """The CP pool fix as planned; with the race guard engaged, the context class gets the guard's hooks."""
+        if RACE_GUARD.engaged:
             cls = getattr(module, POOL_FIX.context_class, None)
             if isinstance(cls, type):
                 RACE_GUARD.hook_class(cls)
@@ -450,9 +429,13 @@ class Patcher:
                 self._set(GUARD_ENTRY, f"{POOL_FIX.module}.{POOL_FIX.context_class}", SKIPPED,
                           f"{POOL_FIX.context_class} is not a class in this release: the race guard cannot hold "
                           "its contexts")
-            status = self.statuses.get(POOL_FIX.name)
-            if status is not None and status.state == WAITING:  # it would register CP segments with the CP comm
-                self._set(POOL_FIX.name, status.where, GUARDED)
+        status, entry = self.statuses.get(POOL_FIX.name), plan.pool
+        if status is None or status.state != WAITING or entry is None:
+            return
+        if entry.action == Action.PATCH:
+            self._patch_pool(module)
+        else:
+            self._set(POOL_FIX.name, status.where, entry.state, entry.detail)
 
     def patch_target(self, target: Target, module: Any, output: bool, send: bool) -> TargetStatus:
         """Patch one target of ``module`` (or refuse, leaving it as it was); returns its status."""
@@ -483,7 +466,6 @@ class Patcher:
             self._set(target.name, target.dotted, SKIPPED, f"patching failed: {type(exc).__name__}: {str(exc)[:200]}")
             return self.statuses[target.name]
         self._undo.extend(undo)
-        self.rewritten[target.name] = new_fn
         self._set(target.name, target.dotted, PATCHED,
                   "+".join(k for k, on in (("output", plan.output), ("send", plan.send)) if on))
         return self.statuses[target.name]
@@ -559,8 +541,7 @@ class Patcher:
             while self._undo:
                 self._undo.pop()()
             RACE_GUARD.disengage()
-            self.statuses, self.rewritten = {}, {}
-            self.decision = None
+            self.statuses, self.plan = {}, None
             self.active = False
             self.on_settled = []
 

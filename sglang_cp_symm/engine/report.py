@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from . import patching
+from .plan import outcome as plan_outcome
 from .hooks import INSTALLER
 from .race_guard import RACE_GUARD
 from .warmup import STATE, status_words
@@ -38,12 +39,27 @@ def status_dict(patcher, settings) -> dict:
             "source": decision.source,
         },
         "race_guard": RACE_GUARD.describe(),
-        "targets": {
-            name: {"where": s.where, "state": s.state, "detail": s.detail}
-            for name, s in sorted(patcher.statuses.items())
-        },
+        "targets": {name: target_entry(s) for name, s in sorted(patcher.statuses.items())},
+        "notes": list(patcher.plan.notes) if patcher.plan is not None else [],
+        "race_exposure": patcher.plan.exposure if patcher.plan is not None else None,
         **warmup_and_watchdog(),
     }
+
+
+def target_entry(status) -> dict:
+    """One target as ``status()`` reports it: what happened, and the plan's verdict for it (the doctor's columns).
+
+    Where the engine did other than planned (a proof on the code in memory refused it), the state is what
+    happened and the windows and the kernel are None: what the plan said of them no longer holds."""
+    entry = {"where": status.where, "state": str(status.state), "detail": status.detail}
+    planned = status.planned
+    if planned is not None and status.state != patching.WAITING:
+        verdict = planned.verdict()
+        if status.state != planned.state:
+            verdict.update(output_in_window=None, send_in_window=None, kernel=None)
+        verdict["state"] = str(status.state)
+        entry["verdict"] = verdict
+    return entry
 
 
 def warmup_and_watchdog() -> dict:
@@ -65,34 +81,21 @@ def mode_of(settings) -> str:
 
 
 def outcome(patcher, settings) -> str:
-    """``applied``, ``partly applied: <why>``, ``nothing applied: <why>``, or ``off``/``waiting for import``."""
+    """``applied``, ``partly applied: <why>``, ``nothing applied: <why>``, ``guarded: ...``, or ``off``/``waiting
+    for import``: ``plan.outcome`` over what was done in this process."""
     if not settings.enabled and not patcher.active:
         return "off"
-    states = patcher.statuses.values()
-    if any(s.state == patching.WAITING for s in states):
-        return patching.WAITING
-    if RACE_GUARD.engaged:
-        guarded = sorted(s.name for s in states if s.state == patching.GUARDED and s.name != patching.GUARD_ENTRY)
-        return f"guarded: {RACE_GUARD.plan.reason}; held: {', '.join(guarded) or 'no CP all-gather imported yet'}"
-    if RACE_GUARD.lifted:
-        return (f"nothing applied: the race guard lifted ({RACE_GUARD.lifted}: below sm90 NCCL's symmetric kernels do "
-                "not race), so upstream's CP contexts run as sglang wrote them; the plugin's own changes stay held "
-                "back (decided before the GPU was known)")
-    done = [s for s in states if s.state == patching.PATCHED]
-    missed = [s for s in states if s.state in (patching.SKIPPED, patching.HELD)]
-    why = "; ".join(f"{s.name} {s}" for s in missed)
-    if missed and done:
-        return f"partly applied: {why}"
-    if missed:
-        return f"nothing applied: {why}"
-    if done:
-        return "applied"
-    return "nothing applied: every target is already fixed upstream or absent in this release"
+    done = [(s.name, s.state, str(s)) for s in patcher.statuses.values()
+            if not (s.name == patching.GUARD_ENTRY and s.state == patching.GUARDED)]
+    guard = RACE_GUARD.plan.reason if RACE_GUARD.engaged else None
+    return plan_outcome(done, guard, RACE_GUARD.lifted)
 
 
 def status_line(patcher, settings) -> str:
     parts = ", ".join(f"{name}={status}" for name, status in sorted(patcher.statuses.items()))
     policy = f"; {patcher.decision.line()}" if patcher.decision is not None else ""
+    if patcher.plan is not None and patcher.plan.exposure:
+        policy += f"; race: {patcher.plan.exposure}"
     head = outcome(patcher, settings).split(":", 1)[0]
     return (f"sglang-cp-symm: {head}; sglang {patcher.release or 'not installed'}, mode {mode_of(settings)}; "
             f"{parts or 'no targets'}{policy}; {hooks_line(settings)}")

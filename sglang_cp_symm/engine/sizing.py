@@ -533,10 +533,6 @@ def warmup_reservation(forward_tokens: int, short_prompts: List[int], cp_size: i
     return longest + small * SMALL_SEGMENT_BYTES
 
 
-#: ``prealloc_verdict`` states in which the pre-allocation holds the CP buffers (the pool does not grow for them).
-PREALLOC_HOLDS = ("ok", "large")
-
-
 def expected_growth(reservation_bytes: int, verdict: Optional[dict]) -> int:
     """The symmetric-pool bytes the warm-up is expected to add (``warmup_reservation``), unless the pre-allocation
     holds its buffers."""

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Optional
 
 from .. import __version__
-from ..engine.nccl_library import engine_library, engine_nccl, torch_built_with
-from ..engine.nccl_env import effects as nccl_env_effects, guard_defeated, symmetric_off
-from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, decide, given_version, line_for
-from ..engine.race_guard import GuardPlan, plan_guard
+from ..engine.nccl_library import engine_nccl, torch_built_with
+from ..engine.nccl_policy import NcclVersion, given_version, line_for, upgrade_command
+from ..engine.plan import State, gather_facts, make_plan, outcome as plan_outcome
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                read_settings)
 from ..engine.sizing import (
@@ -44,9 +43,6 @@ from ..engine.sizing import (
     warmup_reservation,
 )
 from ..engine.warmup_deadline import warmup_deadline
-from .source_survey import installed_reader, survey
-from ..targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, TARGETS, is_supported
-from .verdict import verdict
 from ..pins import pin_for
 from ..releases import distribution_version, installed_build
 
@@ -111,6 +107,9 @@ class ServeShape:
     prealloc_gib: Optional[float] = None
     max_total_tokens: Optional[int] = None  # one DP rank's KV pool (--max-total-tokens); None: the memory profile's
     watchdog_timeout: Optional[float] = None  # --watchdog-timeout; None: sglang's 300 s
+    enable_symm_mem: bool = False  # --enable-symm-mem: symmetric memory is on for every group that uses the pool
+    nnodes: int = 1  # --nnodes: the CP groups' place on nodes (``topology``)
+    pp_size: int = 1
     disaggregation_mode: str = "null"
 
     @property
@@ -209,6 +208,20 @@ def sizing_report(shape: ServeShape, release, settings) -> dict:
     return out
 
 
+def topology_report(shape: ServeShape) -> dict:
+    """Whether the server's CP groups can run symmetric kernels here (``topology``), as data."""
+    from .topology import TopologyError, cp_groups, judge, read_topology
+
+    try:
+        groups = cp_groups(shape.tp_size, shape.cp_size, shape.dp_size if shape.enable_dp_attention else 1,
+                           shape.pp_size)
+        links, where = read_topology()
+        verdict = judge(groups, shape.nnodes, links, where)
+    except TopologyError as exc:
+        return {"state": "invalid", "message": str(exc), "groups": []}
+    return {"state": verdict.state, "message": verdict.message, "groups": [list(g) for g in verdict.groups[:8]]}
+
+
 def ranks_report(folder: Optional[str]) -> dict:
     """The latest server launch's per-rank records (warm-up, growths) and what comparing them shows."""
     from ..engine.watchdog import compare_ranks, read_run, report_dir
@@ -226,17 +239,23 @@ def ranks_report(folder: Optional[str]) -> dict:
 
 def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape] = None,
                  ranks: Optional[str] = None, want_ranks: bool = False) -> dict:
+    """The doctor's report: the plan (``engine.plan``) made from this machine's facts, gathered as the engine
+    gathers them, and rendered; nothing here decides what happens to a target."""
     settings = read_settings()
     build = installed_build()
+    release_text = None if build is None else build.shown
     release = None if build is None else build.release
     loaded, loaded_from = nccl_as_the_engine_loads_it()
     torch_nccl = torch_built_with()
     nccl = given_version(nccl_override) if nccl_override else loaded
     gpu = _gpu()
-    sm90 = not gpu["available"] or float(gpu["capability"]) >= 9.0
+    capability = tuple(int(p) for p in gpu["capability"].split(".")) if gpu["available"] else None
+    facts = gather_facts(settings, release, release_text, nccl=nccl,
+                         nccl_from="given with --nccl" if nccl_override else loaded_from, gpu=capability)
+    plan = make_plan(facts)
     report = {
         "sglang_cp_symm": __version__,
-        "sglang": None if build is None else build.shown,
+        "sglang": release_text,
         "sglang_build": None if build is None else {"final": build.final, "kind": build.kind},
         "torch": distribution_version("torch"),
         "gpu": gpu,
@@ -252,18 +271,16 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
         "findings": [],
     }
     findings = report["findings"]
-    for problem in settings.problems:
-        findings.append(problem)
+    findings.extend(settings.problems)
     if build is not None and build.problem:
         findings.append(build.problem)
         return report
     if release is None:
         findings.append("sglang is not installed in this environment: nothing to patch; install the plugin next to sglang")
         return report
-    report["supported"] = is_supported(release)
-    if not report["supported"]:
-        findings.append(f"sglang {release} is outside the register ({FIRST_SUPPORTED}..{LAST_SUPPORTED}): "
-                        "the plugin will change nothing")
+    report["supported"] = plan.problem is None
+    if plan.problem is not None:
+        findings.append(f"sglang {release_text}: {plan.problem}; the plugin will change nothing")
         return report
     if release >= (0, 5, 11):
         if not report["entry_point"]["discoverable"]:
@@ -272,18 +289,16 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
             findings.append("SGLANG_PLUGINS does not list cp_symm: sglang will not load the plugin")
     elif not report["bootstrap_pth"]:
         findings.append(f"sglang {release} has no plugin framework and {BOOTSTRAP} is not in site-packages")
-    if nccl is None and engine_library() is not None:  # a library is there to open, and it could not be read
-        findings.append(loaded_from)  # one line: the library, what was wrong, what to do
-    elif nccl is None:
-        findings.append("no NCCL found here: the verdict below cannot say whether the symmetric kernel engages")
+    if nccl is None:
+        findings.append(f"no NCCL found here ({loaded_from}): the verdict below cannot say whether the symmetric "
+                        "kernel engages")
     report["pins"] = pins_report(release, loaded, nccl, findings)
-    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in nccl_env_effects()]
-    decision = decide(nccl, settings.send, settings.allow_nccl_race, sm90)
+    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in facts.nccl_env]
     if settings.enabled:
-        report["policy"] = {"line": decision.line(), "source": decision.source}
-    guard = plan_guard(decision, release, settings.allow_nccl_race, symmetric_off(), guard_defeated())
-    if not sm90 and guard.engaged:
-        guard = GuardPlan(False, f"not needed: GPU {gpu.get('capability')} is below sm90 (no programmatic launch)")
+        report["policy"] = {"line": plan.decision.line(), "source": plan.decision.source}
+        report["outcome"] = plan_outcome([(t.name, t.state, t.words) for t in plan.entries()],
+                                         plan.guard.reason if plan.guard.engaged else None)
+    guard = plan.guard
     report["race_guard"] = {**guard.describe(), "plugin_on": settings.enabled}
     if guard.engaged and not settings.enabled:
         findings.append(f"race: {guard.reason.split(':', 1)[0]} and the plugin is off, so nothing keeps this "
@@ -291,23 +306,26 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
                         f"race guard, or {guard.fix}")
     if guard.defeated_by:
         findings.append(f"race guard not held: {guard.defeated_by}")
-    states = survey(installed_reader(), release)
-    for target in TARGETS:
-        if not target.exists_in(release):
-            continue
-        source = states[target.name]
-        v = verdict(release, target, nccl, settings, sm90)
-        entry = {"where": target.dotted, "source": source["state"], "expected": source["expected"], **v.as_dict()}
-        report["targets"][target.name] = entry
-        if source["state"] != source["expected"]:
-            findings.append(f"{target.dotted}: the installed file is {source['state']} ({source['detail']}), "
-                            f"not {source['expected']}: the plugin will leave it alone")
-        if guard.engaged and settings.enabled:  # the race guard keeps it off every window (race_guard)
-            entry.update(kernel=False, guarded=True, output_cp_registered=False, send_registered=False)
-        elif v.hazard:
-            findings.append(f"{target.name}: {v.hazard}")
-    report["pool_fix"] = POOL_FIX.applies_to(release)
-    actions = sorted({t["action"] for t in report["targets"].values() if t["action"]})
+    findings.extend(plan.notes)
+    symm_mem = shape is not None and shape.enable_symm_mem
+    report["symm_mem"] = symm_mem
+    report["race_exposure"] = plan.exposure
+    if plan.exposure:
+        findings.append(f"race: {plan.exposure}" if symm_mem else
+                        f"race, if the server runs with --enable-symm-mem (pass it here to judge that): {plan.exposure}")
+    for entry in plan.targets:
+        report["targets"][entry.name] = {"where": entry.where, "source": entry.source, "state": str(entry.state),
+                                         "words": entry.words, "action": str(entry.action),
+                                         **entry.verdict(), "hazard": entry.hazard,
+                                         "action_to_take": entry.action_to_take}
+        if entry.state == State.SKIPPED:
+            findings.append(f"{entry.where}: the installed source is of another shape ({entry.detail}): the "
+                            "plugin will leave it alone")
+        if entry.hazard:
+            findings.append(f"{entry.name}: {entry.hazard}")
+    report["pool_fix"] = None if plan.pool is None else {"state": str(plan.pool.state), "words": plan.pool.words,
+                                                         "source": plan.pool.source}
+    actions = list(plan.recommended())
     if shape is not None and shape.given:
         report["sizing"] = sizing_report(shape, release, settings)
         state = report["sizing"].get("prealloc", {}).get("state")
@@ -316,12 +334,18 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
         if "error" in report["sizing"]:
             findings.append(f"sizing: {report['sizing']['error']}")
         findings.extend(f"warm-up: {w}" for w in report["sizing"].get("warnings", ()))
+    if shape is not None and shape.cp_size > 1:
+        report["topology"] = topology_report(shape)
+        if report["topology"]["state"] not in ("ok", "unknown", "no CP"):
+            findings.append(f"topology: {report['topology']['message']}")
     if want_ranks:
         report["ranks"] = ranks_report(ranks)
         findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
         if "note" in report["ranks"]:
             findings.append(report["ranks"]["note"])
     report["recommended"] = actions
+    report["changes_something"] = plan.changes_something()
+    report["engages_kernel"] = plan.engages_kernel()
     return report
 
 
@@ -336,25 +360,27 @@ def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersi
     if out["differs"]:
         findings.append(f"NCCL {loaded} is loaded, not the {pin.nccl} that sglang {release}'s torch {pin.torch} pins")
     if nccl is not None and line_for(nccl).race:
-        out["fix"] = (f'pip install "{pin.nccl_wheel}>={SAFE_UPGRADE}" (or a torch that pins NCCL >= {SAFE_UPGRADE}), '
-                      f"or SGLANG_NCCL_SO_PATH=<libnccl.so.2 of NCCL >= {SAFE_UPGRADE}>")
+        out["fix"] = upgrade_command(release)
         findings.append(f"NCCL {nccl} has the Hopper symmetric-kernel race (2.28.0-2.30.6): {out['fix']}")
     return out
 
 
 def check_failed(report: dict) -> bool:
-    """For --check: the plugin is on but patches nothing or engages no symmetric kernel, a switch is bad, or
+    """For --check: the plugin is on but the plan changes nothing or engages no symmetric kernel, a switch is
+    bad, the NCCL races while the server's symmetric memory is on (``--enable-symm-mem``, plugin on or off), a CP
+    group cannot run symmetric kernels on this topology (``topology``), or
     (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
     if report["settings"]["problems"]:
         return True
     if report.get("ranks", {}).get("findings"):
         return True
+    if report.get("race_exposure") and report.get("symm_mem"):  # racy kernels in every group using the pool
+        return True
+    if report.get("topology", {}).get("state") in ("spans nodes", "no all-NVLink path", "invalid"):
+        return True
     if not report["settings"]["enabled"]:
         return False
-    targets = report["targets"].values()
-    patches = any(t["patched_by_plugin"] for t in targets) or report.get("pool_fix", False)
-    engages = any(t["kernel"] for t in targets)
-    return not (patches and engages)
+    return not (report.get("changes_something") and report.get("engages_kernel"))
 
 
 def render(report: dict) -> str:
@@ -381,12 +407,17 @@ def render(report: dict) -> str:
                + _warmup_switch_details(s)
                + f", WATCHDOG={'on' if s['watchdog'] else 'off'}")
     if report["targets"]:
-        out.append("  CP all-gathers on this release:")
-        out.append(f"    {'target':<30} {'source':<12} {'output in CP window':<20} {'send in window':<15} symmetric kernel")
+        out.append("  CP all-gathers on this release (state: what the engine will report):")
+        out.append(f"    {'target':<30} {'source':<12} {'state':<12} {'output in CP window':<20} {'send in window':<15} "
+                   "symmetric kernel")
         for name, t in report["targets"].items():
-            kernel = "no (race guard)" if t.get("guarded") else {True: "yes", False: "no", None: "unknown"}[t["kernel"]]
-            out.append(f"    {name:<30} {t['source']:<12} {'yes' if t['output_cp_registered'] else 'no':<20} "
-                       f"{'yes' if t['send_registered'] else 'no':<15} {kernel}")
+            kernel = {True: "yes", False: "no", None: "unknown"}[t["kernel"]]
+            if t["state"] == "guarded":
+                kernel = "no (race guard)"
+            out.append(f"    {name:<30} {t['source']:<12} {t['state']:<12} {'yes' if t['output_in_window'] else 'no':<20} "
+                       f"{'yes' if t['send_in_window'] else 'no':<15} {kernel}")
+    if report.get("outcome"):
+        out.append(f"  outcome     {report['outcome']}")
     pins = report.get("pins")
     if pins and pins.get("known"):
         out.append(f"  pins        torch {pins['torch']}, NCCL {pins['nccl']} ({pins['nccl_wheel']}); loaded "
@@ -400,6 +431,8 @@ def render(report: dict) -> str:
         out.append(f"  race guard  {state}: {guard['reason']}")
     if "policy" in report:
         out.append(f"  policy      {report['policy']['line']}")
+    if report.get("topology"):
+        out.append(f"  topology    {report['topology']['state']}: {report['topology']['message']}")
     out.extend(_render_sizing(report.get("sizing")))
     out.extend(_render_ranks(report.get("ranks")))
     for finding in report["findings"]:

@@ -1,8 +1,8 @@
-"""Find each register target in a release's source text, without importing sglang.
+"""Survey every register target in a release's files (a wheel, unpacked or not), without importing sglang.
 
-Used by the release sweep (every published wheel, unpacked or not), by the
-patch generator and by the doctor (the installed sglang's files, located through
-its distribution metadata, so that no engine module is imported).
+Used by the release sweep over every published wheel and by the patch generator.
+Each target is read with the engine's own ``source_facts.target_state``, the same
+reading the plan makes of the installed source.
 """
 
 from __future__ import annotations
@@ -12,71 +12,19 @@ from typing import Callable, Dict, Optional
 
 import builtins
 
-from ..engine.rewrite import (
-    INJECTABLE,
-    NoGatherCall,
-    ShapeMismatch,
-    already_in_context,
-    find_gather_call,
-    find_output_edit,
-    find_send_edit,
-    injected_names,
+from ..engine.rewrite import INJECTABLE, ShapeMismatch, already_in_context, find_send_edit, injected_names
+from ..engine.source_facts import (  # noqa: F401  (the sweep and the patch generator read targets with these)
+    ABSENT,
+    CHANGED,
+    NEEDS_PATCH,
+    UPSTREAM,
+    find_function,
+    function_source,
+    module_path,
+    target_state,
 )
 from ..targets import TARGETS, Target
 from ..releases import Release
-
-NEEDS_PATCH, UPSTREAM, ABSENT, CHANGED = "needs patch", "upstream", "absent", "changed shape"
-
-
-def module_path(module: str) -> str:
-    return module.replace(".", "/") + ".py"
-
-
-def find_function(tree: ast.Module, dotted: str) -> Optional[ast.AST]:
-    node: ast.AST = tree
-    for part in dotted.split("."):
-        body = getattr(node, "body", [])
-        matches = [n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part]
-        if not matches:
-            return None
-        node = matches[-1]
-    return node if isinstance(node, ast.FunctionDef) else None
-
-
-def function_source(text: str, node: ast.AST) -> str:
-    lines = text.splitlines()
-    return "\n".join(lines[node.lineno - 1 : node.end_lineno]) + "\n"
-
-
-def target_state(text: Optional[str], target: Target) -> tuple[str, str]:
-    """(state, detail) of one target in one module's source text."""
-    if text is None:
-        return ABSENT, "module not in this release"
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        return CHANGED, f"module does not parse: {exc}"
-    node = find_function(tree, target.function)
-    if node is None:
-        return ABSENT, "function not in this release"
-    source = function_source(text, node)
-    try:
-        find_gather_call(node, target)
-    except NoGatherCall:  # a helper of that name that gathers nothing itself, or a stub
-        return ABSENT, f"function has no all-gather taking ({target.output}, {target.input})"
-    except ShapeMismatch as exc:
-        return CHANGED, str(exc)
-    try:
-        find_send_edit(source, target)
-    except ShapeMismatch as exc:
-        return CHANGED, str(exc)
-    if already_in_context(node, target):
-        return UPSTREAM, target.fixed_by
-    try:
-        find_output_edit(source, target)
-    except ShapeMismatch as exc:
-        return CHANGED, str(exc)
-    return NEEDS_PATCH, "output allocated outside the symmetric context"
 
 
 def module_bindings(tree: ast.Module) -> set:
@@ -159,22 +107,3 @@ def survey(read: Callable[[str], Optional[str]], release: Release) -> Dict[str, 
         report[target.name] = {"file": path, "state": state, "detail": detail,
                                "expected": expected_state(target, release)}
     return report
-
-
-def installed_reader() -> Optional[Callable[[str], Optional[str]]]:
-    """A reader over the installed sglang's files (through its metadata), or None without sglang."""
-    from importlib import metadata
-
-    try:
-        dist = metadata.distribution("sglang")
-    except metadata.PackageNotFoundError:
-        return None
-
-    def read(path: str) -> Optional[str]:
-        located = dist.locate_file(path)
-        try:
-            return located.read_text(encoding="utf-8")
-        except (OSError, AttributeError):
-            return None
-
-    return read
