@@ -5,7 +5,8 @@ Classes, not single values: NCCL's two encodings and their boundaries, signs, si
 decoding runs in-process over whole ranges. The library is opened the real way (``ctypes.CDLL`` and
 ``ncclGetVersion``, after a real ``import torch``) in one subprocess; the library is the stub of
 ``tests/stubs/libnccl_stub.c`` because no real NCCL can be installed on this CPU machine (``NCCL_STUB_VERSION`` sets
-the code it writes, ``NCCL_STUB_STATUS`` the status it returns). The commands run as ``python -m sglang_cp_symm`` in
+the code it writes, ``NCCL_STUB_STATUS`` the status it returns), built from this checkout's source for this module
+(``.envs/libnccl-stub.so`` is shared and may be older). The commands run as ``python -m sglang_cp_symm`` in
 fresh processes on a real release.
 """
 
@@ -18,7 +19,7 @@ import textwrap
 
 import pytest
 
-from conftest import NCCL_STUB, run_python
+from conftest import STUBS, run_python
 from sglang_cp_symm.engine.nccl_policy import (PLAUSIBLE_MINOR, PLAUSIBLE_PATCH, NcclVersion, code_problem,
                                                given_version, implausible, line_for)
 
@@ -29,6 +30,18 @@ TAGGED = ["2.3.5", "2.3.7", "2.4.2", "2.4.7", "2.4.8", "2.5.6", "2.5.7", "2.6.4"
           "2.18.6", "2.19.3", "2.19.4", "2.20.3", "2.20.5", "2.21.5", "2.22.3", "2.23.4", "2.24.3", "2.25.1",
           "2.26.2", "2.26.3", "2.26.5", "2.26.6", "2.27.3", "2.27.5", "2.27.6", "2.27.7", "2.28.3", "2.28.7",
           "2.28.9", "2.29.2", "2.29.3", "2.29.7", "2.30.3", "2.30.4", "2.30.7"]
+
+
+@pytest.fixture(scope="module")
+def stub_library(tmp_path_factory) -> str:
+    """tests/stubs/libnccl_stub.c built as ci/envs.sh builds it, into a folder of this module's own."""
+    import subprocess
+
+    target = tmp_path_factory.mktemp("stub") / "libnccl-stub.so"
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build tests/stubs/libnccl_stub.c (ci/envs.sh needs it too)")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(target), str(STUBS / "libnccl_stub.c")], check=True)
+    return str(target)
 
 
 def one_line(text: str, limit: int = 400) -> None:
@@ -150,15 +163,15 @@ print(json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def library_answers(tmp_path_factory):
+def library_answers(tmp_path_factory, stub_library):
     """engine_nccl's answer for every case below, from one real process that imported torch."""
     import _ctypes
 
     folder = tmp_path_factory.mktemp("nccl-paths")
     (folder / "notes.txt").write_text("not a library\n")
     odd = os.fsdecode(bytes(folder) + b"/lib\xff\xfe.so")  # a name that is not UTF-8, as the environment gives it
-    shutil.copy(NCCL_STUB, os.fsencode(odd))
-    stub = str(NCCL_STUB)
+    shutil.copy(stub_library, os.fsencode(odd))
+    stub = stub_library
     cases = {name: {"SGLANG_NCCL_SO_PATH": path, **extra} for name, (path, extra) in {
         "missing": (str(folder / "absent" / "libnccl.so.2"), {}),
         "folder": (str(folder), {}),
@@ -240,8 +253,11 @@ def command(args, env=None, release=RELEASE):
     return run_python(release, code, env=env, timeout=180)
 
 
+STUB = "<the stub>"  # replaced by ``stub_library`` where the command runs
+
+
 def stub(code=None, status=None, path=None) -> dict:
-    env = {"SGLANG_NCCL_SO_PATH": path or str(NCCL_STUB)}
+    env = {"SGLANG_NCCL_SO_PATH": path or STUB}
     if code is not None:
         env["NCCL_STUB_VERSION"] = str(code)
     if status is not None:
@@ -265,12 +281,13 @@ HEAVY = {
 
 
 @pytest.fixture(scope="module")
-def heavy():
+def heavy(stub_library):
     """Each command of ``HEAVY`` in its own fresh process, run side by side to keep the file fast."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(2, min(len(HEAVY), os.cpu_count() or 2))) as pool:
-        futures = {name: pool.submit(command, args, {"SGLANG_CP_SYMM": "1", **env}, release)
+        futures = {name: pool.submit(command, args, {"SGLANG_CP_SYMM": "1", **env, "SGLANG_NCCL_SO_PATH":
+                                                     env["SGLANG_NCCL_SO_PATH"].replace(STUB, stub_library)}, release)
                    for name, (args, env, release) in HEAVY.items()}
         return {name: future.result() for name, future in futures.items()}
 
@@ -316,11 +333,11 @@ class TestCommands:
         assert result.returncode == 0 and "--nccl" in result.stdout
 
 
-def test_the_stub_library_answers_as_before_unless_asked():
+def test_the_stub_library_answers_as_before_unless_asked(stub_library):
     """The stub gained NCCL_STUB_STATUS; with it unset it still answers 23007 (or NCCL_STUB_VERSION) and 0."""
     code = textwrap.dedent(f"""
         import ctypes, os
-        lib = ctypes.CDLL({str(NCCL_STUB)!r})
+        lib = ctypes.CDLL({stub_library!r})
         def ask():
             v = ctypes.c_int(); s = lib.ncclGetVersion(ctypes.byref(v)); return [s, v.value]
         print(ask()); os.environ["NCCL_STUB_VERSION"] = "22809"; print(ask())
