@@ -35,7 +35,7 @@ def activate(nccl: Optional[str] = None) -> bool:
     try:  # wrapt and the engine side load only now, and only when the plugin is on
         from ..releases import installed_sglang
         from . import activation
-        from .nccl_policy import NcclVersion
+        from .nccl_policy import given_version
     except Exception as exc:  # a partial install (wrapt missing or broken): one line, and sglang as it is
         cause = f"{type(exc).__name__}: {str(exc)[:200]}"
         logs.warning_once("import", "sglang-cp-symm: cannot load (%s); nothing was changed. Reinstall it: "
@@ -44,7 +44,7 @@ def activate(nccl: Optional[str] = None) -> bool:
             raise strict_exit(f"cannot load: {cause}") from None
         return False
     try:
-        activation.apply(settings, installed_sglang(), None if nccl is None else NcclVersion.parse(nccl))
+        activation.apply(settings, installed_sglang(), None if nccl is None else given_version(nccl))
     except StrictModeError as exc:
         raise strict_exit(str(exc)) from None
     except Exception as exc:  # never take the engine down unasked; undo what was done, and say so truthfully
