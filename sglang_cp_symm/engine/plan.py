@@ -180,8 +180,8 @@ def _source_notes(release: Release, target: Target, fact: SourceFact) -> Optiona
 
 def _kernel(facts: Facts, output_registered: bool, send_registered: bool) -> Optional[bool]:
     """Whether NCCL picks its symmetric AllGather for buffers registered so (``nccl_policy`` and ``nccl_env``)."""
-    if any(effect.symmetric_off for effect in facts.nccl_env):
-        return False
+    if any(effect.symmetric_off or effect.allgather_off for effect in facts.nccl_env):
+        return False  # windows off, or (2.31+) NCCL_ALGO covers AllGather and NCCL_SYM_KERNEL names none of its kernels
     if facts.nccl is None:
         return None
     line = line_for(facts.nccl)
@@ -254,7 +254,8 @@ def make_plan(facts: Facts) -> Plan:
         guard = GuardPlan(False, f"not needed: GPU {facts.gpu[0]}.{facts.gpu[1]} is below sm90 (no programmatic "
                                  "launch)")
     guarding = settings.enabled and guard.engaged
-    notes = []
+    notes = [f"{effect.line()}: whatever the plugin or sglang registers, NCCL picks no symmetric kernel for these "
+             "CP all-gathers" for effect in facts.nccl_env if effect.symmetric_off or effect.allgather_off]
 
     pool_fact = facts.pool_source
     pool_where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"
@@ -379,5 +380,5 @@ def gather_facts(settings: Settings, release: Optional[Release], release_text: O
         nccl, nccl_from = nccl_library.engine_nccl(env)
     sources, pool = read_sources(release, read)
     return Facts(release=release, release_text=release_text, settings=settings, sources=sources, pool_source=pool,
-                 nccl=nccl, nccl_from=nccl_from or "given", nccl_env=tuple(nccl_env.effects(env)),
+                 nccl=nccl, nccl_from=nccl_from or "given", nccl_env=tuple(nccl_env.effects(env, nccl)),
                  gpu=gpu if gpu is not None else nccl_library.known_capability())

@@ -26,21 +26,15 @@ from ..engine.sizing import (
     REFERENCE_CHUNK,
     SizingError,
     attention_tp_size,
-    PREALLOC_HOLDS,
-    capped_growth_bound,
-    capped_message,
+    capped_words,
     context_from_config,
-    cp_need,
-    expected_growth,
     far_above_message,
-    growth_left_by_cap,
     load_config,
     longest_forward,
     per_dp_chunk,
-    prealloc_verdict,
+    pool_words,
     shape_from_config,
-    small_pool_tokens,
-    warmup_reservation,
+    size_pool,
 )
 from ..engine.warmup_deadline import warmup_deadline
 from ..pins import pin_for
@@ -135,11 +129,12 @@ def sglang_warmup_timeout_from_env() -> Optional[float]:
         return None
 
 
-def sizing_report(shape: ServeShape, release, settings) -> dict:
+def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> dict:
     """The warm-up sglang-cp-symm will run and the pool the CP all-gathers need, for one set of server arguments.
 
-    The same rules as the running warm-up (``sizing.longest_forward``, ``warmup_deadline``), given the
-    command line's values instead of the server's resolved ones.
+    The same functions as the running warm-up (``sizing.longest_forward``, ``sizing.size_pool``,
+    ``warmup_deadline``), given the command line's values instead of the server's resolved ones; ``send``: the
+    plan stages the send buffers too.
     """
     out: dict = {"given": asdict(shape)}
     if shape.cp_size <= 1:
@@ -186,23 +181,19 @@ def sizing_report(shape: ServeShape, release, settings) -> dict:
     except SizingError as exc:
         out["error"] = str(exc)
         return out
-    need = cp_need(forward.tokens, shape.cp_size, model)
-    out["short_prompts"] = small_pool_tokens(model, shape.cp_size, forward.tokens)
+    prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
+    sized = size_pool(forward, shape.cp_size, model, send, release, prealloc, settings.enabled)
+    out["short_prompts"] = list(sized.short_prompts)
     out["prompts"] = [forward.prompt] + out["short_prompts"]
     out["row_bytes"] = dict(model.gathers)
-    out["gather_bytes"] = need.per_gather
-    out["need_bytes"] = need.total(settings.send)
-    out["left_bytes"] = growth_left_by_cap(forward, shape.cp_size, model, settings.send)
-    most = capped_growth_bound(forward, shape.cp_size, model, settings.send)
-    out["left_most_bytes"], out["left_most_growths"] = most
-    prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
-    full = out["need_bytes"] + out["left_bytes"]  # a capped warm-up still leaves the rest for serving to need
-    out["prealloc"] = prealloc_verdict(release, prealloc, full, settings.enabled)
-    reserved = warmup_reservation(forward.tokens, out["short_prompts"], shape.cp_size, model, settings.send)
-    out["growth_bytes"] = expected_growth(reserved, out["prealloc"])
-    holds = out["prealloc"]["state"] in PREALLOC_HOLDS
-    capped = capped_message(forward, out["left_bytes"], settings.watchdog, most,
-                            "the symmetric pre-allocation" if holds else None)
+    out["gather_bytes"] = sized.gather_bytes
+    out["need_bytes"] = sized.need_bytes
+    out["left_bytes"] = sized.left_bytes
+    out["left_most_bytes"], out["left_most_growths"] = sized.left_most
+    out["prealloc"] = sized.prealloc
+    out["growth_bytes"] = sized.growth_bytes
+    out["pool_words"] = pool_words(sized)
+    capped = capped_words(forward, sized, settings.watchdog)
     if capped:
         out["capped"] = capped
     return out
@@ -327,7 +318,8 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
                                                          "source": plan.pool.source}
     actions = list(plan.recommended())
     if shape is not None and shape.given:
-        report["sizing"] = sizing_report(shape, release, settings)
+        report["sizing"] = sizing_report(shape, release, settings,
+                                         send=bool(settings.enabled and plan.decision.stage_send))
         state = report["sizing"].get("prealloc", {}).get("state")
         if state == "too-small":
             actions.append(report["sizing"]["prealloc"]["message"])
@@ -475,11 +467,7 @@ def _render_sizing(sizing: Optional[dict]) -> list:
         short = sizing["short_prompts"]
         then = f", then {', '.join(map(str, short))}" if short else ""
         lines.append(f"    prompts           {fwd['prompt']}{then} tokens (the short ones fill the 2 MiB small segments)")
-        gathers = ", ".join(f"{name} {_mib(b)}" for name, b in sizing["gather_bytes"].items())
-        grows = (f"the warm-up grows the pool by about {_mib(sizing['growth_bytes'])} (whole segments)"
-                 if sizing["growth_bytes"]
-                 else "the pre-allocation holds them: no growth expected")
-        lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers}); {grows}")
+        lines.append(f"    CP buffers        {sizing['pool_words']}")
         if sizing.get("capped"):
             lines.append(f"    capped            {sizing['capped']}")
     deadline = sizing["deadline"]
