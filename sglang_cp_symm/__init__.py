@@ -25,14 +25,16 @@ def patch(settings=None, nccl: "str | None" = None) -> dict:
     import dataclasses
 
     from .engine import activation
-    from .engine.nccl_policy import NcclVersion
+    from .engine.nccl_policy import given_version
     from .engine.settings import read_settings
-    from .releases import installed_sglang
+    from .releases import installed_build
 
     chosen = settings or read_settings()
     if not chosen.enabled:
         chosen = dataclasses.replace(chosen, enabled=True)
-    activation.apply(chosen, installed_sglang(), None if nccl is None else NcclVersion.parse(nccl))
+    build = installed_build()
+    activation.apply(chosen, None if build is None else build.release,
+                     None if nccl is None else given_version(nccl), build=build)
     return status()
 
 

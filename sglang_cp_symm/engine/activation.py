@@ -21,16 +21,18 @@ from .patching import PATCHER
 from .report import status_line
 from .settings import Settings
 from .watchdog import ensure_run_id
-from ..releases import Release
+from ..releases import Build, Release
 
 
 def apply(settings: Settings, release: Optional[Release], nccl: Optional[NcclVersion] = None,
-          announce: bool = True) -> None:
-    """Apply the plugin for ``release``; ``nccl`` judges the policy as for that NCCL (rehearsals, tests)."""
+          announce: bool = True, build: Optional[Build] = None) -> None:
+    """Apply the plugin for ``release``; ``nccl`` judges the policy as for that NCCL (rehearsals, tests); ``build``
+    (``releases.installed_build``) gives the plan the version string and why it cannot be read, where it cannot."""
     if PATCHER.active:
         return
     switches.set_applied(settings)
-    PATCHER.apply(settings, release, nccl)
+    PATCHER.apply(settings, release, nccl, release_text=None if build is None else build.shown,
+                  release_problem=None if build is None else build.problem)
     ensure_run_id()  # before sglang spawns its children, so that every rank of one launch writes to one folder
     INSTALLER.install(settings, release)
     if announce:

@@ -27,11 +27,31 @@ branch, said as such. A release neither read at a tag nor audited stays
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Tuple
 
 from ..pins import pin_for
 from ..releases import Release
+
+#: How NCCL encodes its version code (``NCCL_VERSION_CODE``, what ``ncclGetVersion`` writes: src/init.cc:176-180 at
+#: v2.30.7-1). Up to 2.8 it is X*1000 + Y*100 + Z (v2.8.4-1 src/nccl.h.in:19 ``NCCL_VERSION(X,Y,Z)``, and
+#: src/Makefile:60 ``printf "%d%d%02d"``: 2.8.4 is 2804); from 2.9 it is X*10000 + Y*100 + Z (v2.9.6-1
+#: src/nccl.h.in:19 and src/Makefile:60 ``"%d%02d%02d"``). v2.30.7-1 src/nccl.h.in:26 keeps both in one macro:
+#: ``((X) <= 2 && (Y) <= 8) ? (X)*1000 + (Y)*100 + (Z) : (X)*10000 + (Y)*100 + (Z)``. So a code below 10000 is
+#: the old encoding (2.0.0-2.8.99 are 2000-2899) and one from 10000 the new; the two ranges never overlap.
+NEW_ENCODING_FROM = 10000
+
+#: A plausible released NCCL (``implausible``): major 2, minor at most this, patch at most ``PLAUSIBLE_PATCH``.
+#: Why these bounds: every NCCL release is 2.x (tags v2.3.5-5 to v2.30.7-1; PyPI's newest 2.32.6, 2026-12-06);
+#: NCCL has published about four minors a year (2.18 in 2023, 2.30 in 2026), so a minor above 49 is many years
+#: past any NCCL that exists and is far likelier an unset integer or another library's own scheme than NCCL.
+#: The highest patch of any tag is 12 (v2.12.12-1); 49 leaves room for more. Unknown only holds back (the
+#: plugin engages nothing and the race guard holds), so a bound that is too tight costs speed, never correctness.
+PLAUSIBLE_MINOR = 49
+PLAUSIBLE_PATCH = 49
+
+_DOTTED = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})\.([0-9]{1,9})", re.ASCII)  # [0-9], never \d (Unicode digits)
 
 
 class NcclVersion(NamedTuple):
@@ -41,18 +61,92 @@ class NcclVersion(NamedTuple):
 
     @classmethod
     def parse(cls, value) -> "NcclVersion":
-        """Accept ``(2, 28, 9)``, ``"2.28.9"`` or NCCL's integer code (22809 = 2.28.9)."""
-        if isinstance(value, int):
-            return cls(value // 10000, (value % 10000) // 100, value % 100)
+        """Accept ``(2, 28, 9)`` (torch's ``nccl.version()``, a 4th suffix item ignored), ``"2.28.9"`` or NCCL's
+        integer code (22809 = 2.28.9, 2804 = 2.8.4: ``from_code``). Exact, never judged: ``implausible`` judges.
+
+        Raises only ``ValueError``, with one line that shows at most a short prefix of ``value``.
+        """
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls.from_code(value)
         if isinstance(value, str):
-            parts = value.strip().split(".")
-            if len(parts) < 3 or not all(p.isdigit() for p in parts[:3]):
-                raise ValueError(f"cannot read an NCCL version from {value!r} (expected e.g. 2.28.9)")
-            return cls(*(int(p) for p in parts[:3]))
-        return cls(*(int(p) for p in tuple(value)[:3]))
+            match = _DOTTED.fullmatch(value.strip())
+            if not match:
+                raise ValueError(f"cannot read an NCCL version from {value[:20]!r} (expected e.g. 2.28.9)")
+            return cls(*(int(p) for p in match.groups()))
+        if isinstance(value, (tuple, list)) and len(value) >= 3 and all(
+                isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in value[:3]):
+            return cls(*value[:3])
+        raise ValueError(f"cannot read an NCCL version from a {type(value).__name__} "
+                         "(expected 2.28.9, (2, 28, 9) or NCCL's code 22809)")
+
+    @classmethod
+    def from_code(cls, code: int) -> "NcclVersion":
+        """Decode ``ncclGetVersion``'s integer exactly as NCCL encodes it (``NEW_ENCODING_FROM``); ValueError
+        for a negative code or a non-integer. Whether the result is a real NCCL is ``code_problem``'s question."""
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise ValueError(f"an NCCL version code is a whole number, not a {type(code).__name__}")
+        if code < 0:
+            raise ValueError("a negative number is no NCCL version code")
+        if code < NEW_ENCODING_FROM:
+            return cls(code // 1000, code % 1000 // 100, code % 100)
+        return cls(code // 10000, code % 10000 // 100, code % 100)
+
+    def code(self) -> int:
+        """NCCL's own ``NCCL_VERSION(X,Y,Z)`` of this version (v2.30.7-1 src/nccl.h.in:26)."""
+        old = self.major <= 2 and self.minor <= 8
+        return self.major * (1000 if old else 10000) + self.minor * 100 + self.patch
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def _short_int(value: int) -> str:
+    """An integer for a message: in full up to 20 digits, else its size (str() of a huge int can raise)."""
+    return str(value) if value.bit_length() <= 64 else f"a {value.bit_length()}-bit number"
+
+
+def implausible(version: NcclVersion) -> Optional[str]:
+    """Why ``version`` is not a plausible released NCCL, or None when it is (bounds and reasons at
+    ``PLAUSIBLE_MINOR``). The policy judges only plausible versions; anything else is unknown: hold back."""
+    if version.major != 2:
+        return f"major {_short_int(version.major)}, and every NCCL release is 2.x"
+    if version.minor > PLAUSIBLE_MINOR:
+        return f"minor {_short_int(version.minor)} is years past any NCCL; at most 2.{PLAUSIBLE_MINOR} is believed"
+    if version.patch > PLAUSIBLE_PATCH:
+        return (f"patch {_short_int(version.patch)}, and no NCCL has had a patch above 12; at most {PLAUSIBLE_PATCH} "
+                "is believed")
+    return None
+
+
+def code_problem(code) -> Tuple[Optional[NcclVersion], Optional[str]]:
+    """(version, None) when ``code`` is what a plausible released NCCL's ``ncclGetVersion`` writes; else
+    (None, why). Never raises. A code that decodes but is not NCCL's own encoding of the result (20804: NCCL
+    2.8.4 writes 2804; 2950: 2.9 uses the new encoding) is no NCCL's code either."""
+    try:
+        version = NcclVersion.from_code(code)
+    except ValueError as exc:
+        return None, str(exc)
+    problem = implausible(version)
+    if problem:
+        return None, f"it decodes to {_short_version(version)}, not a released NCCL: {problem}"
+    if version.code() != code:
+        return None, (f"it decodes to {_short_version(version)}, which NCCL writes as {_short_int(version.code())}: "
+                      "not NCCL's own encoding")
+    return version, None
+
+
+def _short_version(version: NcclVersion) -> str:
+    return ".".join(_short_int(part) for part in version)
+
+
+def given_version(text) -> NcclVersion:
+    """A version the user names (``doctor --nccl``, ``demo --as-nccl``, ``patch(nccl=...)``): read and judged
+    plausible, else ValueError with one line saying what was wrong and how to write it."""
+    version = NcclVersion.parse(text)
+    problem = implausible(version)
+    if problem:
+        raise ValueError(f"{str(text)[:20]!r} is not a released NCCL: {problem}; name one like 2.30.7")
+    return version
 
 
 V = NcclVersion.parse

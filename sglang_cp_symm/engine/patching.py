@@ -275,6 +275,7 @@ class Patcher:
         self.settings = Settings()
         self.release: Optional[Release] = None
         self.release_text: Optional[str] = None
+        self._release_problem: Optional[str] = None
         self.statuses: Dict[str, TargetStatus] = {}
         self.plan: Optional[ProcessPlan] = None
         self._nccl_given: Optional[NcclVersion] = None
@@ -305,12 +306,14 @@ class Patcher:
 
     # -- applying ------------------------------------------------------------------
     def apply(self, settings: Settings, release: Optional[Release], nccl: Optional[NcclVersion] = None,
-              release_text: Optional[str] = None) -> None:
-        """Apply the register for ``release``. ``nccl`` overrides the detected NCCL (rehearsals, tests)."""
+              release_text: Optional[str] = None, release_problem: Optional[str] = None) -> None:
+        """Apply the register for ``release`` (``release_text``: its version string; ``release_problem``: why an
+        installed sglang's version cannot be read). ``nccl`` overrides the detected NCCL (rehearsals, tests)."""
         with self._lock:
             if self.active:
                 return
             self.settings, self.release, self.release_text, self._nccl_given = settings, release, release_text, nccl
+            self._release_problem = release_problem
             self.statuses, self.plan = {}, None
             self.active = True
             if release is None or not is_supported(release):  # nothing to wait for: the plan says why
@@ -330,7 +333,8 @@ class Patcher:
             return self.plan
         given = self._nccl_given
         facts = gather_facts(self.settings, self.release, self.release_text, nccl=given,
-                             nccl_from="given" if given is not None else None)
+                             nccl_from="given" if given is not None else None,
+                             release_problem=self._release_problem)
         self.plan = plan = make_plan(facts)
         if plan.problem is not None:
             where = "sglang" if self.release is None else f"sglang {self.release}"

@@ -95,6 +95,7 @@ class Facts:
     nccl_from: str = "not read"  # where it was read, or why it is unknown
     nccl_env: Tuple[nccl_env.Effect, ...] = ()
     gpu: Optional[Tuple[int, int]] = None  # compute capability where known; None: assumed sm90+
+    release_problem: Optional[str] = None  # sglang is installed but its version cannot be read (``releases.Build``)
 
     @property
     def sm90(self) -> bool:
@@ -243,7 +244,7 @@ def make_plan(facts: Facts) -> Plan:
     """The plan for these facts. Pure: the same facts give the same plan, in any process."""
     release, settings = facts.release, facts.settings
     if release is None:
-        return Plan(facts, problem="sglang is not installed in this environment")
+        return Plan(facts, problem=facts.release_problem or "sglang is not installed in this environment")
     if not is_supported(release):
         return Plan(facts, problem=f"release not in the register ({FIRST_SUPPORTED}..{LAST_SUPPORTED}); "
                                    "upgrade sglang-cp-symm or pin a supported sglang")
@@ -371,7 +372,7 @@ def read_sources(release: Optional[Release], read: Callable[[str], Optional[str]
 def gather_facts(settings: Settings, release: Optional[Release], release_text: Optional[str] = None,
                  nccl: Optional[NcclVersion] = None, nccl_from: Optional[str] = None,
                  environ: Optional[Mapping[str, str]] = None, gpu: Optional[Tuple[int, int]] = None,
-                 read: Callable[[str], Optional[str]] = module_text) -> Facts:
+                 read: Callable[[str], Optional[str]] = module_text, release_problem: Optional[str] = None) -> Facts:
     """The facts of this process. ``nccl`` given (``patch(nccl=...)``, ``doctor --nccl``) replaces the library read;
     otherwise the NCCL is read as sglang's pynccl loads it (only once torch is imported: ``nccl_library``).
     ``gpu`` None reads the capability where CUDA is already up, never initialising it."""
@@ -381,4 +382,4 @@ def gather_facts(settings: Settings, release: Optional[Release], release_text: O
     sources, pool = read_sources(release, read)
     return Facts(release=release, release_text=release_text, settings=settings, sources=sources, pool_source=pool,
                  nccl=nccl, nccl_from=nccl_from or "given", nccl_env=tuple(nccl_env.effects(env, nccl)),
-                 gpu=gpu if gpu is not None else nccl_library.known_capability())
+                 gpu=gpu if gpu is not None else nccl_library.known_capability(), release_problem=release_problem)

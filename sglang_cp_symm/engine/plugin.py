@@ -33,9 +33,9 @@ def activate(nccl: Optional[str] = None) -> bool:
     if not settings.enabled:
         return False
     try:  # wrapt and the engine side load only now, and only when the plugin is on
-        from ..releases import installed_sglang
+        from ..releases import installed_build
         from . import activation
-        from .nccl_policy import NcclVersion
+        from .nccl_policy import given_version
     except Exception as exc:  # a partial install (wrapt missing or broken): one line, and sglang as it is
         cause = f"{type(exc).__name__}: {str(exc)[:200]}"
         logs.warning_once("import", "sglang-cp-symm: cannot load (%s); nothing was changed. Reinstall it: "
@@ -44,7 +44,9 @@ def activate(nccl: Optional[str] = None) -> bool:
             raise strict_exit(f"cannot load: {cause}") from None
         return False
     try:
-        activation.apply(settings, installed_sglang(), None if nccl is None else NcclVersion.parse(nccl))
+        build = installed_build()
+        activation.apply(settings, None if build is None else build.release,
+                         None if nccl is None else given_version(nccl), build=build)
     except StrictModeError as exc:
         raise strict_exit(str(exc)) from None
     except Exception as exc:  # never take the engine down unasked; undo what was done, and say so truthfully

@@ -24,7 +24,7 @@ def _status(args) -> int:
     from .. import status
     from ..engine.plugin import activate
     from ..engine.settings import read_settings
-    from ..releases import installed_sglang_version
+    from ..releases import installed_build, installed_sglang_version
 
     settings = read_settings()
     imports: dict = {}
@@ -37,6 +37,7 @@ def _status(args) -> int:
             return 2
     report = status()
     report["sglang"] = installed_sglang_version()
+    build = installed_build()
     report["imports"] = imports
     if not args.apply:
         if settings.enabled:  # the engine's words would describe an empty register, not this release
@@ -47,9 +48,10 @@ def _status(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"sglang: {report['sglang'] or 'not installed'}   mode: {report['mode']}   outcome: {report['outcome']}")
+    shown = "not installed" if report["sglang"] is None else report["sglang"] or "''"  # '': a version, but empty
+    print(f"sglang: {shown}   mode: {report['mode']}   outcome: {report['outcome']}")
     print(f"  switches: {switches_text(settings)}")
-    for problem in settings.problems:
+    for problem in list(settings.problems) + ([build.problem] if build is not None and build.problem else []):
         print(f"  problem: {problem}")
     for module, state in imports.items():
         if state != "imported":
@@ -173,18 +175,15 @@ def _doctor(args) -> int:
 
 
 def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text) if text.isascii() and text.strip().isdigit() and len(text) <= 18 else 0  # [0-9] only
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a positive whole number")
     return value
 
 
 def _positive_seconds(text: str) -> float:
     try:
-        value = float(text)
+        value = float(text) if text.isascii() and len(text) <= 32 else 0.0
     except ValueError:
         value = 0.0
     if not 0 < value <= 86_400:
@@ -193,12 +192,13 @@ def _positive_seconds(text: str) -> float:
 
 
 def _nccl_version(text: str) -> str:
-    from ..engine.nccl_policy import NcclVersion
+    """A released NCCL's version as X.Y.Z (``nccl_policy.given_version``: read, and judged plausible)."""
+    from ..engine.nccl_policy import given_version
 
     try:
-        return str(NcclVersion.parse(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not an NCCL version (write it as 2.27.7)") from None
+        return str(given_version(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _world(text: str) -> int:
@@ -208,8 +208,22 @@ def _world(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (what was wrong, where help is) and exit status 2, without the
+    usage block, and never echoes more than a short prefix of the value."""
+
+    def error(self, message: str):
+        message = message if len(message) <= 240 else message[:240] + "..."
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="sglang-cp-symm", description=__doc__)
+    for stream in (sys.stdout, sys.stderr):  # an undecodable byte in a path or a value is printed escaped
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # pragma: no cover - a replaced stream without reconfigure
+            pass
+    parser = _Parser(prog="sglang-cp-symm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_status = sub.add_parser("status", help="what the plugin does on the installed sglang")
     p_status.add_argument("--json", action="store_true")
@@ -236,7 +250,7 @@ def main(argv=None) -> int:
     p_doctor.add_argument("--json", action="store_true")
     p_doctor.add_argument("--check", action="store_true",
                           help="exit 1 when the plugin is on but patches nothing or engages no symmetric kernel")
-    p_doctor.add_argument("--nccl", default=None, help="judge as if this NCCL were loaded (e.g. 2.30.7)")
+    p_doctor.add_argument("--nccl", default=None, type=_nccl_version, help="judge as if this NCCL were loaded (e.g. 2.30.7)")
     sizing = p_doctor.add_argument_group("warm-up and pool sizing: the server's arguments, as given to sglang")
     sizing.add_argument("--cp-size", "--attn-cp-size", dest="cp_size", type=_positive, default=1)
     sizing.add_argument("--chunked-prefill-size", type=int, default=None,

@@ -18,7 +18,7 @@ from typing import Optional
 
 from .. import __version__
 from ..engine.nccl_library import engine_nccl, torch_built_with
-from ..engine.nccl_policy import NcclVersion, line_for, upgrade_command
+from ..engine.nccl_policy import NcclVersion, given_version, line_for, upgrade_command
 from ..engine.plan import State, gather_facts, make_plan, outcome as plan_outcome
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                read_settings)
@@ -38,7 +38,7 @@ from ..engine.sizing import (
 )
 from ..engine.warmup_deadline import warmup_deadline
 from ..pins import pin_for
-from ..releases import distribution_version, installed_sglang, installed_sglang_version
+from ..releases import distribution_version, installed_build
 
 ENTRY_POINT = "cp_symm"
 #: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
@@ -233,19 +233,22 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     """The doctor's report: the plan (``engine.plan``) made from this machine's facts, gathered as the engine
     gathers them, and rendered; nothing here decides what happens to a target."""
     settings = read_settings()
-    release_text = installed_sglang_version()
-    release = installed_sglang()
+    build = installed_build()
+    release_text = None if build is None else build.shown
+    release = None if build is None else build.release
     loaded, loaded_from = nccl_as_the_engine_loads_it()
     torch_nccl = torch_built_with()
-    nccl = NcclVersion.parse(nccl_override) if nccl_override else loaded
+    nccl = given_version(nccl_override) if nccl_override else loaded
     gpu = _gpu()
     capability = tuple(int(p) for p in gpu["capability"].split(".")) if gpu["available"] else None
     facts = gather_facts(settings, release, release_text, nccl=nccl,
-                         nccl_from="given with --nccl" if nccl_override else loaded_from, gpu=capability)
+                         nccl_from="given with --nccl" if nccl_override else loaded_from, gpu=capability,
+                         release_problem=None if build is None else build.problem)
     plan = make_plan(facts)
     report = {
         "sglang_cp_symm": __version__,
         "sglang": release_text,
+        "sglang_build": None if build is None else {"final": build.final, "kind": build.kind},
         "torch": distribution_version("torch"),
         "gpu": gpu,
         "nccl": {"torch_build": None if torch_nccl is None else str(torch_nccl),
@@ -261,6 +264,9 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     }
     findings = report["findings"]
     findings.extend(settings.problems)
+    if build is not None and build.problem:
+        findings.append(build.problem)
+        return report
     if release is None:
         findings.append("sglang is not installed in this environment: nothing to patch; install the plugin next to sglang")
         return report
@@ -372,7 +378,7 @@ def check_failed(report: dict) -> bool:
 
 def render(report: dict) -> str:
     out = [f"sglang-cp-symm {report['sglang_cp_symm']} doctor",
-           f"  sglang      {report['sglang'] or 'not installed'}",
+           f"  sglang      {'not installed' if report['sglang'] is None else report['sglang'] or repr('')}",
            f"  torch       {report['torch'] or 'not installed'}",
            f"  GPU         {report['gpu'].get('name', 'none visible')} {report['gpu'].get('capability', '')}".rstrip()]
     n = report["nccl"]

@@ -5,12 +5,15 @@
  * 216 MB with nothing to run on a CPU. The tests point SGLANG_NCCL_SO_PATH here and
  * choose the version with NCCL_STUB_VERSION (NCCL's integer code: 22809 = 2.28.9),
  * so the runtime's own resolution path (ctypes.CDLL, ncclGetVersion) is what runs.
+ * NCCL_STUB_STATUS, when set, is the status it returns (an ncclResult_t; unset: 0,
+ * ncclSuccess), so that a library answering with an error can be tried too.
  * Built by ci/envs.sh into .envs/libnccl-stub.so.
  */
 #include <stdlib.h>
 
 int ncclGetVersion(int *version) {
     const char *chosen = getenv("NCCL_STUB_VERSION");
+    const char *status = getenv("NCCL_STUB_STATUS");
     *version = chosen ? atoi(chosen) : 23007;
-    return 0;
+    return status ? atoi(status) : 0;
 }
