@@ -31,8 +31,8 @@ def main() -> int:
     sets = releases_txt()
     proved = [r for r, (s, _) in sets.items() if s == "ci"]
     rows = coverage(sorted((ROOT / ".cache" / "wheels").glob("sglang-*.whl")), proved)
-    print("| sglang | set | digest | what changed for the proof | proved on | torch / NCCL pin | light-environment pins |")
-    print("|---|---|---|---|---|---|---|")
+    print("| sglang | set | what changed for the proof | proved on | torch / NCCL pin | light-environment pins |")
+    print("|---|---|---|---|---|---|")
     missing = 0
     for row in rows:
         version = row["release"]
@@ -48,7 +48,7 @@ def main() -> int:
         else:
             where = ", ".join(row["proved_on"]) + " (same digest)"
         pin = pin_for(Release.parse(base))
-        print(f"| {version} | {set_name if '.post' not in version else 'post'} | `{row['digest']}` | {row['change']} | "
+        print(f"| {version} | {set_name if '.post' not in version else 'post'} | {row['change']} | "
               f"{where} | {pin.torch} / {pin.nccl} | {' '.join(pins) if '.post' not in version else ''} |")
     print(f"\nPost releases with their release's digest are left out. Releases whose digest no release of set \"ci\" "
           f"has: {missing}.")

@@ -9,6 +9,8 @@ digest no release of set "ci" (``ci/releases.txt``) has must join the set
 whole, not piece by piece: every target's calls run on the release's own groups,
 coordinator, allocator and ``get_parallel()``, so a piece proved on one release and
 another piece proved on a second do not prove the release that combines them.
+Digests are compared within one run and never stored: ``ast.dump`` differs between
+Python versions.
 
 Each piece is the normalised AST of exactly the code named here (docstrings,
 comments, line numbers and layout aside), so an unrelated edit of the same file
@@ -245,20 +247,21 @@ def statement_slice(function: ast.FunctionDef, anchor: Callable[[ast.stmt], bool
     chosen = {i for i, stmt in enumerate(body) if not isinstance(stmt, ast.Global) and anchor(stmt)}
     if not chosen:
         return []
+    writes = [set() if isinstance(stmt, ast.Global) else _writes(stmt) for stmt in body]
     todo = sorted(chosen)
     while todo:
         i = todo.pop()
         for name in _free_names(body[i]):
             for j in range(i - 1, -1, -1):
                 stmt = body[j]
-                if isinstance(stmt, ast.Global) or name not in _writes(stmt):
+                if name not in writes[j]:
                     continue
                 if j not in chosen:
                     chosen.add(j)
                     todo.append(j)
                 if isinstance(stmt, ast.Assign) and name in {_name(t) for t in stmt.targets}:
                     break  # an unconditional assignment: nothing earlier reaches the read
-    stored = set().union(*(_names(body[i], ast.Store) for i in chosen))
+    stored = set().union(*(writes[i] for i in chosen))
     read = set().union(*(_free_names(body[i]) for i in chosen))
     nodes: List[ast.AST] = []
     for stmt in body:
