@@ -28,18 +28,25 @@ changes nothing. The pieces, and why each is in:
   attention-TP group, 0.5.6-0.5.8), the earlier statements whose values they read
   (so ``_ATTN_CP = _TP`` brings the TP group's construction: the shared-TP case of
   ``race_guard.SHARED_TP_CAVEAT``), the parameters they read, any module function
-  that builds such a group (``_init_attn_cp_overlap_group``, 0.5.18-0.5.19), and the
+  that builds such a group (``_init_attn_cp_overlap_group``, parallel_state.py
+  0.5.18:1973, called at :2541), and the
   getters the targets and ``rehearsal.install_cp_group`` go through. The guard holds
   a group by its ``group_name`` and the ranks decide which communicator a gather runs
   on: a rename or a new partition changes this piece.
-- ``coordinator``: ``GroupCoordinator.__init__`` (sets ``unique_name``, which the guard
-  reads; ``rehearsal.cpu_gather_group`` builds coordinators with its signature),
+- ``coordinator``: ``GroupCoordinator.__init__``, its whole signature
+  (``rehearsal.cpu_gather_group`` passes what it accepts) and only the statements that
+  set what is read of it: ``unique_name`` (the guard), ``cpu_group`` (the rehearsal's
+  barrier) and what the gathers below read of ``self`` (so 0.5.7's new HIP log line,
+  parallel_state.py 0.5.7:398, does not count);
   ``_get_unique_name``, ``_register_group`` and ``_groups`` (the rehearsal's CPU kernel
   finds the group by name there), ``init_model_parallel_group``,
   ``init_distributed_environment`` (the rehearsal starts gloo with it), the gathers
   the targets and the DCP gathers call (``all_gather_into_tensor``,
   ``_all_gather_into_tensor``, ``cp_all_gather_into_tensor_async``, ``all_gather``) and
-  the custom op ``reg_all_gather_into_tensor`` the rehearsal gives a CPU kernel.
+  the custom op ``reg_all_gather_into_tensor`` the rehearsal gives a CPU kernel. Where
+  pynccl is off, 0.5.6's ``cp_all_gather_into_tensor_async`` calls the op, 0.5.6.post2's
+  and 0.5.7's call ``all_gather_into_tensor`` (parallel_state.py 0.5.6.post2:764,
+  0.5.7:787): the post release has 0.5.7's digest, not 0.5.6's.
 - ``allocator``: ``pynccl_allocator``'s ``SymmetricMemoryContext`` (the hooks of
   ``context_hooks`` replace its ``__enter__``/``__exit__``; the guard reads its
   ``group_coordinator``; the pool fix reads its ``__init__``), ``use_symmetric_memory``,
@@ -50,7 +57,7 @@ changes nothing. The pieces, and why each is in:
   the targets call.
 - ``guarded gathers``: the functions outside the register that open a symmetric
   context in the register's modules and in ``layers/dcp/comm.py`` (the DCP gathers,
-  0.5.15+, and ``cp_all_gather_rerange_launch`` on the overlap group, 0.5.18-0.5.19):
+  0.5.15:121, 222, and ``cp_all_gather_rerange_launch`` on the overlap group, 0.5.18-0.5.19):
   the guard keeps their contexts off the pool by group.
 - ``get_parallel``: whether ``get_parallel()`` answers stamped values
   (``override_permanently``, which ``rehearsal.install_cp_group`` uses from 0.5.20)
@@ -182,7 +189,8 @@ def _metadata_fields(tree: ast.Module) -> tuple:
     fields = set()
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name.endswith("ContextParallelMetadata"):
-            fields |= {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+            fields |= {s.target.id for s in node.body
+                       if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
     return tuple(sorted(fields))
 
 
@@ -190,7 +198,7 @@ def _metadata_fields(tree: ast.Module) -> tuple:
 
 
 def _name(node: ast.AST) -> Optional[str]:
-    """``x`` for a name, ``self.x`` for an attribute of ``self`` (what ``GroupCoordinator.__init__`` sets); else None."""
+    """``x`` for a name, ``self.x`` for an attribute of ``self`` (what ``GroupCoordinator.__init__`` sets)."""
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
@@ -497,7 +505,8 @@ def coverage(wheels, proved) -> list:
         shape = shapes[version]
         post = ".post" in version
         on = sorted(proved_by.get(digests[version], []), key=Release.parse)
-        rows.append({"release": version, "post_same": post and digests[version] == digests.get(version.split(".post")[0]),
+        same = post and digests[version] == digests.get(version.split(".post")[0])
+        rows.append({"release": version, "post_same": same,
                      "change": describe_change(previous, shape), "digest": digests[version], "shape": shape,
                      "targets": [n for n in shape if n not in SHARED], "proved_on": on, "unproved": not on})
         if not post:
