@@ -1,10 +1,10 @@
-"""The per-release coverage table: which CI release proves each target shape of every release 0.5.6-0.5.23.
+"""The per-release coverage table: which CI release proves the shape of every release 0.5.6-0.5.23 (its digest).
 
     python -m maint.coverage      (from the checkout, with .venv/bin first on PATH; needs .cache/wheels,
                                    ci/fetch-wheels.sh)
 
-Read from the wheels without importing sglang (``maint/release_shapes.py``), ci/releases.txt (sets and pins) and
-sglang_cp_symm/pins.py. docs/coverage.md shows this output, checked by ci/readme.py.
+Read from the wheels without importing sglang (``maint/release_shapes.py``), ci/releases.txt (sets and
+pins) and sglang_cp_symm/pins.py. docs/coverage.md shows this output, checked by ci/readme.py.
 """
 
 import sys
@@ -31,7 +31,7 @@ def main() -> int:
     sets = releases_txt()
     proved = [r for r, (s, _) in sets.items() if s == "ci"]
     rows = coverage(sorted((ROOT / ".cache" / "wheels").glob("sglang-*.whl")), proved)
-    print("| sglang | set | what changed for the proof | its target shapes are proved on | torch / NCCL pin | light-environment pins |")
+    print("| sglang | set | what changed for the proof | proved on | torch / NCCL pin | light-environment pins |")
     print("|---|---|---|---|---|---|")
     missing = 0
     for row in rows:
@@ -40,19 +40,18 @@ def main() -> int:
             continue
         base = version.split(".post")[0]
         set_name, pins = sets.get(base, ("-", []))
-        first = {name: min(vs, key=Release.parse) for name, vs in row["covered_by"].items() if vs}
         if version in proved:
             where = "itself"
-        elif row["uncovered"]:
-            where = "**not proved: " + ", ".join(row["uncovered"]) + "**"
+        elif row["unproved"]:
+            where = "**not proved: no release of set \"ci\" has this digest**"
             missing += 1
         else:
-            where = "; ".join(f"{'get_parallel()' if n == 'get_parallel' else n} {v}" for n, v in sorted(first.items()))
+            where = ", ".join(row["proved_on"]) + " (same digest)"
         pin = pin_for(Release.parse(base))
-        print(f"| {version} | {set_name if '.post' not in version else 'post'} | {row['change']} | {where} | "
-              f"{pin.torch} / {pin.nccl} | {' '.join(pins) if '.post' not in version else ''} |")
-    print(f"\nPost releases whose targets are the same as their release's are left out. Target shapes not proved "
-          f"in set \"ci\": {missing}.")
+        print(f"| {version} | {set_name if '.post' not in version else 'post'} | {row['change']} | "
+              f"{where} | {pin.torch} / {pin.nccl} | {' '.join(pins) if '.post' not in version else ''} |")
+    print(f"\nPost releases with their release's digest are left out. Releases whose digest no release of set \"ci\" "
+          f"has: {missing}.")
     return 0
 
 
