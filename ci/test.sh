@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command of README and .ci/run: build the environments, then stages A and B (tests/, no GPU).
-#   bash ci/test.sh                    the releases of set "ci" (one of each distinct target shape, ci/releases.txt)
+#   bash ci/test.sh                    the releases of set "ci" (one release of each distinct digest: today every release 0.5.6-0.5.23, ci/releases.txt)
 #   bash ci/test.sh --all-releases     every release 0.5.6-0.5.23
 #   bash ci/test.sh [--all-releases] -- PYTEST-ARGS   e.g. -- -k proof
 # Prints a line at least every 15-20 s: each setup step, pip's per-package lines, one line per test, a heartbeat.

@@ -26,7 +26,7 @@ RELEASES = [fields[0] for fields in _RELEASE_LINES]
 
 
 def release_set(name: str) -> list:
-    """The releases of ci/releases.txt in set ``name`` ("ci": one of each distinct target shape; "all": every one)."""
+    """The releases of ci/releases.txt in set ``name`` ("ci": one of each distinct digest, docs/coverage.md; "all": every one)."""
     return [fields[0] for fields in _RELEASE_LINES if name == "all" or fields[1] == name]
 
 

@@ -1,7 +1,7 @@
 """Stage B: the proof, per release, on the real functions across real processes, that exactly the output moves.
 
 For each release of ``PROOF_RELEASES`` (conftest: set "ci" of ci/releases.txt, one release of every
-distinct target shape; every release 0.5.6-0.5.23 with ``bash ci/test.sh --all-releases``) one run of
+distinct digest, docs/coverage.md: today every release 0.5.6-0.5.23) one run of
 ``sglang_cp_symm.tools.rehearsal.prove``: the release's modules imported once, four ranks forked,
 gloo groups of CP size 2, 3 and 4, every target of the register called as that release's signature
 says, on every branch (padded and unpadded ranks, round-robin and in-sequence reranges, zigzag's
