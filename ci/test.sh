@@ -15,8 +15,11 @@ say "ci/test.sh: set '$set_name' of ci/releases.txt: $(release_set "$set_name" |
 if [ "$set_name" = all ]; then bash ci/envs.sh --all-releases; else bash ci/envs.sh; fi
 export CP_SYMM_RELEASES=$set_name
 say "pytest: stages A and B (tests/, -m 'not gpu'), one line per test"
-# Two workers, one test module per worker (--dist loadscope): a module's per-release results are computed once in
-# the worker that runs it. The tests start sglang in subprocesses, so two workers use both cores of a CI machine.
+# Two workers (--dist loadscope), sharing the tests in the units of tests/xdist_schedule.py (conftest's scheduler
+# hook): a per-release proof module is one unit per release (its results computed once, in the worker that runs
+# that release), a module whose tests share nothing one unit per test, any other module one unit; the costliest
+# go first, so neither worker ends the run alone on a long module. The tests start sglang in subprocesses, so two
+# workers use both cores of a CI machine.
 workers=${CP_SYMM_TEST_WORKERS:-2}
 rc=0
 heartbeat "pytest" .venv/bin/python -m pytest -p no:cacheprovider -v -rfEs --durations=25 --color=no \
