@@ -67,11 +67,15 @@ def test_a_per_test_module_shares_nothing_between_its_tests(module):
 
 
 def test_the_costliest_units_go_first():
-    units = {"tests/engine/test_settings.py": ["a"] * 30,
-             "tests/tools/test_cp_gather_proof.py[0.5.6]": ["b"] * 8,
-             "tests/test_bootstrap.py::test_v": ["c"],
-             "tests/engine/test_race_guard.py[0.5.11]": ["d"] * 3}
-    assert longest_first(units) == ["tests/tools/test_cp_gather_proof.py[0.5.6]", "tests/engine/test_settings.py",
-                                    "tests/engine/test_race_guard.py[0.5.11]", "tests/test_bootstrap.py::test_v"]
+    units = {"tests/engine/test_settings.py": ["a"] * 5,
+             "tests/test_bootstrap.py::test_v": ["b"],
+             "tests/engine/test_warmup_bounded.py[0.5.6]": ["c"] * 7,
+             "tests/test_bootstrap.py::test_w": ["d"],
+             "tests/engine/test_race_guard.py": ["e"] * 20}
+    order = longest_first(units)
+    assert order == ["tests/engine/test_warmup_bounded.py[0.5.6]", "tests/engine/test_race_guard.py",
+                     "tests/test_bootstrap.py::test_v", "tests/test_bootstrap.py::test_w",
+                     "tests/engine/test_settings.py"]
+    costs = [cost_of(unit, len(units[unit])) for unit in order]
+    assert costs == sorted(costs, reverse=True) and costs[0] == COST_S["tests/engine/test_warmup_bounded.py["]
     assert all(seconds > 0 for seconds in COST_S.values())
-    assert cost_of("tests/engine/test_settings.py", 30) == 30
