@@ -14,6 +14,8 @@ if [ "${1:-}" = "--" ]; then shift; fi
 say "ci/test.sh: set '$set_name' of ci/releases.txt: $(release_set "$set_name" | xargs)"
 if [ "$set_name" = all ]; then bash ci/envs.sh --all-releases; else bash ci/envs.sh; fi
 export CP_SYMM_RELEASES=$set_name
+say "index check: releases on the index newer than this checkout knows (warnings only, never fails, <= 30 s)"
+timeout 40 .venv/bin/python -m maint.index_check --timeout 30 || say "index check: did not finish (ignored)"
 say "pytest: stages A and B (tests/, -m 'not gpu'), one line per test"
 # Two workers (--dist loadscope), sharing the tests in the units of tests/xdist_schedule.py (conftest's scheduler
 # hook): a per-release proof module is one unit per release (its results computed once, in the worker that runs

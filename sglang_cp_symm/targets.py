@@ -345,7 +345,3 @@ HOOKS = (
          "watchdog", FIRST_SUPPORTED, LAST_SUPPORTED,
          "__enter__/__exit__ measure every pool growth, before the collective registration"),
 )
-
-
-def hook(name: str) -> Hook:
-    return next(h for h in HOOKS if h.name == name)

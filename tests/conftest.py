@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from empty_parameters import pytest_runtest_setup  # noqa: F401  (a hook: an empty parameter list fails)
+
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / "tests" / "stubs"
 _RELEASE_LINES = [line.split("#", 1)[0].split() for line in (ROOT / "ci" / "releases.txt").read_text().splitlines()

@@ -31,8 +31,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
-# [timestamp] host:pid:tid [dev] NCCL INFO ...; a WARN puts "file:line (function) " before "NCCL WARN" (debug.cc:345)
-_PREFIX = (r"^(?:\[[^\]]*\]\s+)?(?P<host>[^\s:]+):(?P<pid>\d+):(?P<tid>\d+)\s+\[(?P<dev>\d+)\]\s+"
+# [timestamp] host:pid:tid [dev] NCCL INFO ...; a WARN puts "file:line " (v2.28.9-1 debug.cc:360) or
+# "file:line (function) " (v2.30.7-1 debug.cc:345) before "NCCL WARN". The timestamp is whatever strftime made of
+# NCCL_DEBUG_TIMESTAMP_FORMAT: "[%F %T] " by default, but any text, brackets or not (v2.30.7-1 debug.cc:189-190
+# turns '_' into ' ', so "%F_%T_" prints "2026-12-01 10:00:00 "): the prefix is searched for, not anchored.
+_PREFIX = (r"(?P<host>[^\s:\[\]]+):(?P<pid>\d+):(?P<tid>\d+)\s+\[(?P<dev>\d+)\]\s+"
            r"(?:\S+:\d+\s+(?:\([^)]*\)\s+)?)?NCCL\s+(?P<level>INFO|WARN)\s+")
 PREFIX = re.compile(_PREFIX)
 SYMMETRIC = re.compile(r"(?P<func>\w+) \[Symmetric\]: (?P<bytes>\d+) Bytes -> Kernel (?P<kernel>\S+) "
@@ -87,7 +90,7 @@ class LogSummary:
 
 def parse_line(line: str) -> Optional[tuple]:
     """('choice', Choice) | ('version', str) | ('comm', dict) | ('warn', str) | None for any other line."""
-    head = PREFIX.match(line)
+    head = PREFIX.search(line)
     body = line[head.end():].rstrip("\n") if head else line.rstrip("\n")
     pid = int(head.group("pid")) if head else None
     if head and head.group("level") == "WARN":

@@ -86,9 +86,3 @@ def _watch_configuration() -> None:
         configured.__wrapped__ = original  # type: ignore[attr-defined]
         setattr(owner, name, configured)
         _restore.append(lambda o=owner, n=name, v=original, w=configured: getattr(o, n) is w and setattr(o, n, v))
-
-
-def held() -> List[str]:
-    """The messages held back so far (for tests and the status report)."""
-    with _lock:
-        return [r.getMessage() for r in _held]

@@ -41,7 +41,3 @@ def uninstall(watchdog: Any) -> None:
     """Stop counting; the counter stays registered, as prometheus_client cannot drop it safely."""
     if _count in watchdog.on_growth:
         watchdog.on_growth.remove(_count)
-
-
-def installed(watchdog: Any) -> bool:
-    return _count in watchdog.on_growth

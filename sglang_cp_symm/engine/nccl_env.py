@@ -15,18 +15,32 @@ Read in NCCL's source at each tag (``NCCL_PARAM(Name, "X", default)`` is read fr
   skips the unregistered-buffer fallback (``!forced``, symmetric_sched.cc v2.29.7-1:108), so like
   ``NCCL_SYM_NOWIN_ENABLE=1`` it defeats the guard; on 2.28 it only narrows the choice among
   tasks whose buffers are both registered.
-- ``NCCL_ALGO``: the legacy algorithms. In 2.29-2.30 it does not keep symmetric kernels off
-  (``ncclSymkPickKernel`` does not read it); that ``NCCL_ALGO=NVLS`` excludes them from 2.31 is
-  reported (pytorch issue #197038) and not verified here: NCCL's public repository carries no 2.31
-  tag to read (newest tag v2.30.7-1 when checked), so it changes nothing in the verdict.
+- ``NCCL_ALGO``: the legacy algorithms. In 2.28-2.30 it does not keep symmetric kernels off: it is
+  read by name only in ``src/graph/tuning.cc`` and ``src/enqueue.cc`` (v2.30.7-1:458, 2055, 2153),
+  never where the symmetric kernel is picked (``docs/nccl-audit.md``). From 2.31 one tuning pass
+  chooses both: any non-empty ``NCCL_ALGO`` (or ``NCCL_SYM_KERNEL``) zeroes every symmetric
+  kernel's enable (branch dev, 2.31.0a7, ``src/tuning/cost_model.cc:315-317``), and for each
+  function the value covers (a list without prefix covers all of them, ``allgather:...`` AllGather
+  alone; ``parseList``, cost_model.cc:32-100) only the algorithms it lists and the symmetric kernels
+  ``NCCL_SYM_KERNEL`` names stay on (cost_model.cc:350-359). 2.31.2 and 2.32.x carry that parser
+  (its string ``NCCL_SYM_KERNEL set by environment to``, cost_model.cc:330, is in their
+  ``libnccl.so.2``; the audit). ``allgather_symmetric_off`` applies the rule to AllGather, the CP
+  all-gather's collective: with it, buffers in the pool engage no symmetric kernel.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Sequence, Tuple
 
+#: the first NCCL whose single tuning pass lets NCCL_ALGO switch symmetric kernels off (module docstring)
+ALGO_RULE_FROM = (2, 31, 0)
+#: NCCL's function names (src/init.cc:52 at dev) and legacy algorithms (src/init.cc:53-54)
+FUNCTIONS = ("broadcast", "reduce", "allgather", "reducescatter", "allreduce")
+ALGORITHMS = ("tree", "ring", "collnetdirect", "collnetchain", "nvls", "nvlstree", "pat")
+#: what the verdict is about: the CP all-gather
+FUNCTION = "allgather"
 @dataclass(frozen=True)
 class Effect:
     name: str
@@ -34,6 +48,7 @@ class Effect:
     effect: str
     symmetric_off: bool = False  # no symmetric kernel anywhere: nothing to guard
     defeats_guard: bool = False  # symmetric kernels on buffers outside windows: the guard cannot hold them
+    allgather_off: bool = False  # NCCL 2.31+: no symmetric AllGather kernel (NCCL_ALGO covers AllGather)
 
     def line(self) -> str:
         return f"{self.name}={self.value[:40]}: {self.effect}"
@@ -59,14 +74,14 @@ PARAMETERS = (
               "the race guard cannot keep CP gathers off them; unset it", "off (the default)", defeats_guard=True),
     Parameter("NCCL_SYM_KERNEL", ("", "^"), "forces a symmetric kernel; on NCCL 2.29+ also on buffers outside "
               "windows, which defeats the race guard; unset it", "NCCL chooses (the default)", defeats_guard=True),
-    Parameter("NCCL_ALGO", (), "legacy algorithms only; does not keep symmetric kernels off on 2.28-2.30 (NVLS "
-              "excluding them from 2.31 is reported, not verified)", ""),
+    Parameter("NCCL_ALGO", (), "legacy algorithms only; on NCCL 2.31+, where it covers AllGather, AllGather's "
+              "symmetric kernels are off unless NCCL_SYM_KERNEL names them (the CP buffers in the pool engage none); "
+              "on 2.28-2.30 it does not keep symmetric kernels off", ""),
 )
-NAMES = tuple(p.name for p in PARAMETERS)
 
 
-def effects(environ: Optional[Mapping[str, str]] = None) -> List[Effect]:
-    """What each parameter that is set does to the verdict."""
+def effects(environ: Optional[Mapping[str, str]] = None, nccl: Optional[Sequence[int]] = None) -> List[Effect]:
+    """What each parameter that is set does to the verdict; ``nccl`` (major, minor, patch) where known."""
     env = os.environ if environ is None else environ
     found = []
     for parameter in PARAMETERS:
@@ -74,12 +89,99 @@ def effects(environ: Optional[Mapping[str, str]] = None) -> List[Effect]:
         if raw is None:
             continue
         value = raw.strip()
-        if value in parameter.default_values:
+        if parameter.name == "NCCL_ALGO":
+            found.append(algo_effect(env, nccl))
+        elif value in parameter.default_values:
             found.append(Effect(parameter.name, value, parameter.when_default))
         else:
             found.append(Effect(parameter.name, value, parameter.when_set, parameter.symmetric_off,
                                 parameter.defeats_guard))
     return found
+
+
+def parse_list(value: str, function: str,
+               known: Optional[Tuple[str, ...]]) -> Tuple[bool, Optional[str], set, Optional[str]]:
+    """NCCL's ``parseList`` (cost_model.cc:32-100 at dev), for one function.
+
+    Returns (forced: some element was listed for ``function``; ``"only"``/``"except"``/None: how the last entry
+    covering ``function`` reads; the element names it lists, lower case; what NCCL would reject, or None).
+    ``known`` None accepts any element name.
+    """
+    forced, mode, listed, error = False, None, set(), None
+    for i, token in enumerate(t for t in value.split(";") if t):
+        prefix, colon, elements = token.partition(":")
+        if not colon:
+            if i:
+                return forced, mode, listed, "every entry after the first needs a function prefix"
+            prefix, elements = "", token
+        if prefix and prefix.lower() not in FUNCTIONS:
+            return forced, mode, listed, f"unknown function {prefix[:20]!r}"
+        exclude = elements.startswith("^")
+        names = [e.lower() for e in (elements[1:] if exclude else elements).split(",") if e]
+        unknown = [n for n in names if known is not None and n not in known]
+        if unknown:
+            return forced, mode, listed, f"unknown element {unknown[0][:20]!r}"
+        if prefix and prefix.lower() != function:
+            continue
+        mode, listed = ("except" if exclude else "only"), set(names)
+        forced = forced or bool(names)
+    return forced, mode, listed, error
+
+
+def allgather_kernels_named(value: str) -> bool:
+    """Whether ``NCCL_SYM_KERNEL`` turns at least one AllGather symmetric kernel back on.
+
+    An entry covering AllGather that names an ``AllGather_*`` kernel, or excludes some (``^X``: all but X);
+    no entry covering AllGather leaves them all off once NCCL_ALGO is set (cost_model.cc:315-317).
+    """
+    _, mode, listed, _ = parse_list(value, FUNCTION, None)
+    if mode == "except":
+        return True
+    return mode == "only" and any(n.startswith("allgather_") for n in listed)
+
+
+def allgather_symmetric_off(environ: Optional[Mapping[str, str]] = None,
+                            nccl: Optional[Sequence[int]] = None) -> Optional[str]:
+    """On NCCL 2.31+, the setting that leaves AllGather no symmetric kernel, as one line, or None.
+
+    None also where ``nccl`` is unknown or older than 2.31 (the rule is 2.31's).
+    """
+    env = os.environ if environ is None else environ
+    if nccl is None or tuple(nccl)[:3] < ALGO_RULE_FROM:
+        return None
+    algo = (env.get("NCCL_ALGO") or "").strip()
+    kernels = (env.get("NCCL_SYM_KERNEL") or "").strip()
+    if not algo:
+        return None
+    covered, _, _, error = parse_list(algo, FUNCTION, ALGORITHMS)
+    if error or not covered:
+        return None
+    if kernels and allgather_kernels_named(kernels):
+        return None
+    return (f"NCCL_ALGO={algo[:40]}: NCCL 2.31+ gives AllGather no symmetric kernel when NCCL_ALGO covers it "
+            "(src/tuning/cost_model.cc:315-317, 350-359 at dev); name the kernels in NCCL_SYM_KERNEL "
+            "(e.g. AllGather_ST) or unset NCCL_ALGO")
+
+
+def algo_effect(env: Mapping[str, str], nccl: Optional[Sequence[int]]) -> Effect:
+    value = (env.get("NCCL_ALGO") or "").strip()
+    covered, _, _, error = parse_list(value, FUNCTION, ALGORITHMS) if value else (False, None, set(), None)
+    if error:
+        return Effect("NCCL_ALGO", value, f"NCCL rejects this value ({error}): communicators fail to start")
+    if not value:
+        return Effect("NCCL_ALGO", value, "empty: NCCL's default choice")
+    off = allgather_symmetric_off(env, nccl)
+    if off:
+        return Effect("NCCL_ALGO", value, "legacy algorithms only for AllGather: on this NCCL (2.31+) AllGather has "
+                      "no symmetric kernel, so CP buffers in the pool engage none; name them in NCCL_SYM_KERNEL "
+                      "or unset NCCL_ALGO", allgather_off=True)
+    if nccl is not None and tuple(nccl)[:3] >= ALGO_RULE_FROM:
+        why = ("NCCL_SYM_KERNEL names AllGather kernels, which stay on" if covered
+               else "it does not cover AllGather, whose symmetric kernels stay on")
+        return Effect("NCCL_ALGO", value, f"legacy algorithms of the functions it covers; {why}")
+    if nccl is not None:
+        return Effect("NCCL_ALGO", value, "legacy algorithms only; does not keep symmetric kernels off on 2.28-2.30")
+    return Effect("NCCL_ALGO", value, PARAMETERS[-1].when_set)
 
 
 def symmetric_off(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:

@@ -16,12 +16,22 @@ call was accidentally left out when transitioning to DeviceAPI in NCCL 2.28",
 quoted in ROCm/rocm-systems PR #10829, the 2.30.7 sync). sglang PR #37768
 measured the symptom (GSM8K 0.10 with symmetric memory, decode CP, CUDA graphs,
 NCCL 2.29.7).
+
+Releases without a source tag (2.31, 2.32: NCCL's public repository stops at
+v2.30.7-1) are verified from their published binaries by ``maint/nccl_audit.py``,
+whose record is ``docs/nccl-audit.md``: the race fix is read in the sm_90 machine
+code of every symmetric kernel, and the registration rule on NCCL's ``dev``
+branch, said as such. A release neither read at a tag nor audited stays
+"unverified", and the plugin engages nothing of its own there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple, Optional, Tuple
+
+from ..pins import pin_for
+from ..releases import Release
 
 
 class NcclVersion(NamedTuple):
@@ -87,22 +97,40 @@ TABLE: Tuple[NcclLine, ...] = (
              "v2.30.7-1: src/device/symmetric/generate.py:176-178 emits cudaGridDependencySynchronize() first in "
              "every symmetric kernel (commit 2948185); src/sym_kernels.cc:610-612 receive buffer alone keeps the "
              "full AllGather set; src/enqueue.cc:1816-1817 programmatic serialization still on sm90+"),
-    NcclLine(V("2.31.0"), V("2.31.99"), True, False, False,
-             "not a release tag: NCCL's public repository carries no 2.31 tag (newest v2.30.7-1 when read); its "
-             "branch dev at 2.31.0a7 keeps the receive-alone rule (src/tuning/tuning.cc:265-283), the "
-             "cudaGridDependencySynchronize call (src/device/symmetric/generate.py:176-178), and any NCCL_ALGO "
-             "turns symmetric kernels off (src/tuning/cost_model.cc:312-333)", note="unverified"),
-    NcclLine(V("2.32.0"), V("2.32.99"), True, False, False,
-             "no source to read: NCCL's public repository has no 2.32 tag (release notes of 2.32.6 exist)",
+    NcclLine(V("2.31.0"), V("2.31.2"), True, False, False,
+             "docs/nccl-audit.md (nvidia-nccl-cu13 2.31.2, the only 2.31 on PyPI): all 164 sm_90 "
+             "ncclSymkDevKernel_* carry ACQBULK (cudaGridDependencySynchronize); no release tag, so the rules are "
+             "read on NCCL's branch dev (2.31.0a7): receive alone keeps AllGather's full kernel set "
+             "(src/tuning/sym_model.cc:304-305), and any NCCL_ALGO covering AllGather turns its symmetric kernels "
+             "off unless NCCL_SYM_KERNEL names them (src/tuning/cost_model.cc:315-317, 350-359; engine.nccl_env)"),
+    NcclLine(V("2.31.3"), V("2.31.99"), True, False, False, "no audit of this 2.31 release (docs/nccl-audit.md)",
              note="unverified"),
-    NcclLine(V("2.33.0"), LAST, True, False, False, "newer than this table", note="unverified"),
+    NcclLine(V("2.32.0"), V("2.32.6"), True, False, False,
+             "docs/nccl-audit.md (nvidia-nccl-cu13 2.32.3 and 2.32.6, the 2.32 releases on PyPI): every sm_90 "
+             "ncclSymkDevKernel_* carries ACQBULK; no release tag, so the rules are read on branch dev (2.31.0a7, "
+             "older than 2.32): receive alone (src/tuning/sym_model.cc:304-305), NCCL_ALGO covering AllGather turns "
+             "its symmetric kernels off (src/tuning/cost_model.cc:315-317, 350-359); the binary carries the same "
+             "NCCL_SYM_KERNEL/NCCL_ALGO parser (its string at cost_model.cc:330)"),
+    NcclLine(V("2.32.7"), LAST, True, False, False,
+             "newer than this table: run 'python -m maint.nccl_audit VERSION' and add its row", note="unverified"),
 )
 
-#: the newest line read in NCCL's source at a release tag; above it the plugin engages nothing of its own
-NEWEST_VERIFIED = V("2.30.99")
+#: the newest line read in NCCL's source at a release tag
+NEWEST_TAGGED = V("2.30.99")
+#: the newest NCCL verified (in its source at a tag, or by docs/nccl-audit.md); above it, and on an "unverified"
+#: row above NEWEST_TAGGED, the plugin engages nothing of its own
+NEWEST_VERIFIED = V("2.32.6")
 
 SAFE_UPGRADE = "2.30.7"
 SLOW_ON_HOPPER = V("2.29.7")
+
+
+def upgrade_command(release: Optional[Release]) -> str:
+    """The exact command that puts NCCL >= ``SAFE_UPGRADE`` under ``release``'s torch (its NCCL wheel: ``pins``)."""
+    pin = pin_for(release)
+    wheel = pin.nccl_wheel if pin is not None else "nvidia-nccl-cu13"
+    return (f'pip install "{wheel}>={SAFE_UPGRADE}" (or a torch that pins NCCL >= {SAFE_UPGRADE}), or '
+            f"SGLANG_NCCL_SO_PATH=<libnccl.so.2 of NCCL >= {SAFE_UPGRADE}>")
 
 
 def line_for(version: NcclVersion) -> NcclLine:
@@ -145,16 +173,17 @@ def decide(nccl: Optional[NcclVersion], send_requested: bool, allow_race: bool, 
                         "make the engine's libnccl readable (SGLANG_NCCL_SO_PATH names it) or run "
                         "'sglang-cp-symm doctor' to see which one is loaded", "NCCL unknown")
     line = line_for(nccl)
-    if nccl > NEWEST_VERIFIED:
+    if nccl > NEWEST_VERIFIED or (nccl > NEWEST_TAGGED and line.note == "unverified"):
         return Decision(nccl, False, False, None, None, None,
-                        f"NCCL {nccl} is newer than the lines verified in NCCL's source (up to 2.30.x; {line.source}): "
+                        f"NCCL {nccl} is not among the releases verified (NCCL's source up to 2.30.x, the audit of "
+                        f"the binaries up to {NEWEST_VERIFIED}; {line.source}): "
                         "unverified, so the plugin engages nothing of its own; upstream's registrations run as "
                         "sglang wrote them",
                         "update sglang-cp-symm to a release that verified this NCCL, or pin NCCL 2.30.7",
                         line.source)
     racy = line.race and sm90_or_later
-    hazard = (f"NCCL {nccl} symmetric kernels can read their input before it is written on Hopper "
-              f"(2.28.0-2.30.6; fixed in {SAFE_UPGRADE})") if racy else None
+    hazard = (f"NCCL {nccl} symmetric kernels can read their input before it is written on sm90+ (Hopper and "
+              f"Blackwell; 2.28.0-2.30.6, fixed in {SAFE_UPGRADE})") if racy else None
     if hazard and nccl == SLOW_ON_HOPPER:
         hazard += f"; {SLOW_ON_HOPPER} also has a Hopper symmetric-kernel slowdown (reported, NCCL issue #2058)"
     if not line.window_api:

@@ -40,7 +40,7 @@ from . import pool as group_pool
 from .attributes import REWRITTEN_MARK, resolve
 from .logs import logger
 from .nccl_policy import Decision, NcclVersion
-from .plan import Action, Plan, State, TargetPlan, gather_facts, make_plan
+from .plan import Action, Plan as ProcessPlan, State, TargetPlan, gather_facts, make_plan
 from .race_guard import RACE_GUARD, report_once
 from .rebuild import RebuildError, prove_source, rebuilt_function
 from .rewrite import (
@@ -276,7 +276,7 @@ class Patcher:
         self.release: Optional[Release] = None
         self.release_text: Optional[str] = None
         self.statuses: Dict[str, TargetStatus] = {}
-        self.plan: Optional[Plan] = None
+        self.plan: Optional[ProcessPlan] = None
         self._nccl_given: Optional[NcclVersion] = None
         self._hooked_modules: set = set()
         self._undo: List[Callable[[], None]] = []
@@ -324,7 +324,7 @@ class Patcher:
             for module_name in sorted(modules):
                 self._when_imported(module_name)
 
-    def _plan_now(self) -> Plan:
+    def _plan_now(self) -> ProcessPlan:
         """Make the plan from this process's facts (once), and set every entry that waits for no import."""
         if self.plan is not None:
             return self.plan
@@ -419,7 +419,7 @@ class Patcher:
         RACE_GUARD.guard_opener(current)
         self._set(target.name, target.dotted, GUARDED)
 
-    def _execute_pool(self, module: Any, plan: Plan) -> None:
+    def _execute_pool(self, module: Any, plan: ProcessPlan) -> None:
         """The CP pool fix as planned; with the race guard engaged, the context class gets the guard's hooks."""
         if RACE_GUARD.engaged:
             cls = getattr(module, POOL_FIX.context_class, None)

@@ -32,7 +32,7 @@ from enum import Enum
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 from . import nccl_env, nccl_library
-from .nccl_policy import SAFE_UPGRADE, Decision, NcclVersion, decide, line_for
+from .nccl_policy import SAFE_UPGRADE, Decision, NcclVersion, decide, line_for, upgrade_command
 from .race_guard import GuardPlan, plan_guard
 from .settings import ENABLE, Settings
 from .source_facts import (
@@ -147,6 +147,7 @@ class Plan:
     targets: Tuple[TargetPlan, ...] = ()
     pool: Optional[TargetPlan] = None
     notes: Tuple[str, ...] = field(default=())  # facts that overrode the release number, settings that matter
+    exposure: Optional[str] = None  # on a racy NCCL: what the race guard leaves exposed, and the two real fixes
 
     def entries(self) -> Tuple[TargetPlan, ...]:
         return self.targets + ((self.pool,) if self.pool is not None else ())
@@ -179,8 +180,8 @@ def _source_notes(release: Release, target: Target, fact: SourceFact) -> Optiona
 
 def _kernel(facts: Facts, output_registered: bool, send_registered: bool) -> Optional[bool]:
     """Whether NCCL picks its symmetric AllGather for buffers registered so (``nccl_policy`` and ``nccl_env``)."""
-    if any(effect.symmetric_off for effect in facts.nccl_env):
-        return False
+    if any(effect.symmetric_off or effect.allgather_off for effect in facts.nccl_env):
+        return False  # windows off, or (2.31+) NCCL_ALGO covers AllGather and NCCL_SYM_KERNEL names none of its kernels
     if facts.nccl is None:
         return None
     line = line_for(facts.nccl)
@@ -214,6 +215,30 @@ def _action_to_take(facts: Facts, t: TargetPlan, pool_applies: bool) -> Optional
     return None
 
 
+def race_exposure(facts: Facts, guard: GuardPlan) -> Optional[str]:
+    """On a racy NCCL (2.28.0-2.30.6) and sm90+: the whole truth, whatever the plugin does.
+
+    The race is in every symmetric kernel NCCL builds, not only AllGather's: NCCL commit 2948185 restores
+    ``cudaGridDependencySynchronize`` in all four templates of ``src/device/symmetric/generate.py`` (v2.30.7-1
+    lines 176-178, 184-186, 194-196, 206-208), and symmetric plans launch with programmatic serialization on
+    compute capability >= 9.0 (``src/enqueue.cc`` v2.28.9-1:1631, v2.29.7-1:1743). So with ``--enable-symm-mem``
+    sglang's TP all-reduce (``RowParallelLinear`` allocates its output under ``use_symmetric_memory(tp_group)``,
+    and pynccl's all-reduce works in place on it) and every other group that uses the pool run racy kernels too.
+    The guard holds the CP and DCP groups only; holding every group would be dropping ``--enable-symm-mem``.
+    """
+    if facts.nccl is None or not line_for(facts.nccl).race or not facts.sm90:
+        return None
+    if any(effect.symmetric_off for effect in facts.nccl_env):
+        return None
+    held = "/".join(guard.groups) if guard.engaged and facts.settings.enabled else "none (the race guard is off)"
+    return (f"with --enable-symm-mem, NCCL {facts.nccl}'s symmetric kernels can read their input before it is "
+            "written on compute capability >= 9.0 (Hopper and Blackwell), in every group that uses the symmetric "
+            "pool: the TP all-reduce and reduce-scatter, and MoE groups where they use it; the race guard holds "
+            f"only the CP and DCP groups (held: {held}). Fix, in this order: {upgrade_command(facts.release)}; "
+            "or run without --enable-symm-mem until then (sglang PR #37768, open, drops symmetric memory under DCP below "
+            "2.30.7)")
+
+
 def make_plan(facts: Facts) -> Plan:
     """The plan for these facts. Pure: the same facts give the same plan, in any process."""
     release, settings = facts.release, facts.settings
@@ -229,7 +254,8 @@ def make_plan(facts: Facts) -> Plan:
         guard = GuardPlan(False, f"not needed: GPU {facts.gpu[0]}.{facts.gpu[1]} is below sm90 (no programmatic "
                                  "launch)")
     guarding = settings.enabled and guard.engaged
-    notes = []
+    notes = [f"{effect.line()}: whatever the plugin or sglang registers, NCCL picks no symmetric kernel for these "
+             "CP all-gathers" for effect in facts.nccl_env if effect.symmetric_off or effect.allgather_off]
 
     pool_fact = facts.pool_source
     pool_where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"
@@ -291,7 +317,7 @@ def make_plan(facts: Facts) -> Plan:
         entry = _with(entry, output_in_window=output_registered, send_in_window=send_registered, kernel=kernel,
                       hazard=hazard)
         targets.append(_with(entry, action_to_take=_action_to_take(facts, entry, pool_applies)))
-    return Plan(facts, None, decision, guard, tuple(targets), pool, tuple(notes))
+    return Plan(facts, None, decision, guard, tuple(targets), pool, tuple(notes), race_exposure(facts, guard))
 
 
 def outcome(entries: Iterable[Tuple[str, State, str]], guard_reason: Optional[str] = None,
@@ -354,5 +380,5 @@ def gather_facts(settings: Settings, release: Optional[Release], release_text: O
         nccl, nccl_from = nccl_library.engine_nccl(env)
     sources, pool = read_sources(release, read)
     return Facts(release=release, release_text=release_text, settings=settings, sources=sources, pool_source=pool,
-                 nccl=nccl, nccl_from=nccl_from or "given", nccl_env=tuple(nccl_env.effects(env)),
+                 nccl=nccl, nccl_from=nccl_from or "given", nccl_env=tuple(nccl_env.effects(env, nccl)),
                  gpu=gpu if gpu is not None else nccl_library.known_capability())

@@ -50,7 +50,7 @@ from typing import Any, Callable, List, Optional
 
 from . import context_hooks, logs
 from .logs import logger
-from .nccl_policy import SAFE_UPGRADE, Decision, line_for
+from .nccl_policy import Decision, line_for, upgrade_command
 from ..releases import Release
 
 #: sglang's group names (``GroupCoordinator.unique_name`` before the ``:``) whose collectives are CP or DCP ones
@@ -99,8 +99,7 @@ def plan_guard(decision: Decision, release: Release, allow_race: bool, symmetric
               f"{'/'.join(groups)} communicators, whoever registered the buffers ({ALLOW_SWITCH}=1 accepts the risk)")
     if defeated_by:
         reason += f"; NOT HELD where {defeated_by}"
-    return GuardPlan(True, reason, f'pip install "nvidia-nccl-cu13>={SAFE_UPGRADE}" (or a torch that pins it), or '
-                                   f"SGLANG_NCCL_SO_PATH=<libnccl.so.2 of NCCL >= {SAFE_UPGRADE}>", groups, defeated_by)
+    return GuardPlan(True, reason, upgrade_command(release), groups, defeated_by)
 
 
 @dataclass

@@ -41,6 +41,7 @@ def status_dict(patcher, settings) -> dict:
         "race_guard": RACE_GUARD.describe(),
         "targets": {name: target_entry(s) for name, s in sorted(patcher.statuses.items())},
         "notes": list(patcher.plan.notes) if patcher.plan is not None else [],
+        "race_exposure": patcher.plan.exposure if patcher.plan is not None else None,
         **warmup_and_watchdog(),
     }
 
@@ -93,6 +94,8 @@ def outcome(patcher, settings) -> str:
 def status_line(patcher, settings) -> str:
     parts = ", ".join(f"{name}={status}" for name, status in sorted(patcher.statuses.items()))
     policy = f"; {patcher.decision.line()}" if patcher.decision is not None else ""
+    if patcher.plan is not None and patcher.plan.exposure:
+        policy += f"; race: {patcher.plan.exposure}"
     head = outcome(patcher, settings).split(":", 1)[0]
     return (f"sglang-cp-symm: {head}; sglang {patcher.release or 'not installed'}, mode {mode_of(settings)}; "
             f"{parts or 'no targets'}{policy}; {hooks_line(settings)}")

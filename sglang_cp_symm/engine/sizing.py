@@ -533,10 +533,6 @@ def warmup_reservation(forward_tokens: int, short_prompts: List[int], cp_size: i
     return longest + small * SMALL_SEGMENT_BYTES
 
 
-#: ``prealloc_verdict`` states in which the pre-allocation holds the CP buffers (the pool does not grow for them).
-PREALLOC_HOLDS = ("ok", "large")
-
-
 def expected_growth(reservation_bytes: int, verdict: Optional[dict]) -> int:
     """The symmetric-pool bytes the warm-up is expected to add (``warmup_reservation``), unless the pre-allocation
     holds its buffers."""
@@ -576,3 +572,51 @@ def prealloc_verdict(release, prealloc_gib: Optional[float], need_bytes: int, pl
         return {"state": "large", "message": f"the CP all-gathers need {need} of the {size:g} GiB pre-allocated; "
                 "if the TP collectives need little more, a smaller value returns memory to the KV cache"}
     return {"state": "ok", "message": f"the CP all-gathers need {need} of the {size:g} GiB pre-allocated"}
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    """What the warm-up's longest forward means for the symmetric pool, assembled once (``size_pool``) for the
+    running warm-up (``warmup.plan_for``) and the doctor alike, and worded once (``pool_words``)."""
+
+    short_prompts: tuple
+    need_bytes: int  # the CP buffers of the longest forward, held at once
+    gather_bytes: Dict[str, int]
+    left_bytes: int  # capped: how much the CP buffers' peak still rises (the least growth left to serving)
+    left_most: tuple  # capped: (bytes, growths) left at most, lengths arriving in rising order
+    prealloc: dict  # ``prealloc_verdict``
+    growth_bytes: int  # what the warm-up is expected to add to the pool (0: the pre-allocation holds it)
+
+    @property
+    def holds(self) -> bool:
+        return self.prealloc.get("state") in PREALLOC_HOLDS
+
+
+def size_pool(forward: LongestForward, cp_size: int, shape: ModelShape, send: bool, release,
+              prealloc_gib: Optional[float], plugin_on: bool) -> PoolSizing:
+    """The pool the CP all-gathers of ``forward`` need, the short prompts that fill the small segments, and what
+    the pre-allocation does about it. ``send``: the plan stages the send buffers too."""
+    need = cp_need(forward.tokens, cp_size, shape)
+    short = small_pool_tokens(shape, cp_size, forward.tokens)
+    left = growth_left_by_cap(forward, cp_size, shape, send)
+    verdict = prealloc_verdict(release, prealloc_gib, need.total(send) + left, plugin_on)
+    reserved = warmup_reservation(forward.tokens, short, cp_size, shape, send)
+    return PoolSizing(tuple(short), need.total(send), dict(need.per_gather), left,
+                      capped_growth_bound(forward, cp_size, shape, send), verdict, expected_growth(reserved, verdict))
+
+
+def pool_words(sizing: PoolSizing) -> str:
+    """The CP buffers and the growth expected, as the doctor and the warm-up's plan line both say it (after the
+    words "CP buffers")."""
+    gathers = ", ".join(f"{name} {value / 2**20:.1f} MiB" for name, value in sizing.gather_bytes.items())
+    grows = ("the pre-allocation holds them: no growth expected" if not sizing.growth_bytes
+             else f"the warm-up grows the pool by about {sizing.growth_bytes / 2**20:.1f} MiB (whole segments)")
+    return f"{sizing.need_bytes / 2**20:.1f} MiB at most at once ({gathers}); {grows}"
+
+
+def capped_words(forward: LongestForward, sizing: Optional[PoolSizing], watchdog_on: bool) -> Optional[str]:
+    """``capped_message`` for a sized pool (or an unsized one)."""
+    if sizing is None:
+        return capped_message(forward, None, watchdog_on)
+    return capped_message(forward, sizing.left_bytes, watchdog_on, sizing.left_most,
+                          "the symmetric pre-allocation" if sizing.holds else None)

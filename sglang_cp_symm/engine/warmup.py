@@ -59,20 +59,16 @@ from typing import Any, List, Optional
 from . import settings as switches
 from .sizing import (
     LongestForward,
+    PoolSizing,
     SizingError,
     attention_tp_size,
-    PREALLOC_HOLDS,
-    capped_growth_bound,
-    capped_message,
-    cp_need,
-    expected_growth,
+    capped_words,
     far_above_message,
-    growth_left_by_cap,
     longest_forward,
-    prealloc_verdict,
+    pool_words,
     shape_from_config,
+    size_pool,
     small_pool_tokens,
-    warmup_reservation,
 )
 from .warmup_deadline import Deadline, sglang_warmup_timeout, warmup_deadline
 from .warmup_fanout import FanOutError, RankFailed, WarmupTimeout, run_ranks, send_markers
@@ -170,6 +166,7 @@ class WarmupPlan:
     left_most: Optional[tuple] = None  # capped: (bytes, growths) left at most, lengths arriving in rising order
     prealloc: Optional[dict] = None  # sizing.prealloc_verdict for the scheduler's largest forward
     growth_bytes: Optional[int] = None  # what the warm-up is expected to add to the pool (0: the pre-allocation holds it)
+    sizing: Optional[PoolSizing] = None  # all of the above, as ``sizing.size_pool`` assembled it
 
     @property
     def tokens(self) -> int:
@@ -232,18 +229,15 @@ def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int]
                               getattr(tokenizer_manager, "max_req_input_len", None),
                               getattr(model_config, "context_len", None), pool_tokens, release, override)
     shape = _model_shape(tokenizer_manager, server_args, cp)
-    short = small_pool_tokens(shape, cp, forward.tokens) if shape is not None else []
+    short = list(small_pool_tokens(shape, cp, forward.tokens)) if shape is not None else []
     plan = WarmupPlan([forward.prompt] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
                       int(model_config.vocab_size), forward.source, forward, pool_tokens, pool_source)
     if shape is None:
         return plan
-    need = cp_need(forward.tokens, cp, shape)
-    left = growth_left_by_cap(forward, cp, shape, send)
-    verdict = prealloc_verdict(release, sglang_prealloc_gib(), need.total(send) + left, plugin_on=True)
-    reserved = warmup_reservation(forward.tokens, short, cp, shape, send)
-    return dataclasses.replace(plan, need_bytes=need.total(send), gather_bytes=dict(need.per_gather),
-                               left_bytes=left, left_most=capped_growth_bound(forward, cp, shape, send),
-                               prealloc=verdict, growth_bytes=expected_growth(reserved, verdict))
+    sized = size_pool(forward, cp, shape, send, release, sglang_prealloc_gib(), plugin_on=True)
+    return dataclasses.replace(plan, need_bytes=sized.need_bytes, gather_bytes=sized.gather_bytes,
+                               left_bytes=sized.left_bytes, left_most=sized.left_most, prealloc=sized.prealloc,
+                               growth_bytes=sized.growth_bytes, sizing=sized)
 
 
 def sglang_prealloc_gib() -> Optional[float]:
@@ -324,22 +318,16 @@ def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
     if plan.prompts[0] != longest:
         head += f" in a {plan.prompts[0]}-token prompt"
     short = f", then {', '.join(map(str, plan.prompts[1:]))} tokens" if len(plan.prompts) > 1 else ""
-    if plan.need_bytes is not None:
-        gathers = ", ".join(f"{k} {_mib(v)}" for k, v in (plan.gather_bytes or {}).items())
-        cost = f"its CP buffers need {_mib(plan.need_bytes)} of symmetric pool at once ({gathers})"
-        if plan.prealloc is not None:
-            grows = ("no growth expected" if not plan.growth_bytes
-                     else f"the pool is expected to grow by about {_mib(plan.growth_bytes)} (whole segments)")
-            cost += f": {grows} ({plan.prealloc['state']}: {plan.prealloc['message']})"
+    if plan.sizing is not None:
+        cost = (f"CP buffers {pool_words(plan.sizing)} ({plan.sizing.prealloc['state']}: "
+                f"{plan.sizing.prealloc['message']})")
     else:
         cost = "its CP buffers' size is unknown (the model config could not be read)"
     line = (f"sglang-cp-symm: warm-up plan: {head}{short}, on each of {plan.dp_size} DP rank(s) (cp {plan.cp_size}, "
             f"KV pool {plan.pool_tokens if plan.pool_tokens else 'unknown'}: {plan.pool_source or 'not asked'}); "
             f"{cost}; deadline {deadline.seconds:g} s ({deadline.source}), the start waits at most "
             f"{deadline.bound_s:g} s")
-    holds = plan.prealloc is not None and plan.prealloc.get("state") in PREALLOC_HOLDS
-    capped = (capped_message(fwd, plan.left_bytes, watchdog_on, plan.left_most,
-                             "the symmetric pre-allocation" if holds else None) if fwd is not None else None)
+    capped = capped_words(fwd, plan.sizing, watchdog_on) if fwd is not None else None
     for extra in (capped, fwd.note if fwd is not None else ""):
         if extra:
             line += f"; {extra}"

@@ -1,4 +1,5 @@
-"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``demo-warmup``, ``patches``."""
+"""Command line (also ``python -m sglang_cp_symm``): ``doctor``, ``status``, ``demo``, ``demo-warmup``."""
+# Patch generation is a maintainer's tool, not in the wheel: ``python -m maint.patches`` from a checkout.
 
 from __future__ import annotations
 
@@ -104,20 +105,10 @@ def _doctor(args) -> int:
                        context_length=args.context_length, page_size=args.page_size, tp_size=args.tp_size,
                        dp_size=args.dp_size, enable_dp_attention=args.enable_dp_attention, model=args.model,
                        kv_dtype=args.kv_dtype, prealloc_gib=args.prealloc_gb, max_total_tokens=args.max_total_tokens,
-                       watchdog_timeout=args.watchdog_timeout, disaggregation_mode=args.disaggregation_mode)
+                       watchdog_timeout=args.watchdog_timeout, disaggregation_mode=args.disaggregation_mode,
+                       enable_symm_mem=args.enable_symm_mem, nnodes=args.nnodes, pp_size=args.pp_size)
     return run(as_json=args.json, check=args.check, nccl=args.nccl, shape=shape, ranks=args.ranks or None,
                want_ranks=args.ranks is not None)
-
-
-def _patches(args) -> int:
-    from pathlib import Path
-
-    from .patchfiles import write_patches
-
-    written = write_patches(Path(args.wheel_dir), Path(args.out))
-    for path in written:
-        print(path)
-    return 0 if written else 1
 
 
 def _positive(text: str) -> int:
@@ -192,6 +183,9 @@ def main(argv=None) -> int:
     sizing.add_argument("--tp-size", "--tp", dest="tp_size", type=_positive, default=1)
     sizing.add_argument("--dp-size", "--dp", dest="dp_size", type=_positive, default=1)
     sizing.add_argument("--enable-dp-attention", action="store_true")
+    sizing.add_argument("--nnodes", type=_positive, default=1, help="nodes the server spans (CP groups across nodes "
+                        "cannot use symmetric kernels)")
+    sizing.add_argument("--pp-size", "--pp", dest="pp_size", type=_positive, default=1)
     sizing.add_argument("--model", default=None,
                         help=f"a preset ({', '.join(PRESETS)}), a config.json or a model folder holding one")
     sizing.add_argument("--kv-dtype", default="bf16", help="the KV cache dtype (bf16, fp8_e4m3, ...)")
@@ -202,15 +196,13 @@ def main(argv=None) -> int:
                              "profile on a large GPU gives); with pages > 6 tokens it can bound the longest prompt")
     sizing.add_argument("--watchdog-timeout", type=_positive_seconds, default=None,
                         help="sglang's --watchdog-timeout (default 300): the warm-up's deadline is at least 1.5x it")
+    sizing.add_argument("--enable-symm-mem", action="store_true",
+                        help="the server runs with symmetric memory: on a racy NCCL --check then exits 1")
     sizing.add_argument("--disaggregation-mode", choices=("null", "prefill", "decode"), default="null",
                         help="a PD prefill server gets sglang's 1800 s warm-up budget; decode runs no warm-up")
     p_doctor.add_argument("--ranks", nargs="?", const="", default=None, metavar="DIR",
                           help="show the last launch's per-rank records (default folder: SGLANG_CP_SYMM_REPORT_DIR)")
     p_doctor.set_defaults(func=_doctor)
-    p_patches = sub.add_parser("patches", help="generate patches/ from the register and the release wheels")
-    p_patches.add_argument("--wheel-dir", required=True, help="folder of sglang-X wheels (pip download --no-deps)")
-    p_patches.add_argument("--out", default="patches")
-    p_patches.set_defaults(func=_patches)
     args = parser.parse_args(argv)
     return args.func(args)
 

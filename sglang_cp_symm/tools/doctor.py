@@ -18,7 +18,7 @@ from typing import Optional
 
 from .. import __version__
 from ..engine.nccl_library import engine_nccl, torch_built_with
-from ..engine.nccl_policy import SAFE_UPGRADE, NcclVersion, line_for
+from ..engine.nccl_policy import NcclVersion, line_for, upgrade_command
 from ..engine.plan import State, gather_facts, make_plan, outcome as plan_outcome
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                read_settings)
@@ -26,21 +26,15 @@ from ..engine.sizing import (
     REFERENCE_CHUNK,
     SizingError,
     attention_tp_size,
-    PREALLOC_HOLDS,
-    capped_growth_bound,
-    capped_message,
+    capped_words,
     context_from_config,
-    cp_need,
-    expected_growth,
     far_above_message,
-    growth_left_by_cap,
     load_config,
     longest_forward,
     per_dp_chunk,
-    prealloc_verdict,
+    pool_words,
     shape_from_config,
-    small_pool_tokens,
-    warmup_reservation,
+    size_pool,
 )
 from ..engine.warmup_deadline import warmup_deadline
 from ..pins import pin_for
@@ -107,6 +101,9 @@ class ServeShape:
     prealloc_gib: Optional[float] = None
     max_total_tokens: Optional[int] = None  # one DP rank's KV pool (--max-total-tokens); None: the memory profile's
     watchdog_timeout: Optional[float] = None  # --watchdog-timeout; None: sglang's 300 s
+    enable_symm_mem: bool = False  # --enable-symm-mem: symmetric memory is on for every group that uses the pool
+    nnodes: int = 1  # --nnodes: the CP groups' place on nodes (``topology``)
+    pp_size: int = 1
     disaggregation_mode: str = "null"
 
     @property
@@ -132,11 +129,12 @@ def sglang_warmup_timeout_from_env() -> Optional[float]:
         return None
 
 
-def sizing_report(shape: ServeShape, release, settings) -> dict:
+def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> dict:
     """The warm-up sglang-cp-symm will run and the pool the CP all-gathers need, for one set of server arguments.
 
-    The same rules as the running warm-up (``sizing.longest_forward``, ``warmup_deadline``), given the
-    command line's values instead of the server's resolved ones.
+    The same functions as the running warm-up (``sizing.longest_forward``, ``sizing.size_pool``,
+    ``warmup_deadline``), given the command line's values instead of the server's resolved ones; ``send``: the
+    plan stages the send buffers too.
     """
     out: dict = {"given": asdict(shape)}
     if shape.cp_size <= 1:
@@ -183,26 +181,36 @@ def sizing_report(shape: ServeShape, release, settings) -> dict:
     except SizingError as exc:
         out["error"] = str(exc)
         return out
-    need = cp_need(forward.tokens, shape.cp_size, model)
-    out["short_prompts"] = small_pool_tokens(model, shape.cp_size, forward.tokens)
+    prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
+    sized = size_pool(forward, shape.cp_size, model, send, release, prealloc, settings.enabled)
+    out["short_prompts"] = list(sized.short_prompts)
     out["prompts"] = [forward.prompt] + out["short_prompts"]
     out["row_bytes"] = dict(model.gathers)
-    out["gather_bytes"] = need.per_gather
-    out["need_bytes"] = need.total(settings.send)
-    out["left_bytes"] = growth_left_by_cap(forward, shape.cp_size, model, settings.send)
-    most = capped_growth_bound(forward, shape.cp_size, model, settings.send)
-    out["left_most_bytes"], out["left_most_growths"] = most
-    prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
-    full = out["need_bytes"] + out["left_bytes"]  # a capped warm-up still leaves the rest for serving to need
-    out["prealloc"] = prealloc_verdict(release, prealloc, full, settings.enabled)
-    reserved = warmup_reservation(forward.tokens, out["short_prompts"], shape.cp_size, model, settings.send)
-    out["growth_bytes"] = expected_growth(reserved, out["prealloc"])
-    holds = out["prealloc"]["state"] in PREALLOC_HOLDS
-    capped = capped_message(forward, out["left_bytes"], settings.watchdog, most,
-                            "the symmetric pre-allocation" if holds else None)
+    out["gather_bytes"] = sized.gather_bytes
+    out["need_bytes"] = sized.need_bytes
+    out["left_bytes"] = sized.left_bytes
+    out["left_most_bytes"], out["left_most_growths"] = sized.left_most
+    out["prealloc"] = sized.prealloc
+    out["growth_bytes"] = sized.growth_bytes
+    out["pool_words"] = pool_words(sized)
+    capped = capped_words(forward, sized, settings.watchdog)
     if capped:
         out["capped"] = capped
     return out
+
+
+def topology_report(shape: ServeShape) -> dict:
+    """Whether the server's CP groups can run symmetric kernels here (``topology``), as data."""
+    from .topology import TopologyError, cp_groups, judge, read_topology
+
+    try:
+        groups = cp_groups(shape.tp_size, shape.cp_size, shape.dp_size if shape.enable_dp_attention else 1,
+                           shape.pp_size)
+        links, where = read_topology()
+        verdict = judge(groups, shape.nnodes, links, where)
+    except TopologyError as exc:
+        return {"state": "invalid", "message": str(exc), "groups": []}
+    return {"state": verdict.state, "message": verdict.message, "groups": [list(g) for g in verdict.groups[:8]]}
 
 
 def ranks_report(folder: Optional[str]) -> dict:
@@ -285,6 +293,12 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     if guard.defeated_by:
         findings.append(f"race guard not held: {guard.defeated_by}")
     findings.extend(plan.notes)
+    symm_mem = shape is not None and shape.enable_symm_mem
+    report["symm_mem"] = symm_mem
+    report["race_exposure"] = plan.exposure
+    if plan.exposure:
+        findings.append(f"race: {plan.exposure}" if symm_mem else
+                        f"race, if the server runs with --enable-symm-mem (pass it here to judge that): {plan.exposure}")
     for entry in plan.targets:
         report["targets"][entry.name] = {"where": entry.where, "source": entry.source, "state": str(entry.state),
                                          "words": entry.words, "action": str(entry.action),
@@ -299,13 +313,18 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
                                                          "source": plan.pool.source}
     actions = list(plan.recommended())
     if shape is not None and shape.given:
-        report["sizing"] = sizing_report(shape, release, settings)
+        report["sizing"] = sizing_report(shape, release, settings,
+                                         send=bool(settings.enabled and plan.decision.stage_send))
         state = report["sizing"].get("prealloc", {}).get("state")
         if state == "too-small":
             actions.append(report["sizing"]["prealloc"]["message"])
         if "error" in report["sizing"]:
             findings.append(f"sizing: {report['sizing']['error']}")
         findings.extend(f"warm-up: {w}" for w in report["sizing"].get("warnings", ()))
+    if shape is not None and shape.cp_size > 1:
+        report["topology"] = topology_report(shape)
+        if report["topology"]["state"] not in ("ok", "unknown", "no CP"):
+            findings.append(f"topology: {report['topology']['message']}")
     if want_ranks:
         report["ranks"] = ranks_report(ranks)
         findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
@@ -328,18 +347,23 @@ def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersi
     if out["differs"]:
         findings.append(f"NCCL {loaded} is loaded, not the {pin.nccl} that sglang {release}'s torch {pin.torch} pins")
     if nccl is not None and line_for(nccl).race:
-        out["fix"] = (f'pip install "{pin.nccl_wheel}>={SAFE_UPGRADE}" (or a torch that pins NCCL >= {SAFE_UPGRADE}), '
-                      f"or SGLANG_NCCL_SO_PATH=<libnccl.so.2 of NCCL >= {SAFE_UPGRADE}>")
+        out["fix"] = upgrade_command(release)
         findings.append(f"NCCL {nccl} has the Hopper symmetric-kernel race (2.28.0-2.30.6): {out['fix']}")
     return out
 
 
 def check_failed(report: dict) -> bool:
     """For --check: the plugin is on but the plan changes nothing or engages no symmetric kernel, a switch is
-    bad, or (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
+    bad, the NCCL races while the server's symmetric memory is on (``--enable-symm-mem``, plugin on or off), a CP
+    group cannot run symmetric kernels on this topology (``topology``), or
+    (with --ranks) the last launch's ranks grew after the warm-up or hold uneven pools."""
     if report["settings"]["problems"]:
         return True
     if report.get("ranks", {}).get("findings"):
+        return True
+    if report.get("race_exposure") and report.get("symm_mem"):  # racy kernels in every group using the pool
+        return True
+    if report.get("topology", {}).get("state") in ("spans nodes", "no all-NVLink path", "invalid"):
         return True
     if not report["settings"]["enabled"]:
         return False
@@ -394,6 +418,8 @@ def render(report: dict) -> str:
         out.append(f"  race guard  {state}: {guard['reason']}")
     if "policy" in report:
         out.append(f"  policy      {report['policy']['line']}")
+    if report.get("topology"):
+        out.append(f"  topology    {report['topology']['state']}: {report['topology']['message']}")
     out.extend(_render_sizing(report.get("sizing")))
     out.extend(_render_ranks(report.get("ranks")))
     for finding in report["findings"]:
@@ -436,11 +462,7 @@ def _render_sizing(sizing: Optional[dict]) -> list:
         short = sizing["short_prompts"]
         then = f", then {', '.join(map(str, short))}" if short else ""
         lines.append(f"    prompts           {fwd['prompt']}{then} tokens (the short ones fill the 2 MiB small segments)")
-        gathers = ", ".join(f"{name} {_mib(b)}" for name, b in sizing["gather_bytes"].items())
-        grows = (f"the warm-up grows the pool by about {_mib(sizing['growth_bytes'])} (whole segments)"
-                 if sizing["growth_bytes"]
-                 else "the pre-allocation holds them: no growth expected")
-        lines.append(f"    CP buffers        {_mib(sizing['need_bytes'])} at most at once ({gathers}); {grows}")
+        lines.append(f"    CP buffers        {sizing['pool_words']}")
         if sizing.get("capped"):
             lines.append(f"    capped            {sizing['capped']}")
     deadline = sizing["deadline"]

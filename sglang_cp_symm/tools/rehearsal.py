@@ -155,8 +155,9 @@ def install_cpu_all_gather(records: Dict[str, CallRecord]):
     return lib
 
 
-def cpu_gather_group(ps, world: int, rank: int, group_ranks: Optional[List[List[int]]] = None):
-    """A real ``GroupCoordinator`` over gloo for the CP gathers, without pynccl (which needs CUDA).
+def cpu_gather_group(ps, world: int, rank: int, group_ranks: Optional[List[List[int]]] = None,
+                     name: str = "attn_cp"):
+    """A real ``GroupCoordinator`` over gloo for the CP gathers (``name``: its ``group_name``), without pynccl.
 
     ``group_ranks`` (default: every rank in one group) as ``init_model_parallel_group``
     takes it; every rank must build every group, in the same order. 0.5.9+ let
@@ -166,12 +167,12 @@ def cpu_gather_group(ps, world: int, rank: int, group_ranks: Optional[List[List[
     ranks = group_ranks or [list(range(world))]
     if "use_pynccl" in inspect.signature(ps.init_model_parallel_group).parameters:
         return ps.init_model_parallel_group(
-            ranks, rank, "gloo", use_pynccl=False, use_custom_allreduce=False, group_name="attn_cp"
+            ranks, rank, "gloo", use_pynccl=False, use_custom_allreduce=False, group_name=name
         )
     wanted = dict(group_ranks=ranks, local_rank=rank, torch_distributed_backend="gloo", use_pynccl=False,
                   use_pymscclpp=False, use_custom_allreduce=False, use_torch_symm_mem_all_reduce=False,
                   use_hpu_communicator=False, use_xpu_communicator=False, use_npu_communicator=False,
-                  use_message_queue_broadcaster=False, group_name="attn_cp")
+                  use_message_queue_broadcaster=False, group_name=name)
     accepted = inspect.signature(ps.GroupCoordinator.__init__).parameters
     return ps.GroupCoordinator(**{k: v for k, v in wanted.items() if k in accepted})
 
@@ -201,6 +202,51 @@ def install_cp_group(coordinator: Any, rank: int, size: int) -> List[str]:
             parallel.override_permanently(attn_cp_group=coordinator, attn_cp_rank=rank, attn_cp_size=size)
             where.append("get_parallel() stamp")
     return where
+
+
+#: The decode-CP all-gather the proof runs under the race guard (``layers/dcp/comm.py``, 0.5.15+): it opens the
+#: DCP group's context for its send buffer and ``GroupCoordinator.all_gather`` opens it for the output.
+DCP_MODULE, DCP_GATHER = "sglang.srt.layers.dcp.comm", "all_gather_q_for_mla_decode"
+
+
+def dcp_gather(ps, world: int, rank: int, name: str):
+    """(the release's DCP q all-gather, a gloo DCP group of 2 ranks built under ``name``), or None where the
+    release has no such gather. ``name`` is the one the release's own parallel_state builds its DCP group with
+    (the caller reads it from the source), so the guard meets the name a server would give it."""
+    if importlib.util.find_spec(DCP_MODULE) is None:
+        return None
+    gather = getattr(importlib.import_module(DCP_MODULE), DCP_GATHER, None)
+    if gather is None:
+        return None
+    return gather, cpu_gather_group(ps, world, rank, [list(range(s, s + 2)) for s in range(0, world, 2)], name)
+
+
+def run_dcp(dcp, rank: int) -> dict:
+    """One DCP q all-gather on this rank: its result against the true gather, and every allocation with the
+    context open at the time (the guard must leave none of them in a DCP context)."""
+    import torch
+    from sglang.srt.distributed import parallel_state as ps
+
+    gather, group = dcp
+    if hasattr(ps, "_DCP"):  # 0.5.15-0.5.20: get_parallel().dcp_group reads it through
+        ps._DCP = group
+    parallel = importlib.import_module("sglang.srt.runtime_context").get_parallel()
+    if hasattr(parallel, "override_permanently"):  # 0.5.21+: stamped values only
+        parallel.override_permanently(dcp_group=group)
+
+    def q(r: int):  # [tokens, heads, dim]: each rank holds its own heads' queries
+        return (torch.arange(60, dtype=torch.float32).view(3, 4, 5) + 1000 * r,
+                torch.arange(24, dtype=torch.float32).view(3, 4, 2) - 1000 * r)
+
+    mine, record = q(rank), CallRecord()
+    with make_allocation_mode(record):
+        q_nope, q_pe = gather(*mine)
+    first = rank - group.rank_in_group
+    peers = [q(first + i) for i in range(group.world_size)]
+    correct = (torch.equal(q_nope, torch.cat([p[0] for p in peers], dim=1))
+               and torch.equal(q_pe, torch.cat([p[1] for p in peers], dim=1)))
+    return {"group": group.unique_name, "correct": bool(correct),
+            "allocations": [asdict(a) for a in record.allocations]}
 
 
 # -- the release's modules ----------------------------------------------------------------
@@ -380,7 +426,7 @@ def _observe(record: CallRecord, result, expected, off_result) -> dict:
 
 
 def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Config], seed: int, rounds: int,
-            only: Optional[List[str]], queue) -> None:
+            only: Optional[List[str]], queue, dcp_name: Optional[str] = None) -> None:
     started = time.monotonic()
     try:
         import torch
@@ -402,6 +448,7 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
         for size in sizes:  # one group per CP size, built by every rank in the same order
             ranks = [list(range(size))] + ([list(range(size, world))] if size < world else [])
             groups[size] = cpu_gather_group(ps, world, rank, ranks)
+        dcp = dcp_gather(ps, world, rank, dcp_name) if dcp_name and world % 2 == 0 else None
         records: Dict[str, CallRecord] = {}
         keep_alive = install_cpu_all_gather(records)
         real_context = pa.SymmetricMemoryContext
@@ -459,6 +506,8 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
                         off_results[call.key] = result
                     entry["runs"][config.name] = _observe(record, result, call.expected, off_results.get(call.key))
                 torch.distributed.barrier(group=groups[size].cpu_group)
+            if dcp is not None:
+                report.setdefault("dcp", {})[config.name] = run_dcp(dcp, rank)
             report["lines"][config.name] = {name: sorted(lines) for name, lines in tracer.lines.items()}
             if config.enabled:
                 sglang_cp_symm.unpatch()
@@ -483,8 +532,12 @@ def _start_method() -> str:
 
 
 def prove(world: int = 4, sizes=(2, 3, 4), configs: Optional[List[Config]] = None, seed: int = 1234,
-          rounds: int = 1, only: Optional[List[str]] = None, timeout: float = 600) -> dict:
+          rounds: int = 1, only: Optional[List[str]] = None, timeout: float = 600,
+          dcp_name: Optional[str] = None) -> dict:
     """Run every call of every target of the installed release in every configuration, across ``world`` processes.
+
+    With ``dcp_name`` (the name the release builds its DCP group with), each rank also runs the release's DCP q
+    all-gather once per configuration, on a DCP group of that name (``run_dcp``; reported under "dcp").
 
     Returns {"release", "imports": {module: outcome}, "configs": [...], "ranks": {rank: report}} or, when a
     module of the release does not import, the same with "error" naming it and nothing run.
@@ -508,7 +561,7 @@ def prove(world: int = 4, sizes=(2, 3, 4), configs: Optional[List[Config]] = Non
     ctx = mp.get_context(_start_method())
     queue = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world, port, sizes, configs, seed, rounds, only, queue),
+    procs = [ctx.Process(target=_worker, args=(r, world, port, sizes, configs, seed, rounds, only, queue, dcp_name),
                          daemon=True) for r in range(world)]
     for p in procs:
         p.start()
@@ -565,47 +618,3 @@ def merged_calls(result: dict) -> List[dict]:
             row = merged.setdefault(key, {k: v for k, v in entry.items() if k != "runs"})
             row.setdefault("ranks", {})[rank] = entry["runs"]
     return sorted(merged.values(), key=lambda row: (row["target"], row["cp"], row["key"]))
-
-
-# -- the former interface: one spawn, one CP size, random cases (tests/tools/test_patches_and_sweep.py) ----------
-
-
-def run(cp_size: int = 2, cases: int = 20, seed: int = 1234, patch: bool = True, send: bool = False,
-        nccl: Optional[str] = None, timeout: float = 300) -> Dict[int, dict]:
-    """``cp_size`` processes, each target's calls (up to ``cases``), unpatched vs patched (``send``, ``nccl``).
-
-    Each rank's report: {"status", "results": [{case, function, lengths, total, dtype, unpatched, patched,
-    bit_identical}]} with, per side, equal_expected / gathers / inside / outside / output_in_context /
-    input_in_context. Calls zigzag makes on plain CPU tensors and the empty batch are left out (no context,
-    or no gather, by design).
-    """
-    release, _, _ = release_targets()
-    configs = [Config("off", "plugin off")]
-    if patch:
-        configs.append(Config("on", "plugin on", enabled=True, send=send, nccl=nccl))
-    rounds = max(1, cases // 8)
-    result = prove(world=cp_size, sizes=(cp_size,), configs=configs, seed=seed, rounds=rounds, timeout=timeout)
-    if "error" in result:
-        return {0: {"error": result["error"]}}
-    out: Dict[int, dict] = {}
-    for rank, rep in result["ranks"].items():
-        rows = []
-        for index, entry in enumerate(rep["calls"].values()):
-            if entry["plain_cpu"] or entry["expected_gathers"] == 0 or len(rows) >= cases:
-                continue
-            sides = {}
-            for label, config in (("unpatched", "off"), ("patched", "on" if patch else "off")):
-                run_ = entry["runs"][config]
-                if "error" in run_:
-                    return {0: {"error": run_["error"]}}
-                sides[label] = {"equal_expected": run_["correct"], "gathers": run_["gathers"],
-                                "inside": [(i["op"], i["bytes"], i["group"], i["is_output"], i["is_input"])
-                                           for i in run_["inside"]],
-                                "outside": run_["outside"], "output_in_context": run_["output_in_context"],
-                                "input_in_context": run_["input_in_context"],
-                                "same_as_off": run_["same_as_off"]}
-            rows.append({"case": index, "function": f"{entry['target']} {entry['branch']}",
-                         "lengths": entry["lengths"], "total": sum(entry["lengths"]), "dtype": entry["dtype"],
-                         "bit_identical": sides["patched"]["same_as_off"] is not False, **sides})
-        out[int(rank)] = {"status": rep["status"].get("on" if patch else "off"), "results": rows}
-    return out

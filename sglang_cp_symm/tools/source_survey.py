@@ -15,7 +15,6 @@ import builtins
 from ..engine.rewrite import INJECTABLE, ShapeMismatch, already_in_context, find_send_edit, injected_names
 from ..engine.source_facts import (  # noqa: F401  (the sweep and the patch generator read targets with these)
     ABSENT,
-    CHANGED,
     NEEDS_PATCH,
     UPSTREAM,
     find_function,

@@ -1,9 +1,11 @@
 """Stage D's readers: NCCL's log, profiler traces, deadlines, the table's verdict, the NCCL carry.
 
-Stage A material (no sglang, no GPU). The NCCL log lines are produced from NCCL's own format strings,
-copied verbatim with their source (NVIDIA/nccl tags) and printed with Python's ``%`` (``%ld`` as ``%d``),
-behind the prefix ``src/debug.cc`` builds; the real log text captured on the device is read by
-``test_parser_on_logs_captured_on_the_device`` once it is committed under ``tests/data/stage-d/``.
+Stage A material (no sglang, no GPU). The NCCL log lines are printed from NCCL's own format strings at
+v2.28.9-1, v2.29.7-1 and v2.30.7-1, copied verbatim with their file:line and rendered behind the prefix
+``src/debug.cc`` builds at each tag (``tests/bench/fixtures/stage_d_fixtures.py``, a stand-in for a capture:
+no multi-GPU machine here). The same module writes whole captures in the layout ``bench.stage_d.cli.collect``
+writes (``tests/bench/fixtures/stage-d/``), which the tests of captured runs read on every CI pass, with any
+real capture committed under ``tests/data/stage-d/``.
 The carry is tested on a real, small ELF library: the repository's NCCL stub (``tests/stubs/libnccl_stub.c``,
 which exports ``ncclGetVersion`` and answers ``NCCL_STUB_VERSION``), in a wheel built here with a real
 RECORD, since the 216 MB wheel cannot be compressed within a test's time.
@@ -25,67 +27,98 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 
 from bench.stage_d import deadline, nccl_carry, nccl_log, table, trace  # noqa: E402
+import stage_d_fixtures as fx  # noqa: E402
 
-DATA = ROOT / "tests" / "data" / "stage-d"
-PREFIX = "gpu-host:4242:4250 [0] NCCL INFO "
-# v2.30.7-1 src/scheduler/symmetric_sched.cc:356 (same at v2.28.9-1 :229, v2.29.7-1 :288)
-SYMMETRIC_FMT = "%s [Symmetric]: %ld Bytes -> Kernel %s nchannels %d nthreads %d nWorks %d"
-# v2.27.7-1 src/enqueue.cc:1429
-SYMMETRIC_FMT_227 = "%s [Symmetric]: %ld Bytes -> Kernel %s nchannels %d nthreads %d"
-# v2.30.7-1 src/enqueue.cc:822 (v2.28.9-1 :741)
-LEGACY_FMT = "%s: %ld Bytes -> Algo %s proto %s channel{Lo..Hi}={%d..%d}"
-# v2.30.7-1 src/init.cc:1945
-INIT_FMT = "%s comm %p rank %d nranks %d cudaDev %d nvmlDev %d busId %lx commId 0x%llx - Init COMPLETE"
-# v2.28.9-1 src/init.cc:904, printed as WARN by src/debug.cc:345 "[%d] %s:%d (%s) NCCL WARN %s"
-DUPLICATE_FMT = "Duplicate GPU detected : rank %d and rank %d both on CUDA device %lx"
+DATA = ROOT / "tests" / "data" / "stage-d"  # real captures, once a multi-GPU machine made them
+FIXTURES = fx.DEST  # captures printed from NCCL's format strings (stage_d_fixtures.py)
+PID = fx.PIDS[0]
 
 
-def printf(fmt: str, *args) -> str:
-    return fmt.replace("%ld", "%d").replace("%lx", "%x").replace("%llx", "%x").replace("%p", "%s") % args
-
-
-def lines():
+def lines(version):
+    """Every kind of line the reader takes, as NCCL ``version`` prints it (formats and file:line in
+    stage_d_fixtures.TAGS), and one line of something else."""
+    spec = fx.TAGS[version]
+    same_gpu = fx.printf(spec["same_gpu"][0], 0, 1, 0x18000) if "%d" in spec["same_gpu"][0] else spec["same_gpu"][0]
     return [
-        PREFIX + "NCCL version 2.30.7+cuda13.0",  # VERSION_STRING, src/init.cc:695
-        PREFIX + printf(INIT_FMT, "ncclCommInitRank", "0x55d0c8a2e0", 0, 2, 0, 0, 0x18000, 0xabc),
-        PREFIX + printf(SYMMETRIC_FMT, "AllGather", 2097152, "AllGather_ST", 16, 512, 1),
-        PREFIX + printf(LEGACY_FMT, "AllGather", 2097152, "RING", "SIMPLE", 0, 31),
-        "[2026-12-01 10:00:00] " + PREFIX + printf(SYMMETRIC_FMT_227, "AllGather", 65536, "AllGather_LL", 1, 512),
-        PREFIX + printf(LEGACY_FMT, "AllReduce", 4, "RING", "LL", 0, 0),
-        "gpu-host:4242:4242 [0] init.cc:904 (initTransportsRank) NCCL WARN " + printf(DUPLICATE_FMT, 0, 1, 0x18000),
+        fx.info(PID, fx.printf(spec["version"][0], version, spec["cuda"])),
+        fx.info(PID, fx.printf(spec["init"][0], "ncclCommInitRank", "0x55d0c8a2e0", 0, 2, 0, 0, 0x18000, 0xabc)),
+        fx.info(PID, fx.printf(spec["init_split"][0], "ncclCommSplit", "(nil)", 1, 4, 1, 1, 0x19000, "0x55d0c8a2e0",
+                               1, 0, 1)),
+        fx.info(PID, fx.printf(spec["symmetric"][0], "AllGather", 2097152, "AllGather_ST", 16, 512, 1)),
+        fx.info(PID, fx.printf(spec["legacy"][0], "AllGather", 2097152, "Ring", "Simple", 0, 31)),
+        fx.info(PID, fx.printf(spec["symmetric"][0], "AllGather", 65536, "AllGather_LL", 1, 512, 2),
+                "[2026-12-01 10:00:00] "),
+        fx.info(PID, fx.printf(spec["legacy"][0], "AllReduce", 4, "Ring", "LL", 0, 0), "2026-12-01 10:00:00 "),
+        *fx.warn(spec, PID, same_gpu, spec["same_gpu"][1].split("/")[-1].split("-")[0], "initTransportsRank",
+                 "[2026-12-01 10:00:00] "),
         "some other output of the process",
     ]
 
 
-def test_parser_reads_what_nccls_format_strings_print():
-    summary = nccl_log.parse(lines())
+@pytest.mark.parametrize("version", list(fx.TAGS))
+def test_parser_reads_what_nccls_format_strings_print(version):
+    summary = nccl_log.parse(lines(version))
     gathers = summary.of("AllGather")
     assert [(c.symmetric, c.nbytes, c.kernel) for c in gathers] == [
-        (True, 2097152, "AllGather_ST"), (False, 2097152, "RING/SIMPLE"), (True, 65536, "AllGather_LL")]
+        (True, 2097152, "AllGather_ST"), (False, 2097152, "Ring/Simple"), (True, 65536, "AllGather_LL")]
     assert summary.share("AllGather") == pytest.approx(2 / 3)
     assert summary.share("AllReduce") == 0.0 and summary.share("Broadcast") is None
-    assert {c.pid for c in summary.choices} == {4242}
-    assert summary.versions == ["2.30.7"]
-    assert summary.communicators == [{"comm": "0x55d0c8a2e0", "rank": 0, "nranks": 2, "pid": 4242}]
-    assert summary.refused_same_gpu()
+    assert {c.pid for c in summary.choices} == {PID}  # the bracket-less timestamp too
+    assert summary.versions == [version]
+    assert summary.communicators == [{"comm": "0x55d0c8a2e0", "rank": 0, "nranks": 2, "pid": PID},
+                                     {"comm": "(nil)", "rank": 1, "nranks": 4, "pid": PID}]
+    assert summary.refused_same_gpu() and len(summary.warnings) == 1
     assert nccl_log.parse_line("NCCL INFO AllGather: garbage") is None
+    # NCCL_DEBUG=VERSION (or WARN) prints the version alone, without the prefix (src/debug.cc: no host:pid:tid
+    # for NCCL_LOG_VERSION; init.cc's showVersion)
+    assert nccl_log.parse_line(fx.printf(fx.TAGS[version]["version"][0], version, "12.9")) == ("version", version)
+
+
+def test_parser_reads_the_2_27_symmetric_line_without_nworks():
+    # v2.27.7-1 src/enqueue.cc:1429: "%s [Symmetric]: %ld Bytes -> Kernel %s nchannels %d nthreads %d"
+    line = fx.info(PID, fx.printf("%s [Symmetric]: %ld Bytes -> Kernel %s nchannels %d nthreads %d", "AllGather",
+                                  65536, "AllGather_LL", 1, 512))
+    kind, choice = nccl_log.parse_line(line)
+    assert kind == "choice" and (choice.symmetric, choice.nbytes, choice.kernel) == (True, 65536, "AllGather_LL")
+
+
+def test_a_warn_behind_a_timestamp_without_brackets_is_read():
+    """NCCL_DEBUG_TIMESTAMP_FORMAT="%F_%T_" on 2.30.7 (src/debug.cc:189-190 at v2.30.7-1 turns '_' into ' '):
+    the refusal of two ranks on one GPU is still a WARN and still recognised (the prefix was anchored at the
+    start of the line before, so this WARN was read as no line at all)."""
+    spec = fx.TAGS["2.30.7"]
+    warn = fx.warn(spec, PID, spec["same_gpu"][0], "init.cc:1057", "initTransportsRank", "2026-12-01 10:00:00 ")
+    kind, body = nccl_log.parse_line(warn[1])
+    assert kind == "warn" and body.startswith("Multiple Ranks are using the same GPU")
+    assert nccl_log.parse(warn).refused_same_gpu()
+
+
+def test_committed_fixtures_are_what_nccls_format_strings_print():
+    """tests/bench/fixtures/stage-d/ is exactly what stage_d_fixtures.py writes now (rewrite it with
+    ``python3 tests/bench/fixtures/stage_d_fixtures.py``): a fixture edited by hand, or a format changed without
+    the files, fails here."""
+    expected = fx.files()
+    assert sorted(p.name for p in FIXTURES.iterdir()) == sorted(expected)
+    for name, text in expected.items():
+        assert (FIXTURES / name).read_text() == text, name
 
 
 def test_log_cursor_reads_only_the_phase_between_two_offsets(tmp_path):
     log = tmp_path / "nccl.gpu-host.4242"
-    log.write_text("\n".join(lines()[:3]) + "\n")
+    log.write_text("\n".join(lines("2.30.7")[3:6]) + "\n")
     cursor = nccl_log.LogCursor(str(log))
     start = cursor.offset()
     with open(log, "a") as f:
-        f.write(PREFIX + printf(LEGACY_FMT, "AllGather", 1024, "RING", "LL", 0, 0) + "\n")
+        f.write(fx.info(PID, fx.printf(fx.LEGACY, "AllGather", 1024, "Ring", "LL", 0, 0)) + "\n")
     end = cursor.offset()
     with open(log, "a") as f:
-        f.write(PREFIX + printf(SYMMETRIC_FMT, "AllGather", 1024, "AllGather_LL", 1, 512, 1) + "\n")
+        f.write(fx.info(PID, fx.printf(fx.SYMMETRIC, "AllGather", 1024, "AllGather_LL", 1, 512, 1)) + "\n")
     phase = cursor.read(start, end)
-    assert [(c.symmetric, c.kernel) for c in phase.of("AllGather")] == [(False, "RING/LL")]
-    assert cursor.read(0).share() == pytest.approx(2 / 3)
+    assert [(c.symmetric, c.kernel) for c in phase.of("AllGather")] == [(False, "Ring/LL")]
+    assert cursor.read(0).share() == pytest.approx(3 / 5)
     assert nccl_log.LogCursor(None).read(0).share() is None
 
 
@@ -96,11 +129,10 @@ def test_log_file_name_expands_host_and_pid(tmp_path):
     assert nccl_log.log_file_of_this_process({}) is None
 
 
-# Kernel names as the 2.30.7 wheel's libnccl.so.2 exports them (demangled; ``ncclSymkDevKernel_*`` from
-# src/device/symmetric/generate.py:156-158, ``ncclDevKernel_*`` from src/device/generate.py).
-KERNELS = ["ncclSymkDevKernel_AllGather_ST(ncclSymkDevWorkArgs4K)",
-           "ncclDevKernel_AllGather_RING_LL(ncclDevKernelArgsStorage<4096ul>)",
-           "ncclSymDevKernel_AllGather_LL(ncclSymDevArgs)",
+# Kernel names as the profiler shows them (stage_d_fixtures.PROFILER_KERNELS, from the tags' generate.py), the
+# 2.27 symmetric name (``ncclSymDevKernel_*``, v2.27.7-1 src/device/symmetric/generate.py:136-138) and a
+# kernel that is not NCCL's.
+KERNELS = [fx.PROFILER_KERNELS[0], fx.PROFILER_KERNELS[1], "ncclSymDevKernel_AllGather_LL(ncclSymDevArgs)",
            "void at::native::vectorized_elementwise_kernel<4>(int, at::native::FillFunctor<c10::BFloat16>)"]
 
 
@@ -187,14 +219,37 @@ def test_nccl_carry_splits_joins_checks_and_reports_missing_parts(tmp_path, caps
 
 
 def captured_runs():
-    return sorted(p for p in DATA.glob("*.json") if not p.name.endswith("-trace.json")) if DATA.is_dir() else []
+    """Every capture: the real ones committed under tests/data/stage-d/ and the fixtures printed from NCCL's
+    format strings (three tags, a two-rank run and a refused launch of two ranks on one GPU each)."""
+    runs = []
+    for folder in (DATA, FIXTURES):
+        if folder.is_dir():
+            runs += sorted(p for p in folder.glob("*.json") if not p.name.endswith("-trace.json"))
+    return runs
 
 
-@pytest.mark.skipif(not captured_runs(), reason="no NCCL log captured on the device yet: run the device calls of "
-                    "docs/stage-d.md and commit their $OUT/*.log and $OUT/*.json under tests/data/stage-d/")
-@pytest.mark.parametrize("run", captured_runs(), ids=lambda p: p.stem)
-def test_parser_on_logs_captured_on_the_device(run):
-    """Each rank's real NCCL log: its version line names the NCCL the harness read; the number of AllGather
+def run_id(path):
+    return ("fixture:" if path.parent == FIXTURES else "device:") + path.stem
+
+
+def traced_runs():
+    return [p for p in captured_runs() if json.loads(p.read_text()).get("trace")]
+
+
+def test_every_tag_has_a_two_rank_capture_and_a_refusal_among_the_captures():
+    names = {p.name for p in captured_runs()}
+    for version in fx.TAGS:
+        assert {f"nccl-{version}-cp2.json", f"nccl-{version}-same-gpu.json"} <= names, version
+    assert {f"nccl-{version}-cp2.json" for version in fx.TAGS} <= {p.name for p in traced_runs()}
+    for version in fx.TAGS:  # the refusal is read on every rank of every tag
+        for rank in (0, 1):
+            log = (FIXTURES / f"nccl-{version}-same-gpu-r{rank}.log").read_text()
+            assert nccl_log.parse_text(log).refused_same_gpu(), (version, rank)
+
+
+@pytest.mark.parametrize("run", captured_runs(), ids=run_id)
+def test_parser_on_captured_logs(run):
+    """Each rank's NCCL log: its version line names the NCCL the harness read; the number of AllGather
     choices NCCL's rank 0 logged equals the all-gathers the harness handed to NCCL on that rank (none with
     one rank: NCCL runs a one-rank collective as a copy, src/enqueue.cc:2569-2570 at v2.28.9-1); a refused
     launch of two ranks on one GPU shows NCCL's refusal."""
@@ -203,7 +258,7 @@ def test_parser_on_logs_captured_on_the_device(run):
     for rank, info in record["ranks"].items():
         if not info.get("log"):
             continue
-        summary = nccl_log.parse((DATA / info["log"]).read_text(errors="replace").splitlines())
+        summary = nccl_log.parse((run.parent / info["log"]).read_text(errors="replace").splitlines())
         nccl = info.get("nccl") or {}
         if nccl.get("engine"):
             assert nccl["engine"] in summary.versions, (summary.versions, nccl)
@@ -218,18 +273,16 @@ def test_parser_on_logs_captured_on_the_device(run):
                 assert logged == 0
             elif (info.get("log_rank0") or {}).get(cp):
                 assert logged == issued, (rank, cp, logged, issued)
+                assert all(c.pid == info["pid"] for c in summary.of("AllGather")), (rank, info["pid"])
         checked += 1
     assert checked
 
 
-@pytest.mark.skipif(not captured_runs(), reason="no profiler trace captured on the device yet (docs/stage-d.md)")
-@pytest.mark.parametrize("run", captured_runs(), ids=lambda p: p.stem)
-def test_trace_counter_on_traces_captured_on_the_device(run):
-    """A real trace of rank 0 around ``profile_calls`` calls of the CP all-gather: exactly that many NCCL
+@pytest.mark.parametrize("run", traced_runs(), ids=run_id)
+def test_trace_counter_on_captured_traces(run):
+    """A trace of rank 0 around ``profile_calls`` calls of the CP all-gather: exactly that many NCCL
     kernels, whichever family, and a kernel time for each."""
     record = json.loads(run.read_text())
-    if not record.get("trace"):
-        pytest.skip(f"{run.name}: no trace (one rank, or the run failed)")
-    count = trace.count_trace_file(str(DATA / record["trace"]))
+    count = trace.count_trace_file(str(run.parent / record["trace"]))
     assert count.total == record["args"]["profile_calls"], count.describe()
     assert len(count.durations_us) == count.total

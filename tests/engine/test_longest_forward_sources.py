@@ -40,7 +40,7 @@ SWEPT = [w for w in WHEELS if (0, 5, 6) <= tuple(Release.parse(version_of(w))) <
 
 
 def reader(wheel):
-    from sglang_cp_symm.tools.patchfiles import wheel_reader
+    from maint.patches import wheel_reader
 
     read = wheel_reader(wheel)
     return lambda *paths: "\n".join(text for text in (read(f"sglang/srt/{p}") for p in paths) if text)

@@ -64,8 +64,9 @@ def sources_of(release: str):
 
 def facts_for(release: str, nccl, enabled=True, env=None, gpu=None, **switches) -> Facts:
     sources, pool = sources_of(release)
+    version = None if nccl is None else NcclVersion.parse(nccl)
     return Facts(Release.parse(release), release, Settings(enabled=enabled, **switches), sources, pool,
-                 None if nccl is None else NcclVersion.parse(nccl), "given", tuple(effects(env or {})), gpu)
+                 version, "given", tuple(effects(env or {}, version)), gpu)
 
 
 @pytest.mark.parametrize("release", RELEASES)
@@ -96,6 +97,8 @@ def test_the_plan_keeps_its_rules_over_the_whole_matrix(release):
                 assert t.kernel in (None, False), where
             if sym_off:
                 assert t.kernel is False and not guard_expected, where
+            if "NCCL_ALGO" in env and nccl is not None and NcclVersion.parse(nccl) >= (2, 31, 0):
+                assert t.kernel is False, where  # 2.31+: NCCL_ALGO covering AllGather turns its symmetric kernels off
             if t.kernel and racy:
                 assert t.hazard, where
             if t.output or t.send:  # the plugin changes only what the policy allows on this NCCL

@@ -9,8 +9,8 @@ For each release of the set, two fresh interpreters run the same configurations:
 
 The configurations cross every NCCL line the policy distinguishes (the engine's library read through the
 libnccl stand-in, a library that cannot be opened, and versions given as ``patch(nccl=)`` / ``doctor --nccl``),
-every switch combination that changes a decision (``SEND``, ``ALLOW_NCCL_RACE``) and the NCCL settings the plan
-reads (none, ``NCCL_WIN_ENABLE=0``, ``NCCL_SYM_NOWIN_ENABLE=1``). For every target the doctor's verdict (state,
+every switch combination that changes a decision (``SEND``, ``ALLOW_NCCL_RACE``), and each NCCL setting the plan
+reads (``NCCL_WIN_ENABLE=0``, ``NCCL_SYM_NOWIN_ENABLE=1``, ``NCCL_SYM_KERNEL``, ``NCCL_ALGO``) on every NCCL line. For every target the doctor's verdict (state,
 output in window, send in window, symmetric kernel) must equal what the engine reports after applying.
 Only the GPU is missing here: both sides assume sm90+, as the engine does until CUDA is up.
 """
@@ -26,15 +26,21 @@ from conftest import NCCL_STUB, PROOF_RELEASES, last_line, run_python
 
 NCCLS = ["library", "unreadable", "2.27.7", "2.28.9", "2.29.7", "2.30.7", "2.32.6"]
 SWITCHES = [(send, race) for send, race in itertools.product((False, True), repeat=2)]
-NCCL_SETTINGS = [{}, {"NCCL_WIN_ENABLE": "0"}, {"NCCL_SYM_NOWIN_ENABLE": "1"}]
-CONFIGS = [dict(nccl=n, send=s, race=r, env=e) for n, (s, r), e in itertools.product(NCCLS, SWITCHES, NCCL_SETTINGS)]
+NCCL_SETTINGS = [{"NCCL_WIN_ENABLE": "0"}, {"NCCL_SYM_NOWIN_ENABLE": "1"}, {"NCCL_SYM_KERNEL": "AllGatherLL"},
+                 {"NCCL_ALGO": "Ring"}]
+#: every NCCL line with every switch combination, and every NCCL line with each NCCL setting (switches at their
+#: defaults, and with the race accepted, where a setting meets the guard)
+CONFIGS = ([dict(nccl=n, send=s, race=r, env={}) for n, (s, r) in itertools.product(NCCLS, SWITCHES)]
+           + [dict(nccl=n, send=False, race=r, env=e) for n, e, r in itertools.product(NCCLS, NCCL_SETTINGS,
+                                                                                       (False, True))])
 
 COMMON = r"""
 import json, os
 CONFIGS = json.loads(%(configs)r)
 MISSING = "/nonexistent/libnccl.so.2"
 def environment(config):
-    for name in ("NCCL_WIN_ENABLE", "NCCL_SYM_NOWIN_ENABLE", "SGLANG_CP_SYMM_SEND", "SGLANG_CP_SYMM_ALLOW_NCCL_RACE"):
+    for name in ("NCCL_WIN_ENABLE", "NCCL_SYM_NOWIN_ENABLE", "NCCL_SYM_KERNEL", "NCCL_ALGO", "SGLANG_CP_SYMM_SEND",
+                 "SGLANG_CP_SYMM_ALLOW_NCCL_RACE"):
         os.environ.pop(name, None)
     os.environ.update(config["env"])
     os.environ["SGLANG_CP_SYMM"] = "1"

@@ -4,15 +4,17 @@ The guard's plan is checked for every NCCL line; its hooks on the real ``Symmetr
 every release of the proof set whose pinned NCCL is racy (0.5.11-0.5.21), after the plugin was applied as the
 engine applies it. What cannot run here is faked, and only that: sglang's own ``__enter__``/``__exit__`` begin
 and end allocation to a CUDA pool, so two stand-ins record "routing on" and "routing off", and instances are
-made without ``__init__`` (it reads the current CUDA device). Each CP gather's own buffers leaving the pool on
-the real functions is shown by the proof (``tests/tools/test_cp_gather_proof.py``, state ``guarded``).
+made without ``__init__`` (it reads the current CUDA device). The group names the contexts carry are those the
+release's own source builds its groups with (``tests/sglang_groups.py``), every group of it, not literals of the
+test. Each CP and DCP gather's own buffers leaving the pool on the real functions is shown by the proof
+(``tests/tools/test_cp_gather_proof.py``, state ``guarded``, and its DCP test).
 """
 
 import json
 
 import pytest
 
-from conftest import PROOF_RELEASES, last_line, run_python
+from conftest import PROOF_RELEASES, last_line, require_release, run_python
 from sglang_cp_symm.engine import nccl_env
 from sglang_cp_symm.engine.nccl_policy import NcclVersion, decide, line_for
 from sglang_cp_symm.engine.race_guard import plan_guard
@@ -99,7 +101,7 @@ PROBE = """
             inside = list(ROUTING)
         return inside == [name] and not ROUTING
 
-    names = ["attn_cp:3", "attn_cp_overlap:4", "dcp:5", "tp:0", "attention_tp:1", "moe_ep:2", "world:0"]
+    names = NAMES
     out = {}
     for config, settings in (("pinned", Settings(enabled=True)),
                              ("allowed", Settings(enabled=True, allow_nccl_race=True))):
@@ -122,9 +124,24 @@ PROBE = """
 _results: dict = {}
 
 
+def group_names(release: str) -> tuple:
+    """(the CP/DCP group names, every other group name) that this release's own source builds its groups with
+    (tests/sglang_groups.py, on the installed release), each as a ``unique_name`` would carry it."""
+    from sglang_groups import read_groups
+
+    root = require_release(release)
+    groups = read_groups(lambda path: (root / path).read_text() if (root / path).is_file() else None)
+    cp = sorted({b.name for role in groups.roles.values() if role for b in role.built})
+    other = sorted({b.name for b in groups.literals} - set(cp))
+    assert cp and "tp" in other, (release, cp, other)
+    return [f"{n}:{i + 3}" for i, n in enumerate(cp)], [f"{n}:{i}" for i, n in enumerate(other)]
+
+
 def results(release: str) -> dict:
     if release not in _results:
-        _results[release] = json.loads(last_line(run_python(release, PROBE)))
+        cp, other = group_names(release)
+        _results[release] = json.loads(last_line(run_python(release, PROBE.replace("NAMES", repr(cp + other)))))
+        _results[release]["cp_groups"] = cp
     return _results[release]
 
 
@@ -133,7 +150,9 @@ def results(release: str) -> dict:
 def test_on_the_pinned_racy_nccl_no_cp_or_dcp_context_routes_and_every_other_group_does(release):
     out = results(release)["pinned"]
     assert out["status"]["race_guard"]["engaged"] and out["status"]["outcome"].startswith("guarded: "), out
-    cp_groups = ["attn_cp:3", "attn_cp_overlap:4"] + (["dcp:5"] if R(release) >= R("0.5.15") else [])
+    cp_groups = results(release)["cp_groups"]  # the names the release's own source builds its CP/DCP groups with
+    assert any(n.startswith("dcp:") for n in cp_groups) is (R(release) >= R("0.5.15")), cp_groups
+    assert len(out["routed"]) > len(cp_groups) + 5, out["routed"]  # and every other group the release builds
     for name, routed in out["routed"].items():
         assert routed is (name not in cp_groups), (name, out)
     gathers = {n: s for n, s in out["states"].items() if n not in ("race_guard",) and not n.startswith("pool.")}

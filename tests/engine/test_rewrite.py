@@ -1,6 +1,7 @@
 """Stage A: the source rewrite moves exactly the output allocation, and refuses other shapes."""
 
 import ast
+import difflib
 import textwrap
 
 import pytest
@@ -40,9 +41,14 @@ def test_only_the_output_statement_moves():
     )
     # the pad stays outside, in its `if`
     assert "F.pad" not in ast.unparse(with_node)
-    # every other line is unchanged
-    removed = set(textwrap.dedent(SHAPED).splitlines()) - set(new.splitlines())
-    assert all(line.strip().startswith(("input_tensor_full =", "max_len * cp_size", "*input_tensor", ")")) for line in removed)
+    # every other line is unchanged, and nothing is added but the context's opening and the allocation inside it
+    allocation = "    input_tensor_full = torch.empty(\n        max_len * cp_size,\n        *input_tensor.shape[1:],\n    )\n"
+    assert SHAPED.count(allocation) == 1
+    expected = SHAPED.replace(allocation, "    with use_symmetric_memory(\n"
+                                          "        get_attention_cp_group(), disabled=not is_allocation_symmetric()\n"
+                                          "    ):\n" + textwrap.indent(allocation, "    "))
+    assert new.strip("\n") == expected.strip("\n"), "\n".join(difflib.unified_diff(
+        expected.splitlines(), new.splitlines(), "expected", "rewritten", lineterm=""))
 
 
 def test_already_fixed_function_is_refused():

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import ROOT
 
+from maint.patches import wheel_reader
 from sglang_cp_symm.engine.rewrite import (
     find_output_edit,
     find_send_edit,
@@ -26,7 +27,6 @@ from sglang_cp_symm.engine.rewrite import (
 )
 from sglang_cp_symm.releases import Release
 from sglang_cp_symm.targets import TARGETS, targets_for
-from sglang_cp_symm.tools.patchfiles import wheel_reader
 from sglang_cp_symm.tools.source_survey import (
     find_function,
     function_source,

@@ -139,7 +139,7 @@ def test_a_healthy_warmup_finishes_well_inside_its_deadline_and_says_its_plan_fi
     assert r["deadline"]["seconds"] == DEADLINE_S and r["deadline"]["source"] == "SGLANG_CP_SYMM_WARMUP_TIMEOUT=2"
     [line] = s["plan_lines"]
     assert "warm-up plan: longest forward 4096 tokens (chunked_prefill_size 4096 per DP rank)" in line
-    assert "its CP buffers need 24.0 MiB of symmetric pool at once" in line and "deadline 2 s" in line
+    assert "CP buffers 24.0 MiB at most at once" in line and "deadline 2 s" in line
     assert s["status"].startswith("done in ") and "longest forward 4096 tokens" in s["status"]
 
 

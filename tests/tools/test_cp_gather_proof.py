@@ -23,11 +23,24 @@ import tempfile
 
 import pytest
 
-from conftest import PROOF_RELEASES, run_python
+from conftest import PROOF_RELEASES, require_release, run_python
 
 pytestmark = pytest.mark.release
 
 _PROOFS: dict = {}
+
+
+def dcp_name(release: str):
+    """The name this release builds its DCP group with, read from its own installed source (sglang_groups), or
+    None where it has none (before 0.5.15)."""
+    from sglang_groups import read_groups
+
+    root = require_release(release)
+    groups = read_groups(lambda path: (root / path).read_text() if (root / path).is_file() else None)
+    dcp = groups.roles["DCP"]
+    names = sorted({b.name for b in dcp.built}) if dcp else []
+    assert len(names) <= 1, f"sglang {release} builds its DCP group under several names: {names}"
+    return names[0] if names else None
 
 
 def proof(release: str) -> dict:
@@ -39,7 +52,7 @@ def proof(release: str) -> dict:
                 import json
                 from sglang_cp_symm.tools import rehearsal
                 if __name__ == "__main__":
-                    json.dump(rehearsal.prove(), open({out!r}, "w"))
+                    json.dump(rehearsal.prove(dcp_name={dcp_name(release)!r}), open({out!r}, "w"))
             """, timeout=600)
             assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
             with open(out) as f:
@@ -200,14 +213,49 @@ def test_the_policy_of_the_pinned_nccl_is_what_the_run_shows(release):
 
 
 @pytest.mark.parametrize("release", PROOF_RELEASES)
+def test_the_guard_keeps_the_real_dcp_gathers_buffers_out_of_every_context(release):
+    """sglang's own decode-CP q all-gather (``layers/dcp/comm.all_gather_q_for_mla_decode``, 0.5.15+) on a DCP group
+    of the name the release builds it with: sglang allocates its send buffer and ``GroupCoordinator.all_gather`` its
+    output inside that group's context. Where the race guard is engaged, neither is, nor anything else the call
+    allocates; where it is not (plugin off, the opt-in, a safe NCCL), both are, as sglang wrote it; the result is
+    the true gather every time."""
+    from sglang_cp_symm.engine.race_guard import DCP_FROM
+    from sglang_cp_symm.releases import Release
+
+    result = proof(release)
+    name = dcp_name(release)
+    assert (name is not None) is (Release.parse(release) >= DCP_FROM), (release, name)
+    if name is None:
+        assert all("dcp" not in r for r in result["ranks"].values()), "a DCP gather ran on a release without one"
+        return
+    engaged_somewhere = held_somewhere = False
+    for config in [c["name"] for c in result["configs"]]:
+        on = result["ranks"]["0"]["status"][config]
+        engaged = bool(on and on["race_guard"] and on["race_guard"]["engaged"])
+        engaged_somewhere |= engaged
+        for rank, report in result["ranks"].items():
+            run = report["dcp"][config]
+            where = f"sglang {release} {config} rank {rank} ({'guard engaged' if engaged else 'no guard'})"
+            assert run["group"].split(":")[0] == name and run["correct"], (where, run)
+            contexts = [a["context"] for a in run["allocations"]]
+            assert len(contexts) == 2, (where, run["allocations"])  # the send buffer (cat) and the output (empty)
+            assert contexts == [None if engaged else run["group"]] * 2, (where, run["allocations"])
+            held_somewhere |= not engaged
+    assert held_somewhere, "no configuration showed sglang's own DCP contexts (the control)"
+    pinned_racy = result["ranks"]["0"]["status"]["on"]["race_guard"]["engaged"]
+    assert engaged_somewhere is pinned_racy
+
+
+@pytest.mark.parametrize("release", PROOF_RELEASES)
 def test_send_staging_where_it_engages_patches_every_target_or_says_why(release):
-    """SGLANG_CP_SYMM_SEND=1 with a policy that stages (NCCL 2.27.7 given): every target is "patched" with send
-    (and every call of it ran, above), or refused with its reason; none is left "waiting"."""
+    """SGLANG_CP_SYMM_SEND=1 with a policy that stages (NCCL 2.27.7 given): every target of the register is
+    "patched" with send (and every call of it ran, above). A "skipped" is a failure here: the register lists no
+    target that staging cannot cover, so a skip means the rewrite or the patcher refused a real target."""
     config = "on+send@2.27.7" if "on+send@2.27.7" in [c["name"] for c in proof(release)["configs"]] else "on+send"
-    for name, state in states(release, config).items():
-        if name.startswith("pool."):
-            continue
-        assert moves(state, "send") or state["state"].startswith("skipped"), (name, state)
+    got = states(release, config)
+    assert register(release), f"sglang {release}: no target in the register"
+    for name in register(release):
+        assert name in got and moves(got[name], "send"), (name, got.get(name), config)
 
 
 @pytest.mark.parametrize("release", PROOF_RELEASES)

@@ -190,3 +190,37 @@ def test_the_doctor_reads_the_nccl_settings_that_change_the_verdict(env, needle,
     out = doctor("0.5.21", "doctor", env={"SGLANG_CP_SYMM": "1", **env}).stdout
     assert needle in out, out
     assert ("race guard  engaged" in out) is engaged, out
+
+
+def _racy_pinned():
+    from sglang_cp_symm.engine.nccl_policy import NcclVersion, line_for
+    from sglang_cp_symm.pins import pin_for
+    from sglang_cp_symm.releases import Release
+
+    from conftest import PROOF_RELEASES
+
+    return [r for r in PROOF_RELEASES
+            if pin_for(Release.parse(r)) and line_for(NcclVersion.parse(pin_for(Release.parse(r)).nccl)).race]
+
+
+@pytest.mark.parametrize("release", _racy_pinned())
+def test_on_a_racy_pinned_nccl_check_fails_whenever_symmetric_memory_is_on(release):
+    """Issue 21: the race is in every symmetric kernel (the TP all-reduce's too), so with --enable-symm-mem the
+    doctor says what stays exposed and the two real fixes, and --check exits 1, with the plugin on or off. The NCCL is
+    the one the release's torch pins, read through the engine's own library path (the libnccl stand-in)."""
+    for env in ({"SGLANG_CP_SYMM": "1"}, {}):
+        result = doctor(release, "doctor", "--check", "--enable-symm-mem", env=env)
+        assert result.returncode == 1, (env, result.stdout, result.stderr[-2000:])
+        out = " ".join(result.stdout.split())
+        for needle in ("TP all-reduce and reduce-scatter", "Hopper and Blackwell", "holds only the CP and DCP groups",
+                       'pip install "nvidia-nccl-cu13>=2.30.7"', "run without --enable-symm-mem",
+                       "sglang PR #37768, open"):
+            assert needle in out, (needle, result.stdout)
+        assert out.index('pip install "nvidia-nccl-cu13>=2.30.7"') < out.index("run without --enable-symm-mem")
+    quiet = doctor(release, "doctor", "--check", env={})  # symmetric memory not said to be on, plugin off
+    assert quiet.returncode == 0 and "if the server runs with --enable-symm-mem" in " ".join(quiet.stdout.split())
+
+
+def test_on_a_fixed_nccl_symmetric_memory_is_no_reason_to_fail():
+    result = doctor("0.5.23", "doctor", "--check", "--enable-symm-mem", env={"SGLANG_CP_SYMM": "1"})
+    assert "TP all-reduce" not in result.stdout and "race:" not in result.stdout, result.stdout

@@ -42,7 +42,7 @@ def version_of(wheel: Path) -> str:
 
 
 def test_every_published_release_matches_the_register():
-    from sglang_cp_symm.tools.patchfiles import wheel_reader
+    from maint.patches import wheel_reader
     from sglang_cp_symm.tools.source_survey import survey
     from sglang_cp_symm.targets import is_supported
     from sglang_cp_symm.releases import Release
@@ -62,13 +62,14 @@ def test_every_published_release_matches_the_register():
 
 
 def test_patches_are_regenerated_byte_identical(tmp_path):
-    from sglang_cp_symm.tools.patchfiles import write_patches
+    from maint.patches import write_patches
 
     wheels()
     written = write_patches(WHEELS, tmp_path)
     fresh = {p.relative_to(tmp_path): p.read_bytes() for p in written}
     committed = {p.relative_to(PATCHES): p.read_bytes() for p in PATCHES.glob("sglang-*/*.patch")}
-    assert sorted(fresh) == sorted(committed), "patches/ differs from the register: run python -m sglang_cp_symm patches"
+    assert sorted(fresh) == sorted(committed), \
+        "patches/ differs from the register: run python -m maint.patches --wheel-dir .cache/wheels"
     drifted = [str(p) for p in fresh if fresh[p] != committed[p]]
     assert not drifted, f"regenerate patches/: {drifted}"
 
@@ -120,11 +121,12 @@ def test_patched_source_tree_behaves_like_the_runtime_patch(tmp_path, release, s
         result = _git_apply(patch, tree, check=False)
         assert result.returncode == 0, result.stderr
     send = "0002" in series
-    out = last_line(run_python(release, """
-        import json
-        from sglang_cp_symm.tools import rehearsal
+    out = last_line(run_python(release, f"""
+        import json, sys
+        sys.path.append({str(ROOT)!r})  # maint/ from the checkout, after the installed sglang_cp_symm
+        from maint import rehearsal_cases
         if __name__ == "__main__":
-            print(json.dumps(rehearsal.run(cp_size=3, cases=9, seed=5, patch=False)))
+            print(json.dumps(rehearsal_cases.run(cp_size=3, cases=9, seed=5, patch=False)))
     """, env={"PYTHONPATH_PREPEND": str(tree)}, timeout=600))
     reports = json.loads(out)
     for report in reports.values():
@@ -139,7 +141,7 @@ def test_patched_source_tree_behaves_like_the_runtime_patch(tmp_path, release, s
 
 def test_every_published_release_has_the_places_the_warmup_and_watchdog_attach():
     """The register's hooks (targets.HOOKS): each needle in its module, on every supported wheel."""
-    from sglang_cp_symm.tools.patchfiles import wheel_reader
+    from maint.patches import wheel_reader
     from sglang_cp_symm.tools.source_survey import module_path
     from sglang_cp_symm.targets import HOOKS, is_supported
     from sglang_cp_symm.releases import Release
@@ -167,7 +169,7 @@ def test_named_warmups_run_before_the_server_reports_ready_in_every_release():
     pre-allocation. Checked in the source of every supported wheel."""
     import ast
 
-    from sglang_cp_symm.tools.patchfiles import wheel_reader
+    from maint.patches import wheel_reader
     from sglang_cp_symm.targets import is_supported
     from sglang_cp_symm.releases import Release
 

@@ -2,7 +2,7 @@
 and ci/releases.txt names every supported release with its pins.
 
 Read from the published wheels (``ci/fetch-wheels.sh``, ``.cache/wheels``) without importing sglang
-(``sglang_cp_symm.tools.release_shapes``). A new sglang release whose target code, metadata fields or
+(``maint/release_shapes.py``). A new sglang release whose target code, metadata fields or
 ``get_parallel()`` differ from every CI release fails here until a release of that shape joins the set.
 """
 
@@ -30,7 +30,7 @@ def wheels():
 
 
 def test_every_target_shape_of_every_release_is_proved_on_a_ci_release():
-    from sglang_cp_symm.tools.release_shapes import coverage
+    from maint.release_shapes import coverage
 
     rows = coverage(wheels(), release_set("ci"))
     assert len([r for r in rows if ".post" not in r["release"]]) == 18
@@ -40,7 +40,7 @@ def test_every_target_shape_of_every_release_is_proved_on_a_ci_release():
 
 def test_the_shapes_see_the_changes_the_register_records():
     """Sanity of the shape reading: the fixes and signature changes of the register are visible in it."""
-    from sglang_cp_symm.tools.release_shapes import coverage
+    from maint.release_shapes import coverage
 
     change = {r["release"]: r["change"] for r in coverage(wheels(), release_set("ci"))}
     assert "cp_utils.reorganized_kv_cache code" in change["0.5.12"]  # sglang PR #24040

@@ -7,7 +7,8 @@ changed changes it), the fields of the CP metadata dataclass its module defines,
 and how ``get_parallel()`` answers (read-through, or stamped values from 0.5.21:
 ``runtime_context.ParallelContext.override_permanently``). Two releases with the
 same shape run the same proof; CI proves one release of each shape
-(``ci/releases.txt`` set "ci", checked by ``tests/tools/test_release_shapes.py``).
+(``ci/releases.txt`` set "ci", checked by ``tests/tools/test_release_shapes.py``; the table is
+``python -m maint.coverage``). Maintainer-only: it reads wheels of every release, never the installed one.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import ast
 import hashlib
 from typing import Callable, Dict, Optional
 
-from ..releases import Release
-from ..targets import targets_for
-from .source_survey import find_function, module_path
+from sglang_cp_symm.releases import Release
+from sglang_cp_symm.targets import is_supported, targets_for
+from sglang_cp_symm.tools.source_survey import find_function, module_path
+
+from maint.patches import wheel_reader
 
 Reader = Callable[[str], Optional[str]]
 
@@ -95,8 +98,6 @@ def coverage(wheels, proved) -> list:
 
     ``wheels``: paths of sglang wheels; ``proved``: the releases CI proves.
     """
-    from .patchfiles import wheel_reader
-
     shapes = {}
     for wheel in wheels:
         version = wheel_release(wheel.name)
@@ -122,6 +123,4 @@ def coverage(wheels, proved) -> list:
 
 
 def is_supported_version(version: str) -> bool:
-    from ..targets import is_supported
-
     return is_supported(Release.parse(version.split(".post")[0]))

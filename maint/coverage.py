@@ -1,21 +1,21 @@
-#!/usr/bin/env python3
 """The per-release coverage table: which CI release proves each target shape of every release 0.5.6-0.5.23.
 
-    python3 ci/coverage.py        (with .venv/bin first on PATH; needs .cache/wheels, ci/fetch-wheels.sh)
+    python -m maint.coverage      (from the checkout, with .venv/bin first on PATH; needs .cache/wheels,
+                                   ci/fetch-wheels.sh)
 
-Read from the wheels without importing sglang (sglang_cp_symm/tools/release_shapes.py), ci/releases.txt (sets and
-pins) and sglang_cp_symm/pins.py. docs/coverage.md shows this output, checked by ci/readme.py.
+Read from the wheels without importing sglang (``maint/release_shapes.py``), ci/releases.txt (sets and pins) and
+sglang_cp_symm/pins.py. docs/coverage.md shows this output, checked by ci/readme.py.
 """
 
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from sglang_cp_symm.pins import pin_for
+from sglang_cp_symm.releases import Release
 
-from sglang_cp_symm.pins import pin_for  # noqa: E402
-from sglang_cp_symm.releases import Release  # noqa: E402
-from sglang_cp_symm.tools.release_shapes import coverage  # noqa: E402
+from maint.release_shapes import coverage
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def releases_txt():

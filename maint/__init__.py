@@ -1,0 +1,1 @@
+"""Maintainer-only tools: run from a checkout, never shipped in the wheel."""

@@ -1,0 +1,100 @@
+"""Stage A: NCCL_ALGO and NCCL_SYM_KERNEL as NCCL 2.31+ reads them, and as 2.28-2.30 do not.
+
+The rule (engine/nccl_env.py's docstring; NCCL branch dev 2.31.0a7, src/tuning/cost_model.cc:315-317 and
+350-359, parseList at 32-100; the 2.31.2 and 2.32.x binaries carry the same parser, docs/nccl-audit.md):
+any non-empty NCCL_ALGO covering AllGather turns AllGather's symmetric kernels off; NCCL_SYM_KERNEL
+re-enables the ones it names. 2.28-2.30 pick the symmetric kernel without reading NCCL_ALGO.
+"""
+
+import pytest
+
+from sglang_cp_symm.engine import nccl_env
+
+V231, V232, V230 = (2, 31, 2), (2, 32, 6), (2, 30, 7)
+
+
+@pytest.mark.parametrize("env,off", [
+    ({"NCCL_ALGO": "NVLS"}, True),                      # no prefix: every function, AllGather included
+    ({"NCCL_ALGO": "ring,tree"}, True),
+    ({"NCCL_ALGO": "^Ring"}, True),                     # an exclusion lists an element too: forced
+    ({"NCCL_ALGO": "allgather:ring"}, True),
+    ({"NCCL_ALGO": "AllGather:Ring"}, True),            # NCCL compares case-insensitively
+    ({"NCCL_ALGO": "ring;allreduce:tree"}, True),
+    ({"NCCL_ALGO": "allreduce:tree"}, False),           # does not cover AllGather
+    ({"NCCL_ALGO": "allreduce:tree;reducescatter:ring"}, False),
+    ({"NCCL_ALGO": ""}, False),                         # empty: NCCL's default
+    ({"NCCL_ALGO": "  "}, False),
+    ({}, False),
+    ({"NCCL_ALGO": "ring", "NCCL_SYM_KERNEL": "AllGather_ST"}, False),        # re-enabled by name
+    ({"NCCL_ALGO": "ring", "NCCL_SYM_KERNEL": "allgather:AllGather_LL,AllGather_ST"}, False),
+    ({"NCCL_ALGO": "ring", "NCCL_SYM_KERNEL": "^AllGather_LL"}, False),       # all but one: others stay
+    ({"NCCL_ALGO": "ring", "NCCL_SYM_KERNEL": "^"}, False),                   # '^' alone: every kernel on
+    ({"NCCL_ALGO": "ring", "NCCL_SYM_KERNEL": "AllReduce_AGxLL_R"}, True),   # names no AllGather kernel
+    ({"NCCL_ALGO": "ring", "NCCL_SYM_KERNEL": "allreduce:AllReduce_AGxLL_R"}, True),
+    ({"NCCL_ALGO": "bogus"}, False),                    # NCCL rejects the value: said by effects(), not this
+])
+def test_allgather_symmetric_off_on_2_31_and_later(env, off):
+    for version in (V231, V232):
+        line = nccl_env.allgather_symmetric_off(env, version)
+        assert (line is not None) is off, (env, version)
+        if off:
+            assert line.startswith(f"NCCL_ALGO={env['NCCL_ALGO'].strip()[:40]}:") and "cost_model.cc" in line
+
+
+@pytest.mark.parametrize("version", [V230, (2, 28, 9), (2, 29, 7), None])
+def test_before_2_31_or_unknown_the_rule_does_not_apply(version):
+    assert nccl_env.allgather_symmetric_off({"NCCL_ALGO": "NVLS"}, version) is None
+
+
+@pytest.mark.parametrize("version,expected", [
+    (V231, "legacy algorithms only for AllGather: on this NCCL (2.31+) AllGather has no symmetric kernel"),
+    (V230, "legacy algorithms only; does not keep symmetric kernels off on 2.28-2.30"),
+    (None, "legacy algorithms only; on NCCL 2.31+, where it covers AllGather"),
+])
+def test_the_effect_line_says_what_this_nccl_does(version, expected):
+    (effect,) = nccl_env.effects({"NCCL_ALGO": "NVLS"}, version)
+    assert effect.effect.startswith(expected)
+    assert effect.allgather_off is (version == V231)
+    assert not effect.symmetric_off and not effect.defeats_guard  # the race guard's inputs are unchanged
+
+
+def test_a_value_nccl_rejects_is_one_line_with_a_short_prefix():
+    (effect,) = nccl_env.effects({"NCCL_ALGO": "ring;" + "x" * 300}, V231)
+    line = effect.line()
+    assert "NCCL rejects this value" in line and "prefix" in line and len(line) < 200
+
+
+@pytest.mark.parametrize("value,error", [
+    ("ring;tree", "every entry after the first needs a function prefix"),
+    ("sendrecv:ring", "unknown function 'sendrecv'"),
+    ("ring,warp", "unknown element 'warp'"),
+])
+def test_parse_list_rejects_what_nccl_rejects(value, error):
+    assert nccl_env.parse_list(value, "allgather", nccl_env.ALGORITHMS)[3] == error
+
+
+def test_the_last_entry_for_allgather_wins():
+    # "ring for all, then allgather: everything but ring" (NCCL's own example shape, cost_model.cc:20-31)
+    forced, mode, listed, error = nccl_env.parse_list("ring;allgather:^ring", "allgather", nccl_env.ALGORITHMS)
+    assert (forced, mode, listed, error) == (True, "except", {"ring"}, None)
+
+
+def test_the_guard_inputs_ignore_nccl_algo():
+    """symmetric_off / guard_defeated feed the race guard (2.28-2.30, where NCCL_ALGO does nothing to it)."""
+    env = {"NCCL_ALGO": "NVLS"}
+    assert nccl_env.symmetric_off(env) is None and nccl_env.guard_defeated(env) is None
+
+
+@pytest.mark.release
+@pytest.mark.parametrize("version,needle", [
+    ("2.32.6", "NCCL env    NCCL_ALGO=NVLS: legacy algorithms only for AllGather: on this NCCL (2.31+) AllGather has "
+               "no symmetric kernel"),
+    ("2.30.7", "NCCL env    NCCL_ALGO=NVLS: legacy algorithms only; does not keep symmetric kernels off on 2.28-2.30"),
+])
+def test_the_doctor_applies_the_rule_of_the_nccl_it_loads(version, needle):
+    """The real doctor on sglang 0.5.11; the loaded NCCL is the libnccl stand-in (no NCCL binary runs here)."""
+    from conftest import nccl, run_python
+
+    code = "import sys; sys.argv[1:] = ['doctor']; from sglang_cp_symm.__main__ import main; sys.exit(main(['doctor']))"
+    out = run_python("0.5.11", code, env={"SGLANG_CP_SYMM": "1", "NCCL_ALGO": "NVLS", **nccl(version)}).stdout
+    assert needle in out, out
