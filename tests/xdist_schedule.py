@@ -60,6 +60,7 @@ COST_S = {
     "tests/engine/test_plan.py": 20,
     "tests/engine/test_context_hooks.py": 15,
     "tests/engine/test_rewrite_refusals.py": 10,
+    "tests/test_wheel.py": 20,                     # pip wheel and twine check
 }
 PER_TEST_S = 8
 
