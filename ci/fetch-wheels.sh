@@ -26,10 +26,19 @@ for v in $wanted; do
 done
 if [ -n "$missing" ]; then
   say "downloading $(echo $missing | wc -w) sglang wheels into .cache/wheels (of $(echo $wanted | wc -w))"
+  # several at a time (each is mostly a round trip to the index); a failed one is retried once, alone
+  export py
+  export -f elapsed say
+  fetch_one() {
+    say "  sglang $1"
+    $py -m pip download -q --no-deps --only-binary=:all: "sglang==$1" -d .cache/wheels 2>&1 \
+      | grep -v "^WARNING: Location" || true
+  }
+  export -f fetch_one
+  heartbeat "pip download" bash -c 'printf "%s\n" $0 | xargs -P "${CP_SYMM_FETCH_JOBS:-6}" -I{} bash -c "fetch_one {}"' \
+    "$missing" || true
   for v in $missing; do
-    say "  sglang $v"
-    heartbeat "pip download sglang==$v" $py -m pip download -q --no-deps --only-binary=:all: "sglang==$v" \
-      -d .cache/wheels 2>&1 | grep -v "^WARNING: Location" || true
+    ls .cache/wheels/sglang-"$v"-*.whl >/dev/null 2>&1 || fetch_one "$v"
   done
 fi
 say "wheels: $(ls .cache/wheels | wc -l) in .cache/wheels"

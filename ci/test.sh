@@ -14,11 +14,19 @@ if [ "${1:-}" = "--" ]; then shift; fi
 say "ci/test.sh: set '$set_name' of ci/releases.txt: $(release_set "$set_name" | xargs)"
 if [ "$set_name" = all ]; then bash ci/envs.sh --all-releases; else bash ci/envs.sh; fi
 export CP_SYMM_RELEASES=$set_name
-say "index check: releases on the index newer than this checkout knows (warnings only, never fails, <= 30 s)"
-timeout 40 .venv/bin/python -m maint.index_check --timeout 30 || say "index check: did not finish (ignored)"
+# The index check waits on the network, not the CPU: it runs beside pytest, and its lines are printed after it.
+index_log=$(mktemp)
+say "index check: releases on the index newer than this checkout knows (warnings only, never fails, <= 30 s;" \
+  "runs beside pytest, its lines follow pytest's)"
+( timeout 40 .venv/bin/python -m maint.index_check --timeout 30 || say "index check: did not finish (ignored)" ) \
+  > "$index_log" 2>&1 &
+index_pid=$!
 say "pytest: stages A and B (tests/, -m 'not gpu'), one line per test"
-# Two workers, one test module per worker (--dist loadscope): a module's per-release results are computed once in
-# the worker that runs it. The tests start sglang in subprocesses, so two workers use both cores of a CI machine.
+# Two workers (--dist loadscope), sharing the tests in the units of tests/xdist_schedule.py (conftest's scheduler
+# hook): a per-release proof module is one unit per release (its results computed once, in the worker that runs
+# that release), a module whose tests share nothing one unit per test, any other module one unit; the costliest
+# go first, so neither worker ends the run alone on a long module. The tests start sglang in subprocesses, so two
+# workers use both cores of a CI machine.
 workers=${CP_SYMM_TEST_WORKERS:-2}
 rc=0
 heartbeat "pytest" .venv/bin/python -m pytest -p no:cacheprovider -v -rfEs --durations=25 --color=no \
@@ -27,5 +35,9 @@ if [ "$rc" -eq 5 ]; then
   say "pytest collected no test (exit 5): the selection above matched nothing; that is a failure here"
   rc=1
 fi
+wait "$index_pid" || true
+say "index check:"
+cat "$index_log"
+rm -f "$index_log"
 say "ci/test.sh: done, exit $rc"
 exit "$rc"

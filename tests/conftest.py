@@ -96,3 +96,11 @@ def run_python(release: str | None, code: str, env: dict | None = None, timeout:
 def last_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``--dist loadscope``, tests/xdist_schedule.py's units, longest first (its docstring says why)."""
+    from xdist_schedule import make_scheduler
+
+    return make_scheduler(config, log)
