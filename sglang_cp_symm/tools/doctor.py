@@ -354,7 +354,7 @@ def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersi
         findings.append(f"NCCL {loaded} is loaded, not the {pin.nccl} that sglang {release}'s torch {pin.torch} pins")
     if nccl is not None and line_for(nccl).race:
         out["fix"] = upgrade_command(release)
-        findings.append(f"NCCL {nccl} has the Hopper symmetric-kernel race (2.28.0-2.30.6): {out['fix']}")
+        findings.append(f"NCCL {nccl} has the symmetric-kernel race of sm90+ (Hopper and Blackwell; 2.28.0-2.30.6): {out['fix']}")
     return out
 
 
