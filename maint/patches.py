@@ -170,7 +170,8 @@ def patched_files(read: Callable[[str], Optional[str]], release: Release, send: 
         if not target.exists_in(release):
             continue
         path = module_path(target.module)
-        state, detail = target_state(read(path), target)
+        fact = target_state(read(path), target)
+        state, detail = fact.state, fact.detail
         if state not in (NEEDS_PATCH, UPSTREAM):
             raise PatchError(f"{target.dotted} in sglang {release}: {state}: {detail}")
         output = state == NEEDS_PATCH

@@ -290,14 +290,15 @@ def make_plan(facts: Facts) -> Plan:
                                       kernel=_kernel(facts, False, False)))
             continue
         needs_output = fact.state == NEEDS_PATCH
-        upstream_words = target.fixed_by if not note else "the installed source opens the context"
+        said = [w for w in ("the function already opens the context" if note else "", fact.staged) if w]
+        upstream_words = "; ".join(said) or target.fixed_by
         if not settings.enabled:
             entry = TargetPlan(**base, action=Action.NONE, state=State.OFF)
         elif guarding:
             entry = TargetPlan(**base, action=Action.GUARD, state=State.GUARDED)
         else:
             output = needs_output and decision.patch_outputs
-            send = decision.stage_send
+            send = decision.stage_send and not fact.staged  # a source that stages already is left as it is
             if output or send:
                 what = "+".join(k for k, on in (("output", output), ("send", send)) if on)
                 entry = TargetPlan(**base, action=Action.PATCH, state=State.PATCHED, detail=what, output=output,

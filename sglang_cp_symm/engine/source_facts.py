@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Callable, NamedTuple, Optional
 
-from .rewrite import NoGatherCall, ShapeMismatch, already_in_context, find_gather_call, find_output_edit, find_send_edit
+from .rewrite import AlreadyStaged, NoGatherCall, ShapeMismatch, already_in_context, find_gather_call, find_output_edit, find_send_edit
 from ..targets import Target
 
 NEEDS_PATCH, UPSTREAM, ABSENT, CHANGED = "needs patch", "upstream", "absent", "changed shape"
@@ -40,10 +40,12 @@ MAX_SOURCE_BYTES = 8 << 20
 
 
 class SourceFact(NamedTuple):
-    """One target (or the pool) as its installed source shows it: ``state, detail = fact`` unpacks it."""
+    """One target (or the pool) as its installed source shows it. ``staged``: the function already stages its
+    send buffer (``patches/`` 0002 applied), the reason in words, else ""."""
 
     state: str
     detail: str = ""
+    staged: str = ""
 
 
 def module_path(module: str) -> str:
@@ -84,17 +86,20 @@ def target_state(text: Optional[str], target: Target) -> SourceFact:
         return SourceFact(ABSENT, f"function has no all-gather taking ({target.output}, {target.input})")
     except ShapeMismatch as exc:
         return SourceFact(CHANGED, str(exc))
+    staged = ""
     try:
         find_send_edit(source, target)
+    except AlreadyStaged as exc:  # not another shape: the send staging is in the source already
+        staged = str(exc)
     except ShapeMismatch as exc:
         return SourceFact(CHANGED, str(exc))
     if already_in_context(node, target):
-        return SourceFact(UPSTREAM, "the installed source allocates the output inside the symmetric context")
+        return SourceFact(UPSTREAM, "the installed source allocates the output inside the symmetric context", staged)
     try:
         find_output_edit(source, target)
     except ShapeMismatch as exc:
         return SourceFact(CHANGED, str(exc))
-    return SourceFact(NEEDS_PATCH, "output allocated outside the symmetric context")
+    return SourceFact(NEEDS_PATCH, "output allocated outside the symmetric context", staged)
 
 
 def pool_state(text: Optional[str]) -> SourceFact:
@@ -104,7 +109,7 @@ def pool_state(text: Optional[str]) -> SourceFact:
     if UPSTREAM_POOL_MARK in text:
         return SourceFact(UPSTREAM, "the allocator registers every segment with every communicator at context exit")
     if PATCHED_POOL_MARK in text:
-        return SourceFact(PATCHED_SOURCE, "sglang-cp-symm's patches/ are applied to the allocator")
+        return SourceFact(PATCHED_SOURCE, "in the source already (sglang-cp-symm's patches/ applied)")
     return SourceFact(NEEDS_FIX, "the allocator registers a segment only with the communicator whose context made it")
 
 

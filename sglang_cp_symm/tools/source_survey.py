@@ -102,7 +102,8 @@ def survey(read: Callable[[str], Optional[str]], release: Release) -> Dict[str, 
         path = module_path(target.module)
         if path not in cache:
             cache[path] = read(path)
-        state, detail = target_state(cache[path], target)
+        fact = target_state(cache[path], target)
+        state, detail = fact.state, fact.detail
         report[target.name] = {"file": path, "state": state, "detail": detail,
                                "expected": expected_state(target, release)}
     return report

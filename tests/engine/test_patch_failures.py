@@ -64,7 +64,7 @@ STEPS = f"""
     import {CP_UTILS} as m
     import {ALLOCATOR} as pa
     import sglang_cp_symm as s
-    from sglang_cp_symm.engine import patching, pool
+    from sglang_cp_symm.engine import patching, plan, pool
     from sglang_cp_symm.engine.settings import read_settings
 
     class Injected(RuntimeError):
@@ -74,7 +74,9 @@ STEPS = f"""
         raise Injected("injected")
 
     STEPS = [  # (step, object, attribute)
-        ("the NCCL decision", patching, "decide"),
+        ("the NCCL decision", plan, "decide"),
+        ("the plan", patching, "make_plan"),
+        ("reading the sources", plan, "target_state"),
         ("the context names", patching, "symmetric_context_names"),
         ("the source proof", patching, "prove_source"),
         ("the output rule", patching, "output_state"),
@@ -128,6 +130,7 @@ TARGET_STEPS = ["the context names", "the source proof", "the send rule", "the n
                 "the watchdog"]
 OUTPUT_STEPS = ["the output rule"]  # called for the one target whose output needs the patch
 POOL_STEPS = ["the pool's shape", "wrapping the pool's context"]
+PLAN_STEPS = ["the NCCL decision", "the plan", "reading the sources"]  # before any target: every entry fails
 FAILED = "skipped: patching failed: Injected: injected"
 
 
@@ -137,12 +140,12 @@ def test_every_step_fails_into_a_skip_with_the_module_as_it_was():
     assert healthy["cp_utils.reorganized_kv_cache"] == "patched: output+send"  # the control: every step works
     assert healthy["cp_utils.rerange_output"] == "patched: send"
     assert healthy["pool.attention_cp_registration"] == "patched: _pool_id"
-    assert set(results) == set(TARGET_STEPS + OUTPUT_STEPS + POOL_STEPS + ["the NCCL decision"])
+    assert set(results) == set(TARGET_STEPS + OUTPUT_STEPS + POOL_STEPS + PLAN_STEPS)
     wrong = []
     for step, got in results.items():
         states = got.pop("states")
         pool = states.pop("pool.attention_cp_registration")
-        failing = set(states) if step in TARGET_STEPS + ["the NCCL decision"] else (
+        failing = set(states) if step in TARGET_STEPS + PLAN_STEPS else (
             {"cp_utils.reorganized_kv_cache"} if step in OUTPUT_STEPS else set())
         for name, state in states.items():
             if name in failing and state != FAILED:
@@ -151,7 +154,7 @@ def test_every_step_fails_into_a_skip_with_the_module_as_it_was():
                 wrong.append(f"{step}: {name} is {state}")
             if name in failing and name not in got["untouched"]:
                 wrong.append(f"{step}: {name} was changed")
-        pool_fails = step in POOL_STEPS + ["the NCCL decision"]
+        pool_fails = step in POOL_STEPS + PLAN_STEPS
         if (pool == FAILED) != pool_fails or (pool_fails and not got["context_untouched"]):
             wrong.append(f"{step}: pool fix {pool}, context untouched: {got['context_untouched']}")
         staged = any(not n in failing for n in states)  # a target staged its send: its helper was injected
