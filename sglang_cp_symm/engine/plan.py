@@ -27,7 +27,7 @@ same rewrite proofs, so on a released wheel the two agree
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
 
@@ -188,9 +188,15 @@ def _kernel(facts: Facts, output_registered: bool, send_registered: bool) -> Opt
     line = line_for(facts.nccl)
     if not line.window_api:
         return False
-    if facts.nccl >= NOWIN_FROM and any(effect.defeats_guard for effect in facts.nccl_env):
+    if _outside_windows(facts):
         return True  # LL symmetric kernels run on buffers outside windows too
     return output_registered and (send_registered or not line.needs_send_registered)
+
+
+def _outside_windows(facts: Facts) -> bool:
+    """NCCL 2.29+ with a setting that runs LL symmetric kernels on buffers outside any window (``nccl_env``)."""
+    return (facts.nccl is not None and facts.nccl >= NOWIN_FROM
+            and any(effect.defeats_guard for effect in facts.nccl_env))
 
 
 def _racy(facts: Facts) -> bool:
@@ -311,8 +317,7 @@ def make_plan(facts: Facts) -> Plan:
         output_registered = in_pool and pool_registers
         send_registered = entry.send and pool_registers
         kernel = _kernel(facts, output_registered, send_registered)
-        if entry.state == State.GUARDED and not (facts.nccl is not None and facts.nccl >= NOWIN_FROM
-                                                  and any(e.defeats_guard for e in facts.nccl_env)):
+        if entry.state == State.GUARDED and not _outside_windows(facts):
             kernel = False  # nothing of this gather is in a window of its communicator
         hazard = (f"NCCL {facts.nccl}: the symmetric kernel that runs this gather can read its input early on sm90+ "
                   "(Hopper and Blackwell)") if kernel and _racy(facts) else None
@@ -350,8 +355,6 @@ def outcome(entries: Iterable[Tuple[str, State, str]], guard_reason: Optional[st
 
 
 def _with(entry: TargetPlan, **changes) -> TargetPlan:
-    from dataclasses import replace
-
     return replace(entry, **changes)
 
 
