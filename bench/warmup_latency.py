@@ -116,7 +116,7 @@ def child_profile() -> dict:
         "construct cp (plugin's __init__ wrapper included)": lambda: usm(cp),
         "sglang's __init__ alone (tp)": lambda: sglang_init(object.__new__(cls), tp),
         "sys._getframe(0).f_code": lambda: sys._getframe(0).f_code,
-        "watchdog entered()+leaving(), watched, nothing grew": lambda: (WATCHDOG.entered(cp_ctx.__code__),
+        "watchdog entered()+leaving(), watched, nothing grew": lambda: (WATCHDOG.entered(),
                                                                          WATCHDOG.leaving()),
         "the counter's reading": WATCHDOG._reserved,
     }

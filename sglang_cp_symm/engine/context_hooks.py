@@ -37,14 +37,15 @@ from typing import Any, Callable, Dict, List, Optional
 from . import logs
 
 PLAIN, WATCH, GUARD = "plain", "watch", "guard"
+#: The role of a ``WATCH`` context between the watchdog's reading at its entry and the one at its exit: the
+#: role attribute doubles as the "measured" flag, so leaving reads one attribute and writes one (back to ``WATCH``).
+MEASURING = "watch, measured on entry"
+#: The attribute that keeps a known context's role. The hooks read and write it with getattr/setattr, never
+#: through ``self.__dict__``: since Python 3.11 an instance keeps its attributes inline until something asks for
+#: ``__dict__``, which then builds a dict for that instance and makes every attribute access of sglang's own
+#: ``__enter__``/``__exit__`` on it take the slower path (a stand-in context on the CPU machine: 0.35 -> 0.52 us;
+#: on the H100 the hooks that did so added 1.7 us to a context they do not know, docs/watchdog-cost.md).
 ROLE = "_cp_symm_role"
-#: Set on a ``WATCH`` context the watchdog measured on entry. The hooks read and write these attributes with
-#: getattr/setattr, never through ``self.__dict__``: since Python 3.11 an instance keeps its attributes inline
-#: until something asks for ``__dict__``, which then builds a dict for that instance and makes every attribute
-#: access of sglang's own ``__enter__``/``__exit__`` on it take the slower path (a stand-in context on the CPU
-#: machine: 0.35 -> 0.52 us; on the H100 the hooks that did so added 1.7 us to a context they do not know,
-#: docs/watchdog-cost.md).
-MEASURED = "_cp_symm_measured"
 
 
 class RoleTable(dict):
@@ -104,7 +105,7 @@ def clear_roles(role: str) -> None:
 class Listener:
     """What the watchdog provides: called around a ``WATCH`` context, never allowed to raise out."""
 
-    def entered(self, opener_code: Any) -> None:  # pragma: no cover - interface
+    def entered(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
     def leaving(self, frame: Any = None) -> Any:  # pragma: no cover - interface
@@ -176,7 +177,7 @@ def _replace(cls: type) -> tuple:
 
     def __enter__(self):
         try:  # the plugin's part: which role this context has (a failure makes it a context of sglang's own)
-            role = getattr(self, ROLE, None)  # never self.__dict__: see MEASURED
+            role = getattr(self, ROLE, None)  # never self.__dict__: see ROLE
             code = None
             if role is None:
                 code = getframe(1).f_code
@@ -198,8 +199,8 @@ def _replace(cls: type) -> tuple:
         try:
             watcher = _listener[0]
             if watcher is not None and not getattr(self, "is_graph_capture", False):
-                watcher.entered(code if code is not None else getframe(1).f_code)
-                setattr(self, MEASURED, True)
+                watcher.entered()
+                setattr(self, ROLE, MEASURING)
         except Exception as exc:
             _failed("entry", exc)
         return result
@@ -214,12 +215,14 @@ def _replace(cls: type) -> tuple:
             return leave(self, exc_type, exc_val, exc_tb)
         if role is GUARD:
             return False
-        try:
-            if role is WATCH and getattr(self, MEASURED, False) and _listener[0] is not None:
-                setattr(self, MEASURED, False)
-                _listener[0].leaving()  # the listener finds the gather's frame itself, only when it must
-        except Exception as exc:
-            _failed("exit", exc)
+        if role is MEASURING:
+            try:
+                setattr(self, ROLE, WATCH)
+                watcher = _listener[0]
+                if watcher is not None:
+                    watcher.leaving()  # the listener finds the gather's frame itself, only when it must
+            except Exception as exc:
+                _failed("exit", exc)
         return leave(self, exc_type, exc_val, exc_tb)  # sglang's own: routing ends here, whatever failed above
 
     for hook, original in ((__enter__, original_enter), (__exit__, original_exit)):

@@ -25,6 +25,7 @@ mode stops the engine (``settings.strict_exit``).
 from __future__ import annotations
 
 import builtins
+import functools
 import importlib
 import inspect
 import sys
@@ -507,30 +508,13 @@ class Patcher:
             self._set(POOL_FIX.name, where, SKIPPED, "SymmetricMemoryContext names its pool in an unknown way")
             return
         originals = {name: cls.__dict__[name] for name in ("__init__", "__enter__")}
-        getter = POOL_FIX.group_getter(self.release)
-
-        def route_to_group_pool(wrapped, instance, args, kwargs):
-            wrapped(*args, **kwargs)
-            try:
-                group_pool.route_context_to_group_pool(instance, module, shape, getter)
-            except Exception as exc:  # keep sglang's own pool rather than fail a forward pass
-                logs.warning_once("pool-route", "sglang-cp-symm: a CP context kept sglang's shared pool: %s: %s "
-                                  "(reported once)", type(exc).__name__, str(exc)[:200])
-
-        def reenter(wrapped, instance, args, kwargs):
-            try:
-                group_pool.reenter_group_pool(instance)
-            except Exception as exc:  # sglang's own re-entry then rebuilds the context on its shared pool
-                logs.warning_once("pool-reenter", "sglang-cp-symm: a CP context re-entered sglang's shared pool: "
-                                  "%s: %s (reported once)", type(exc).__name__, str(exc)[:200])
-            return wrapped(*args, **kwargs)
-
+        router = group_pool.GroupPoolRouter(module, shape, POOL_FIX.group_getter(self.release))
         undo: List[Callable[[], None]] = []
         try:
-            wrapt.wrap_function_wrapper(cls, "__init__", route_to_group_pool)
+            cls.__init__ = _routing_init(originals["__init__"], router)
             undo.append(lambda: setattr(cls, "__init__", originals["__init__"]))
             if shape == group_pool.MEM_POOL_CTX_SHAPE:
-                wrapt.wrap_function_wrapper(cls, "__enter__", reenter)
+                cls.__enter__ = _reentering_enter(originals["__enter__"])
                 undo.append(lambda: setattr(cls, "__enter__", originals["__enter__"]))
         except Exception as exc:
             _run_all(undo)
@@ -548,6 +532,40 @@ class Patcher:
             self.statuses, self.plan = {}, None
             self.active = False
             self.on_settled = []
+
+
+def _routing_init(sglang_init: Callable, router: Any) -> Callable:
+    """``SymmetricMemoryContext.__init__``: sglang's, then the CP group's contexts re-pointed at its own pool.
+
+    A plain function in the class's ``__dict__``, not a wrapt wrapper: every symmetric context of the process is
+    built through it, and a wrapper bound at each construction costs about a microsecond more (docs/watchdog-cost.md).
+    """
+
+    @functools.wraps(sglang_init)
+    def __init__(self, *args, **kwargs):
+        sglang_init(self, *args, **kwargs)
+        try:
+            router.route(self)
+        except Exception as exc:  # keep sglang's own pool rather than fail a forward pass
+            logs.warning_once("pool-route", "sglang-cp-symm: a CP context kept sglang's shared pool: %s: %s "
+                              "(reported once)", type(exc).__name__, str(exc)[:200])
+
+    return __init__
+
+
+def _reentering_enter(sglang_enter: Callable) -> Callable:
+    """``SymmetricMemoryContext.__enter__`` of 0.5.9-0.5.10: a CP context re-entered comes back to its own pool."""
+
+    @functools.wraps(sglang_enter)
+    def __enter__(self):
+        try:
+            group_pool.reenter_group_pool(self)
+        except Exception as exc:  # sglang's own re-entry then rebuilds the context on its shared pool
+            logs.warning_once("pool-reenter", "sglang-cp-symm: a CP context re-entered sglang's shared pool: "
+                              "%s: %s (reported once)", type(exc).__name__, str(exc)[:200])
+        return sglang_enter(self)
+
+    return __enter__
 
 
 PATCHER = Patcher()

@@ -80,29 +80,59 @@ def context_shape(context_class: Any) -> Optional[str]:
     return None
 
 
-def route_context_to_group_pool(context: Any, allocator_module: Any, shape: str,
-                                getter: str = "get_attention_cp_group") -> bool:
-    """Point a freshly built ``SymmetricMemoryContext`` of the CP group at that group's pool.
+class GroupPoolRouter:
+    """Points each freshly built ``SymmetricMemoryContext`` of the CP group at that group's pool.
 
-    Returns True when the context was re-pointed. The context's own ``__enter__``
-    still sets ``SGLANG_TMP_NCCL_COMM_VALUE`` to the CP communicator, which is the
-    communicator ``nccl_alloc_plug`` registers new segments with.
+    One per patched class (the patcher makes it and holds it). Every symmetric context
+    of the process is built through it (the TP all-reduces' included, a few per layer),
+    so the question "is this context's group the CP group with a pool of its own?" is
+    answered by ``needs_own_pool`` once per group object and then read back by the
+    group's ``id`` (one dict lookup and an identity check). Asking it anew costs two
+    module lookups and two calls per context (2.4 us on the CPU machine, a stand-in
+    context; about 2 us of a TP all-reduce's context on the H100, docs/watchdog-cost.md).
+
+    An answer is kept only once the CP group exists (its getter returns a group): before
+    that no context of it can be built, and every group's answer is "no". The groups
+    are sglang's process-wide objects, built once at start-up the same way on every rank,
+    so every rank keeps the same answers.
     """
-    group = getattr(context, "group_coordinator", None)
-    if group is None or not needs_own_pool(group, getter):
-        return False
-    allocator = getattr(allocator_module, "_allocator", None)
-    if allocator is None:
-        return False
-    own = pool_for(group, allocator)
-    if shape == POOL_ID_SHAPE:
-        context._pool_id = own.id
-    else:
-        import torch
 
-        context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
-        context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
-    return True
+    __slots__ = ("allocator_module", "shape", "getter", "_answers")
+
+    def __init__(self, allocator_module: Any, shape: str, getter: str = "get_attention_cp_group") -> None:
+        self.allocator_module, self.shape, self.getter = allocator_module, shape, getter
+        self._answers: Dict[int, tuple] = {}  # id(group) -> (group, needs its own pool): the group kept alive
+
+    def needs_own_pool(self, group: Any) -> bool:
+        known = self._answers.get(id(group))
+        if known is not None and known[0] is group:
+            return known[1]
+        own = needs_own_pool(group, self.getter)
+        if gather_group(self.getter) is not None:
+            self._answers[id(group)] = (group, own)
+        return own
+
+    def route(self, context: Any) -> bool:
+        """Re-point ``context`` if it belongs to the CP group; True when it was.
+
+        The context's own ``__enter__`` still sets ``SGLANG_TMP_NCCL_COMM_VALUE`` to the CP
+        communicator, which is the communicator ``nccl_alloc_plug`` registers new segments with.
+        """
+        group = getattr(context, "group_coordinator", None)
+        if group is None or not self.needs_own_pool(group):
+            return False
+        allocator = getattr(self.allocator_module, "_allocator", None)
+        if allocator is None:
+            return False
+        own = pool_for(group, allocator)
+        if self.shape == POOL_ID_SHAPE:
+            context._pool_id = own.id
+        else:
+            import torch
+
+            context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
+            context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
+        return True
 
 
 def reenter_group_pool(context: Any) -> None:

@@ -175,12 +175,11 @@ class PoolWatchdog:
         self.known: Dict[str, Dict[str, int]] = {}
         self.warmup = WarmupRecord()
         self._warmup_started: Optional[float] = None
-        self._inside: Dict[int, List] = {}  # thread id -> [since, reported, stack of watched flags]
+        self._inside: Dict[int, List] = {}  # thread id -> [since, reported, watched contexts open]
         self._monitor: Optional[threading.Thread] = None
         self.hang_reports = 0
         self.on_growth: List[Callable[[Growth], None]] = []
         self.watched: set = set()  # code objects of the CP all-gathers whose contexts are measured
-        self._watched_ids: set = set()  # their ids: a code object's hash is computed anew at each lookup
         self.measuring = False  # the context hook is installed (SGLANG_CP_SYMM_WATCHDOG on)
         self._known_at: Optional[int] = None  # the signal's reading when the pools were last read
         self.signal = "device memory in use (cudaMemGetInfo)"
@@ -239,29 +238,27 @@ class PoolWatchdog:
     # -- the context hooks ------------------------------------------------------------
     def watch(self, code: Any) -> None:
         """Measure the contexts that the function with this code object opens (a CP all-gather)."""
-        self.watched.add(code)  # holds the code object, so its id stays its own
-        self._watched_ids.add(id(code))
+        self.watched.add(code)  # holds the code object, so its id (the role table's key) stays its own
         context_hooks.set_role(code, context_hooks.WATCH)
 
-    def entered(self, opener_code: Any = None) -> None:
-        """After a symmetric context was entered on this thread, by a function with ``opener_code``.
+    def entered(self) -> None:
+        """After a watched symmetric context (a CP all-gather's) was entered on this thread.
 
         Every call is on the hot path of a CP all-gather: one reading of the signal (the
-        counter: a load from memory), one comparison, and the hang monitor's note.
+        counter: a load from memory), one comparison, and the hang monitor's note (when
+        this thread entered its outermost watched context, and how deep it is now).
         """
-        watched = id(opener_code) in self._watched_ids
-        if watched:
-            reading = self._reserved()
-            if reading != self._known_at:  # growth since the last reading is not this gather's
-                self._observe(reading, OUTSIDE_AT_GATHER)
+        reading = self._reserved()
+        if reading != self._known_at:  # growth since the last reading is not this gather's
+            self._observe(reading, OUTSIDE_AT_GATHER)
         ident = get_ident()
         entry = self._inside.get(ident)
         if entry is None:
-            self._inside[ident] = [monotonic(), False, [watched]]
+            self._inside[ident] = [monotonic(), False, 1]
             if self._monitor is None:
                 self._start_monitor()
         else:
-            entry[2].append(watched)
+            entry[2] += 1
 
     def leaving(self, frame: Any = None) -> Optional[Growth]:
         """Before the original ``__exit__`` (which, from 0.5.12, registers new segments collectively).
@@ -273,12 +270,10 @@ class PoolWatchdog:
         entry = self._inside.get(ident)
         if entry is None:
             return None
-        stack = entry[2]
-        watched = stack.pop()
-        if not stack:
+        if entry[2] == 1:
             del self._inside[ident]
-        if not watched:
-            return None
+        else:
+            entry[2] -= 1
         reading = self._reserved()
         if reading == self._known_at:
             return None

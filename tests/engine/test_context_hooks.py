@@ -55,7 +55,7 @@ SETUP = f"""
 HOOKS = SETUP + """
     class Listener(ch.Listener):
         fail_entry = fail_exit = False
-        def entered(self, code):
+        def entered(self):
             if self.fail_entry:
                 raise RuntimeError("entry broke")
         def leaving(self, frame=None):

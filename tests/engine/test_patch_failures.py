@@ -88,7 +88,7 @@ STEPS = f"""
         ("rebinding copies", patching.Patcher, "_rebind_copies"),
         ("the watchdog", patching, "WATCHDOG"),  # the patcher's reference only (the hooks keep theirs)
         ("the pool's shape", pool, "context_shape"),
-        ("wrapping the pool's context", patching, "wrapt"),  # the patcher's wrapt only (hooks use their own)
+        ("wrapping the pool's context", patching, "_routing_init"),
     ]
 
     FUNCTIONS = {{"cp_utils.reorganized": "cp_all_gather_reorganized_into_tensor",
@@ -103,9 +103,7 @@ STEPS = f"""
     results = {{}}
     for step, owner, attribute in STEPS:
         saved = getattr(owner, attribute)
-        stand_in = {{"wrapt": type("Wrapt", (), {{"wrap_function_wrapper": staticmethod(raiser),
-                                                "register_post_import_hook": staticmethod(wrapt.register_post_import_hook)}}),
-                    "WATCHDOG": type("Watchdog", (), {{"watch": staticmethod(raiser)}})}}.get(attribute, raiser)
+        stand_in = {{"WATCHDOG": type("Watchdog", (), {{"watch": staticmethod(raiser)}})}}.get(attribute, raiser)
         setattr(owner, attribute, stand_in)
         try:
             status = s.patch(read_settings(), nccl="2.27.7")["targets"]
@@ -164,23 +162,26 @@ def test_every_step_fails_into_a_skip_with_the_module_as_it_was():
 
 
 def test_the_second_pool_wrapper_failing_takes_the_first_back():
-    """0.5.10's context names its pool ``_mem_pool_ctx``: the fix wraps ``__init__`` and ``__enter__``; if the
-    second wrap fails, the first is undone and the pool fix is skipped."""
+    """0.5.10's context names its pool ``_mem_pool_ctx``: the fix replaces ``__init__`` and ``__enter__``; if the
+    second replacement fails, the first is undone and the pool fix is skipped."""
     out = json.loads(last_line(run_python("0.5.10", f"""
-        import json, wrapt
+        import json
         import {ALLOCATOR} as pa
         import sglang_cp_symm as s
+        from sglang_cp_symm.engine import patching
         from sglang_cp_symm.engine.settings import read_settings
         s.unpatch()  # the .pth bootstrap (0.5.10) applied the plugin at the import above
         cls = pa.SymmetricMemoryContext
         clean = (cls.__dict__["__init__"], cls.__dict__["__enter__"])
-        real, calls = wrapt.wrap_function_wrapper, []
-        def second_fails(*args, **kwargs):
-            calls.append(args[1])
-            if len(calls) == 2:
-                raise RuntimeError("injected")
-            return real(*args, **kwargs)
-        wrapt.wrap_function_wrapper = second_fails
+        calls = []
+        real_init = patching._routing_init
+        def first(*args):
+            calls.append("__init__")
+            return real_init(*args)
+        def second_fails(*args):
+            calls.append("__enter__")
+            raise RuntimeError("injected")
+        patching._routing_init, patching._reentering_enter = first, second_fails
         status = s.patch(read_settings(), nccl="2.30.7")["targets"]["pool.attention_cp_registration"]
         print(json.dumps([status, calls, (cls.__dict__["__init__"], cls.__dict__["__enter__"]) == clean]))
     """, env={"SGLANG_CP_SYMM": "1", **QUIET})))
