@@ -19,9 +19,9 @@ from typing import Optional
 from .. import __version__
 from ..engine.nccl_library import engine_nccl, torch_built_with
 from ..engine.nccl_policy import NcclVersion, given_version, line_for, upgrade_command
-from ..engine.plan import State, gather_facts, make_plan, outcome as plan_outcome
+from ..engine.plan import Facts, Plan, State, gather_facts, make_plan, outcome as plan_outcome
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
-                               read_settings)
+                               Settings, read_settings)
 from ..engine.sizing import (
     REFERENCE_CHUNK,
     SizingError,
@@ -38,7 +38,7 @@ from ..engine.sizing import (
 )
 from ..engine.warmup_deadline import warmup_deadline
 from ..pins import pin_for
-from ..releases import distribution_version, installed_build
+from ..releases import Build, distribution_version, installed_build
 
 ENTRY_POINT = "cp_symm"
 #: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
@@ -228,64 +228,111 @@ def ranks_report(folder: Optional[str]) -> dict:
     return {"folder": run["folder"], "run": run["run"], "ranks": ranks, "findings": compare_ranks(run)}
 
 
+@dataclass(frozen=True)
+class ProcessFacts:
+    """What the doctor reads of this machine, as the engine reads it, and the plan made from it."""
+
+    settings: Settings
+    build: Optional[Build]
+    loaded: Optional[NcclVersion]
+    loaded_from: str
+    nccl: Optional[NcclVersion]  # the loaded one, or the one given with --nccl
+    gpu: dict
+    facts: Facts
+    plan: Plan
+
+
+def read_process_facts(nccl_override: Optional[str] = None) -> ProcessFacts:
+    """The facts of this process, gathered as the engine gathers them (``plan.gather_facts``), and their plan."""
+    settings = read_settings()
+    build = installed_build()
+    loaded, loaded_from = nccl_as_the_engine_loads_it()
+    nccl = given_version(nccl_override) if nccl_override else loaded
+    gpu = _gpu()
+    capability = tuple(int(p) for p in gpu["capability"].split(".")) if gpu["available"] else None
+    facts = gather_facts(settings, None if build is None else build.release, None if build is None else build.shown,
+                         nccl=nccl, nccl_from="given with --nccl" if nccl_override else loaded_from, gpu=capability,
+                         release_problem=None if build is None else build.problem)
+    return ProcessFacts(settings, build, loaded, loaded_from, nccl, gpu, facts, make_plan(facts))
+
+
 def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape] = None,
                  ranks: Optional[str] = None, want_ranks: bool = False) -> dict:
     """The doctor's report: the plan (``engine.plan``) made from this machine's facts, gathered as the engine
     gathers them, and rendered; nothing here decides what happens to a target."""
-    settings = read_settings()
-    build = installed_build()
-    release_text = None if build is None else build.shown
-    release = None if build is None else build.release
-    loaded, loaded_from = nccl_as_the_engine_loads_it()
-    torch_nccl = torch_built_with()
-    nccl = given_version(nccl_override) if nccl_override else loaded
-    gpu = _gpu()
-    capability = tuple(int(p) for p in gpu["capability"].split(".")) if gpu["available"] else None
-    facts = gather_facts(settings, release, release_text, nccl=nccl,
-                         nccl_from="given with --nccl" if nccl_override else loaded_from, gpu=capability,
-                         release_problem=None if build is None else build.problem)
-    plan = make_plan(facts)
-    report = {
-        "sglang_cp_symm": __version__,
-        "sglang": release_text,
-        "sglang_build": None if build is None else {"final": build.final, "kind": build.kind},
-        "torch": distribution_version("torch"),
-        "gpu": gpu,
-        "nccl": {"torch_build": None if torch_nccl is None else str(torch_nccl),
-                 "loaded": None if loaded is None else str(loaded), "loaded_from": loaded_from,
-                 "used_for_verdict": None if nccl is None else str(nccl), "given": nccl_override},
-        "switches": {name: os.environ.get(name) for name in (ENABLE, STRICT, SEND, ALLOW_NCCL_RACE, WARMUP,
-                                                              WARMUP_TOKENS, WARMUP_TIMEOUT, WATCHDOG)},
-        "settings": settings.describe(),
-        "entry_point": _entry_point(),
-        "bootstrap_pth": _bootstrap_installed(),
-        "targets": {},
-        "findings": [],
-    }
+    seen = read_process_facts(nccl_override)
+    report = _header(seen, nccl_override)
     findings = report["findings"]
-    findings.extend(settings.problems)
-    if build is not None and build.problem:
-        findings.append(build.problem)
+    release = None if seen.build is None else seen.build.release
+    if seen.build is not None and seen.build.problem:
+        findings.append(seen.build.problem)
         return report
     if release is None:
         findings.append("sglang is not installed in this environment: nothing to patch; install the plugin next to sglang")
         return report
-    report["supported"] = plan.problem is None
-    if plan.problem is not None:
-        findings.append(f"sglang {release_text}: {plan.problem}; the plugin will change nothing")
+    report["supported"] = seen.plan.problem is None
+    if seen.plan.problem is not None:
+        findings.append(f"sglang {seen.build.shown}: {seen.plan.problem}; the plugin will change nothing")
         return report
+    findings.extend(_loading_findings(report, release))
+    if seen.nccl is None:
+        findings.append(f"no NCCL found here ({seen.loaded_from}): the verdict below cannot say whether the symmetric "
+                        "kernel engages")
+    report["pins"] = pins_report(release, seen.loaded, seen.nccl, findings)
+    _add_plan(report, seen, symm_mem=shape is not None and shape.enable_symm_mem)
+    actions = list(seen.plan.recommended())
+    if shape is not None:
+        _add_shape(report, shape, seen, actions)
+    if want_ranks:
+        report["ranks"] = ranks_report(ranks)
+        findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
+        if "note" in report["ranks"]:
+            findings.append(report["ranks"]["note"])
+    report["recommended"] = actions
+    report["changes_something"] = seen.plan.changes_something()
+    report["engages_kernel"] = seen.plan.engages_kernel()
+    return report
+
+
+def _header(seen: ProcessFacts, nccl_override: Optional[str]) -> dict:
+    """The versions, the GPU, the NCCL, the switches and how the plugin is found: what every report starts with."""
+    torch_nccl = torch_built_with()
+    return {
+        "sglang_cp_symm": __version__,
+        "sglang": None if seen.build is None else seen.build.shown,
+        "sglang_build": None if seen.build is None else {"final": seen.build.final, "kind": seen.build.kind},
+        "torch": distribution_version("torch"),
+        "gpu": seen.gpu,
+        "nccl": {"torch_build": None if torch_nccl is None else str(torch_nccl),
+                 "loaded": None if seen.loaded is None else str(seen.loaded), "loaded_from": seen.loaded_from,
+                 "used_for_verdict": None if seen.nccl is None else str(seen.nccl), "given": nccl_override},
+        "switches": {name: os.environ.get(name) for name in (ENABLE, STRICT, SEND, ALLOW_NCCL_RACE, WARMUP,
+                                                              WARMUP_TOKENS, WARMUP_TIMEOUT, WATCHDOG)},
+        "settings": seen.settings.describe(),
+        "entry_point": _entry_point(),
+        "bootstrap_pth": _bootstrap_installed(),
+        "targets": {},
+        "findings": list(seen.settings.problems),
+    }
+
+
+def _loading_findings(report: dict, release) -> list:
+    """Whether sglang will load the plugin: the entry point (0.5.11+) or the ``.pth`` bootstrap (earlier)."""
     if release >= (0, 5, 11):
         if not report["entry_point"]["discoverable"]:
-            findings.append("the entry point cp_symm is not installed: reinstall sglang-cp-symm in this environment")
-        elif report["entry_point"]["filtered_out"]:
-            findings.append("SGLANG_PLUGINS does not list cp_symm: sglang will not load the plugin")
-    elif not report["bootstrap_pth"]:
-        findings.append(f"sglang {release} has no plugin framework and {BOOTSTRAP} is not in site-packages")
-    if nccl is None:
-        findings.append(f"no NCCL found here ({loaded_from}): the verdict below cannot say whether the symmetric "
-                        "kernel engages")
-    report["pins"] = pins_report(release, loaded, nccl, findings)
-    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in facts.nccl_env]
+            return ["the entry point cp_symm is not installed: reinstall sglang-cp-symm in this environment"]
+        if report["entry_point"]["filtered_out"]:
+            return ["SGLANG_PLUGINS does not list cp_symm: sglang will not load the plugin"]
+        return []
+    if not report["bootstrap_pth"]:
+        return [f"sglang {release} has no plugin framework and {BOOTSTRAP} is not in site-packages"]
+    return []
+
+
+def _add_plan(report: dict, seen: ProcessFacts, symm_mem: bool) -> None:
+    """The plan's sections: the policy and outcome, the race guard and exposure, every target and the pool fix."""
+    plan, settings, findings = seen.plan, seen.settings, report["findings"]
+    report["nccl_env"] = [{"name": e.name, "value": e.value[:40], "effect": e.effect} for e in seen.facts.nccl_env]
     if settings.enabled:
         report["policy"] = {"line": plan.decision.line(), "source": plan.decision.source}
         report["outcome"] = plan_outcome([(t.name, t.state, t.words) for t in plan.entries()],
@@ -293,18 +340,21 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     guard = plan.guard
     report["race_guard"] = {**guard.describe(), "plugin_on": settings.enabled}
     if guard.engaged and not settings.enabled:
+        fix = "" if plan.exposure else f", or {guard.fix}"  # the exposure's finding below gives the fix
         findings.append(f"race: {guard.reason.split(':', 1)[0]} and the plugin is off, so nothing keeps this "
                         f"release's own CP/DCP all-gathers off them (with --enable-symm-mem); {ENABLE}=1 engages the "
-                        f"race guard, or {guard.fix}")
+                        f"race guard{fix}")
     if guard.defeated_by:
         findings.append(f"race guard not held: {guard.defeated_by}")
     findings.extend(plan.notes)
-    symm_mem = shape is not None and shape.enable_symm_mem
     report["symm_mem"] = symm_mem
     report["race_exposure"] = plan.exposure
-    if plan.exposure:
+    if plan.exposure:  # the race and its fix, said once: the pins' line below only where this one is not said
         findings.append(f"race: {plan.exposure}" if symm_mem else
                         f"race, if the server runs with --enable-symm-mem (pass it here to judge that): {plan.exposure}")
+    elif report["pins"].get("fix"):
+        findings.append(f"NCCL {seen.nccl} has the symmetric-kernel race of sm90+ (Hopper and Blackwell; "
+                        f"2.28.0-2.30.6): {report['pins']['fix']}")
     for entry in plan.targets:
         report["targets"][entry.name] = {"where": entry.where, "source": entry.source, "state": str(entry.state),
                                          "words": entry.words, "action": str(entry.action),
@@ -317,29 +367,23 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
             findings.append(f"{entry.name}: {entry.hazard}")
     report["pool_fix"] = None if plan.pool is None else {"state": str(plan.pool.state), "words": plan.pool.words,
                                                          "source": plan.pool.source}
-    actions = list(plan.recommended())
-    if shape is not None and shape.given:
-        report["sizing"] = sizing_report(shape, release, settings,
-                                         send=bool(settings.enabled and plan.decision.stage_send))
-        state = report["sizing"].get("prealloc", {}).get("state")
-        if state == "too-small":
+
+
+def _add_shape(report: dict, shape: ServeShape, seen: ProcessFacts, actions: list) -> None:
+    """For the server's shape (``--tp``, ``--cp``, ``--model``...): the warm-up's sizing and the topology."""
+    findings, settings = report["findings"], seen.settings
+    if shape.given:
+        report["sizing"] = sizing_report(shape, seen.build.release, settings,
+                                         send=bool(settings.enabled and seen.plan.decision.stage_send))
+        if report["sizing"].get("prealloc", {}).get("state") == "too-small":
             actions.append(report["sizing"]["prealloc"]["message"])
         if "error" in report["sizing"]:
             findings.append(f"sizing: {report['sizing']['error']}")
         findings.extend(f"warm-up: {w}" for w in report["sizing"].get("warnings", ()))
-    if shape is not None and shape.cp_size > 1:
+    if shape.cp_size > 1:
         report["topology"] = topology_report(shape)
         if report["topology"]["state"] not in ("ok", "unknown", "no CP"):
             findings.append(f"topology: {report['topology']['message']}")
-    if want_ranks:
-        report["ranks"] = ranks_report(ranks)
-        findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
-        if "note" in report["ranks"]:
-            findings.append(report["ranks"]["note"])
-    report["recommended"] = actions
-    report["changes_something"] = plan.changes_something()
-    report["engages_kernel"] = plan.engages_kernel()
-    return report
 
 
 def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersion], findings: list) -> dict:
@@ -353,8 +397,7 @@ def pins_report(release, loaded: Optional[NcclVersion], nccl: Optional[NcclVersi
     if out["differs"]:
         findings.append(f"NCCL {loaded} is loaded, not the {pin.nccl} that sglang {release}'s torch {pin.torch} pins")
     if nccl is not None and line_for(nccl).race:
-        out["fix"] = upgrade_command(release)
-        findings.append(f"NCCL {nccl} has the symmetric-kernel race of sm90+ (Hopper and Blackwell; 2.28.0-2.30.6): {out['fix']}")
+        out["fix"] = upgrade_command(release)  # said by the race's finding (``_add_plan``), once
     return out
 
 

@@ -173,6 +173,9 @@ def test_the_doctor_names_the_pins_the_loaded_nccl_and_the_fix_on_a_racy_line(re
     assert off["pins"]["fix"].startswith('pip install "nvidia-nccl-cu13>=2.30.7"') and "SGLANG_NCCL_SO_PATH" in off["pins"]["fix"]
     assert off["race_guard"]["engaged"] and not off["race_guard"]["plugin_on"]
     assert any(f.startswith("race: ") and "plugin is off" in f for f in off["findings"])
+    on_json = json.loads(doctor(release, "doctor", "--json", env={"SGLANG_CP_SYMM": "1"}).stdout)
+    for report in (off, on_json):  # the fix is said once, in the race's finding, not again with the pins
+        assert sum(report["pins"]["fix"] in f for f in report["findings"]) == 1, report["findings"]
     on = doctor(release, "doctor", env={"SGLANG_CP_SYMM": "1"}).stdout
     assert f"pins        torch {pinned_torch}, NCCL {pinned_nccl} (nvidia-nccl-cu13); loaded {pinned_nccl}" in on
     assert "race guard  engaged: NCCL" in on and "no (race guard)" in on
