@@ -146,6 +146,60 @@ def child_profile() -> dict:
             **{k: statistics.median(v) for k, v in times.items()}}
 
 
+PAIRED_CONFIGS = ("off", "no-watchdog", "counter")
+
+
+def child_paired(rounds: int = 30, n: int = 2000) -> dict:
+    """The configurations of ``OVERHEAD_MODES`` but the fallback, paired within ONE process: each round sets the
+    class's methods for each configuration in turn and times both context kinds, so every configuration sees the
+    same core, caches and allocator state (fresh processes of one configuration differ by up to 2x on the H100
+    host, run 2 in docs/watchdog-cost.md). "off" is sglang's own ``__init__``/``__enter__``/``__exit__``;
+    "no-watchdog" the plugin's ``__init__`` (the CP pool fix) with sglang's ``__enter__``/``__exit__`` (0.5.11:
+    the pool fix replaces ``__init__`` only; the race guard is not engaged in this probe); "counter" the plugin as
+    installed: its ``__init__`` and the context hooks, the watchdog on its allocator counter."""
+    from gpu_pool_probe import setup
+
+    torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
+    from sglang_cp_symm.engine.watchdog import WATCHDOG
+
+    cls = pa.SymmetricMemoryContext
+
+    def tp_ctx():
+        with usm(tp):
+            pass
+
+    def cp_ctx():
+        with usm(cp):
+            pass
+
+    WATCHDOG.watch(cp_ctx.__code__)
+    WATCHDOG.between_requests()
+    cp_ctx()
+    plugin = {name: cls.__dict__[name] for name in ("__init__", "__enter__", "__exit__")}
+    sglang = {name: getattr(fn, "__wrapped__", fn) for name, fn in plugin.items()}
+    methods = {"off": sglang, "no-watchdog": {**sglang, "__init__": plugin["__init__"]}, "counter": plugin}
+    times = {(c, k): [] for c in PAIRED_CONFIGS for k in ("tp", "cp")}
+    try:
+        for _ in range(rounds):
+            for config in PAIRED_CONFIGS:
+                for name, fn in methods[config].items():
+                    setattr(cls, name, fn)
+                times[(config, "tp")].append(_per_call(tp_ctx, n))
+                times[(config, "cp")].append(_per_call(cp_ctx, n))
+    finally:
+        for name, fn in plugin.items():
+            setattr(cls, name, fn)
+    out = {"mode": "paired", "signal": WATCHDOG.signal, "rounds": rounds,
+           "init_is_plugins": plugin["__init__"] is not sglang["__init__"],
+           "hooks_installed": plugin["__enter__"] is not sglang["__enter__"]}
+    for (config, kind), values in times.items():
+        out[f"{kind}.{config}_us"] = statistics.median(values)
+        if config != "off":  # the per-round difference, then its median: the pairing
+            out[f"{kind}.{config}_added_us"] = statistics.median(
+                v - off for v, off in zip(values, times[("off", kind)]))
+    return out
+
+
 def _take_hooks_off(cls):
     """Put sglang's own methods back on the class for a while; returns the function that re-installs the hooks."""
     hooked = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
@@ -214,6 +268,24 @@ def child_overhead(mode: str) -> dict:
     return result
 
 
+def print_paired(runs: list) -> None:
+    """The table of issue 23 from ``child_paired`` processes: per context kind, each configuration's time and what
+    it adds over the plugin off, the medians over the processes of each process's median."""
+    print(f"watchdog cost per empty symmetric context, {len(runs)} processes, every configuration in each "
+          f"(per process: median of {runs[0]['rounds']} rounds x 2000; added: median of the per-round differences)")
+    print(f"{'context':<30} {'configuration':<70} {'us (processes)':>24} {'median':>7} {'added':>22} {'median':>7}")
+    for kind, label in (("cp", "a CP all-gather's"), ("tp", "any other (a TP all-reduce's)")):
+        for config in PAIRED_CONFIGS:
+            us = [r[f"{kind}.{config}_us"] for r in runs]
+            added = [r.get(f"{kind}.{config}_added_us") for r in runs]
+            shown_added = "" if config == "off" else "/".join(f"{a:+.2f}" for a in added)
+            med_added = "" if config == "off" else f"{statistics.median(added):+.2f}"
+            print(f"{label:<30} {OVERHEAD_MODES[config]:<70} {'/'.join(f'{u:.2f}' for u in us):>24} "
+                  f"{statistics.median(us):>7.2f} {shown_added:>22} {med_added:>7}")
+    print(f"signal: {', '.join(sorted({r['signal'] for r in runs}))}; the plugin's __init__ in place: "
+          f"{all(r['init_is_plugins'] for r in runs)}; its context hooks in place: {all(r['hooks_installed'] for r in runs)}")
+
+
 def run_child(*args) -> dict:
     # Each configuration compiles sglang's allocator in a folder of its own (sglang builds it under
     # tempfile.gettempdir()): the plugin's counting source and sglang's own would rebuild each other's.
@@ -235,11 +307,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--overhead-only", action="store_true", help="only part 2, the watchdog's cost")
     parser.add_argument("--profile", action="store_true", help="also where a context's time goes (one process)")
+    parser.add_argument("--paired-only", action="store_true",
+                        help="only the watchdog's cost, every configuration in each of --repeats processes")
     args = parser.parse_args()
     if args.child is not None:
         pin_cpu()
         if args.child[0] == "profile":
             print(json.dumps(child_profile()))
+        elif args.child[0] == "paired":
+            print(json.dumps(child_paired()))
         elif args.child[0] == "overhead":
             print(json.dumps(child_overhead(args.child[1])))
         else:
@@ -248,6 +324,9 @@ def main() -> None:
     import torch
 
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, NCCL {torch.cuda.nccl.version()}")
+    if args.paired_only:
+        print_paired([run_child("paired") for _ in range(args.repeats)])
+        return
     print(f"{'tokens':>7} {'KV MiB':>7} {'cold first ms':>14} {'warm first ms':>14} {'hit ms':>7}")
     for tokens in [] if args.overhead_only else args.max_tokens:
         cold = [run_child("cold", str(tokens)) for _ in range(args.repeats)]

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # On the lent device machine (Python 3.12, torch 2.11+cu130, no registry): install the wheels that
 # ci/gpu-wheels.sh fetched into .whl/, then run stage C and the GPU probes and benchmarks for one release.
-#   bash ci/device-stage-c.sh 0.5.11 [probes|tests|bench|overhead ...]   (default: probes tests)
-# (overhead: only the watchdog's cost per context kind and its profile, bench/warmup_latency.py --overhead-only --profile)
+#   bash ci/device-stage-c.sh 0.5.11 [probes|tests|bench|overhead|paired ...]   (default: probes tests)
+# (overhead: only the watchdog's cost per context kind, one configuration per process, and its profile,
+#  bench/warmup_latency.py --overhead-only --profile; paired: the same configurations in turn within each process,
+#  bench/warmup_latency.py --paired-only, the figures of docs/watchdog-cost.md run 2)
 # Results: JSON lines and tables on stdout, copies under $OUT when it is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,8 @@ for part in $parts; do
              | tee "$out/warmup-latency-$release.txt" ;;
     overhead) python3 bench/warmup_latency.py --overhead-only --profile --repeats ${CP_SYMM_REPEATS:-5} \
              2>"$out/watchdog-cost-$release.jsonl" | tee "$out/watchdog-cost-$release.txt" ;;
-    *) echo "unknown part $part (probes, tests, bench, overhead)" >&2; exit 2 ;;
+    paired) python3 bench/warmup_latency.py --paired-only --repeats ${CP_SYMM_REPEATS:-3} \
+             2>"$out/watchdog-paired-$release.jsonl" | tee "$out/watchdog-paired-$release.txt" ;;
+    *) echo "unknown part $part (probes, tests, bench, overhead, paired)" >&2; exit 2 ;;
   esac
 done
