@@ -286,6 +286,13 @@ def print_paired(runs: list) -> None:
           f"{all(r['init_is_plugins'] for r in runs)}; its context hooks in place: {all(r['hooks_installed'] for r in runs)}")
 
 
+def print_profile(prof: dict) -> None:
+    print("profile, one process, hooks off and on in turn (us per call, medians of 20 x 2000):")
+    for k, v in prof.items():
+        if isinstance(v, float):
+            print(f"  {k:<58} {v:8.3f}")
+
+
 def run_child(*args) -> dict:
     # Each configuration compiles sglang's allocator in a folder of its own (sglang builds it under
     # tempfile.gettempdir()): the plugin's counting source and sglang's own would rebuild each other's.
@@ -326,6 +333,8 @@ def main() -> None:
     print(f"GPU {torch.cuda.get_device_name()}, torch {torch.__version__}, NCCL {torch.cuda.nccl.version()}")
     if args.paired_only:
         print_paired([run_child("paired") for _ in range(args.repeats)])
+        if args.profile:
+            print_profile(run_child("profile"))
         return
     print(f"{'tokens':>7} {'KV MiB':>7} {'cold first ms':>14} {'warm first ms':>14} {'hit ms':>7}")
     for tokens in [] if args.overhead_only else args.max_tokens:
@@ -348,11 +357,7 @@ def main() -> None:
             added = "" if m == "off" else f"{med[m][key] - med['off'][key]:+.2f}"
             print(f"{kind:<26} {label:<70} {runs(m, key):>22} {med[m][key]:>7.2f} {added:>7}")
     if args.profile:
-        prof = run_child("profile")
-        print("profile, one process, hooks off and on in turn (us per call, medians of 20 x 2000):")
-        for k, v in prof.items():
-            if isinstance(v, float):
-                print(f"  {k:<58} {v:8.3f}")
+        print_profile(run_child("profile"))
     signals = sorted({r.get("signal", "") for r in rows["counter"]})
     print(f"signal in the default configuration: {', '.join(signals)}; readings: allocator counter "
           f"{statistics.median(r['probe_counter_us'] for r in rows['counter'] if 'probe_counter_us' in r):.3f} us, "

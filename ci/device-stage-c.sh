@@ -32,7 +32,7 @@ for part in $parts; do
              | tee "$out/warmup-latency-$release.txt" ;;
     overhead) python3 bench/warmup_latency.py --overhead-only --profile --repeats ${CP_SYMM_REPEATS:-5} \
              2>"$out/watchdog-cost-$release.jsonl" | tee "$out/watchdog-cost-$release.txt" ;;
-    paired) python3 bench/warmup_latency.py --paired-only --repeats ${CP_SYMM_REPEATS:-3} \
+    paired) python3 bench/warmup_latency.py --paired-only ${CP_SYMM_PROFILE:+--profile} --repeats ${CP_SYMM_REPEATS:-3} \
              2>"$out/watchdog-paired-$release.jsonl" | tee "$out/watchdog-paired-$release.txt" ;;
     *) echo "unknown part $part (probes, tests, bench, overhead, paired)" >&2; exit 2 ;;
   esac
