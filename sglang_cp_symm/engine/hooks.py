@@ -9,7 +9,8 @@ its parts: the watchdog, the warm-up state, the ``context_hooks.ContextTable``, 
 what is applied (the settings, the NCCL decision).
 
 The hooks, by register name:
-- ``warmup.named``: sglang's ``@warmup(name)`` decorator registers ``run_warmup``.
+- ``warmup.named``: sglang's ``@warmup(name)`` decorator registers ``cp_symm_max_tokens``, which runs
+  ``warmup.run_warmup`` with the installer's state, settings and decision.
 - ``warmup.cli``: ``ServerArgs.from_cli_args`` appends ``cp_symm_max_tokens`` to ``--warmups``.
 - ``warmup.first_request``: ``TokenizerManager.generate_request`` makes the first request
   wait for the warm-up where no named warm-up ran (the offline Engine); it removes
@@ -217,7 +218,8 @@ class HookInstaller:
             watchdog.measuring = False
             table.clear_roles(WATCH)
 
-        return [stop_measuring, *([uncount] if uncount else []), table.install(getattr(module, hook.attribute), watchdog)]
+        restore = table.install(getattr(module, hook.attribute), watchdog)
+        return [stop_measuring, *([uncount] if uncount else []), restore]
 
 
 def _attach_one(wrapper: Callable) -> Callable[[Any, Hook], List[Callable[[], None]]]:

@@ -85,7 +85,7 @@ class TargetStatus:
 class Refused(Exception):
     """A target that is not patched, with the state and the reason to report."""
 
-    def __init__(self, state: str, detail: str = "") -> None:
+    def __init__(self, state: State, detail: str = "") -> None:
         super().__init__(detail)
         self.state, self.detail = state, detail
 
