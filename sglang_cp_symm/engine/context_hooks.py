@@ -140,12 +140,13 @@ class ContextTable:
             original_enter, original_exit, hooked_enter, hooked_exit = _replace(cls, self)
             entry = self.installed[cls] = [original_enter, original_exit, 0, hooked_enter, hooked_exit]
         entry[2] += 1
-        done = []
+        done = False
 
         def restore() -> None:
+            nonlocal done
             if done:
                 return
-            done.append(True)
+            done = True
             if listener is not None and self.listener is listener:
                 self.listener = None
             entry[2] -= 1
