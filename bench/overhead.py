@@ -198,16 +198,17 @@ def context_hooks(repeat: int) -> dict:
 
     bare = {"unknown opener": best(tp_all_reduce), "CP all-gather": best(cp_all_gather)}
     bare.update({"TP, guard engaged": bare["unknown opener"], "CP group, guarded": best(dcp_gather)})
-    restore = hooks.install(Context, dog)
+    table = dog.table  # the plugin object's ContextTable, shared by its watchdog and its race guard
+    restore = table.install(Context, dog)
     dog.watch(cp_all_gather.__code__)
     try:
         hooked = {"unknown opener": best(tp_all_reduce), "CP all-gather": best(cp_all_gather)}
-        hooks.GUARDED_GROUPS.update({"attn_cp", "dcp"})  # the race guard engaged (its CONFIRM already answered)
+        table.guarded.update({"attn_cp", "dcp"})  # the race guard engaged (its GPU check already answered)
         hooked.update({"TP, guard engaged": best(tp_all_reduce), "CP group, guarded": best(dcp_gather)})
     finally:
-        hooks.GUARDED_GROUPS.clear()
+        table.guarded.clear()
         restore()
-        hooks.clear_roles(hooks.WATCH)
+        table.clear_roles(hooks.WATCH)
     return {name: {"bare_us": round(bare[name], 3), "hooked_us": round(hooked[name], 3),
                    "added_us": round(hooked[name] - bare[name], 3)} for name in bare}
 

@@ -93,8 +93,9 @@ def child_profile() -> dict:
     from gpu_pool_probe import setup
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
-    from sglang_cp_symm.engine import context_hooks
-    from sglang_cp_symm.engine.watchdog import WATCHDOG
+    from sglang_cp_symm.engine import activation, context_hooks
+
+    watchdog = activation.current().watchdog  # the plugin object's
 
     cls = pa.SymmetricMemoryContext
     sglang_init = getattr(cls.__init__, "__wrapped__", cls.__init__)
@@ -107,8 +108,8 @@ def child_profile() -> dict:
         with usm(cp):
             pass
 
-    WATCHDOG.watch(cp_ctx.__code__)
-    WATCHDOG.between_requests()
+    watchdog.watch(cp_ctx.__code__)
+    watchdog.between_requests()
     cp_ctx()
     hooks_on = context_hooks.installed(cls)
     pieces = {
@@ -116,9 +117,9 @@ def child_profile() -> dict:
         "construct cp (plugin's __init__ wrapper included)": lambda: usm(cp),
         "sglang's __init__ alone (tp)": lambda: sglang_init(object.__new__(cls), tp),
         "sys._getframe(0).f_code": lambda: sys._getframe(0).f_code,
-        "watchdog entered()+leaving(), watched, nothing grew": lambda: (WATCHDOG.entered(),
-                                                                         WATCHDOG.leaving()),
-        "the counter's reading": WATCHDOG._reserved,
+        "watchdog entered()+leaving(), watched, nothing grew": lambda: (watchdog.entered(),
+                                                                         watchdog.leaving()),
+        "the counter's reading": watchdog._reserved,
     }
     def tp_ctx_dict():  # the same, after asking for the instance's __dict__ (Python 3.11+ builds it then)
         c = usm(tp)
@@ -142,7 +143,7 @@ def child_profile() -> dict:
                 restore = None
         for k, fn in pieces.items():
             times[k].append(_per_call(fn))
-    return {"mode": "profile", "hooks_installed": hooks_on, "signal": WATCHDOG.signal,
+    return {"mode": "profile", "hooks_installed": hooks_on, "signal": watchdog.signal,
             **{k: statistics.median(v) for k, v in times.items()}}
 
 
@@ -245,20 +246,21 @@ def child_overhead(mode: str) -> dict:
 
     result = {"mode": mode}
     if mode != "off":
-        from sglang_cp_symm.engine.hooks import INSTALLER
-        from sglang_cp_symm.engine.watchdog import WATCHDOG
+        from sglang_cp_symm.engine import activation
 
-        WATCHDOG.watch(cp_all_gather_context.__code__)
+        installer, watchdog = activation.current().installer, activation.current().watchdog  # the plugin object's
+
+        watchdog.watch(cp_all_gather_context.__code__)
         if mode == "no-watchdog":
-            INSTALLER.release("watchdog.context")
+            installer.release("watchdog.context")
         elif mode == "device-memory":
-            WATCHDOG.fall_back("the benchmark asked for the fallback")
-        WATCHDOG.between_requests()  # the first reading: the counter is found and proven, or the baseline
+            watchdog.fall_back("the benchmark asked for the fallback")
+        watchdog.between_requests()  # the first reading: the counter is found and proven, or the baseline
         cp_all_gather_context()
-        result["signal"] = WATCHDOG.signal if mode != "no-watchdog" else "none"
-        result["signal_note"] = WATCHDOG.signal_note
-        if WATCHDOG._counts is not None:
-            reader = WATCHDOG._counts.reader()
+        result["signal"] = watchdog.signal if mode != "no-watchdog" else "none"
+        result["signal_note"] = watchdog.signal_note
+        if watchdog._counts is not None:
+            reader = watchdog._counts.reader()
             result["probe_counter_us"] = per_call_us(reader)
     result["tp_context_us"] = per_call_us(tp_all_reduce_context)
     result["cp_context_us"] = per_call_us(cp_all_gather_context)

@@ -13,12 +13,11 @@ code=$(.venv/bin/python -c "from sglang_cp_symm.pins import pin_for; from sglang
 n = ('$nccl' or pin_for(R.parse('$release')).nccl).split('.'); print(int(n[0]) * 10000 + int(n[1]) * 100 + int(n[2]))")
 SGLANG_CP_SYMM=${SGLANG_CP_SYMM:-1} SGLANG_NCCL_SO_PATH=$(pwd)/.envs/libnccl-stub.so NCCL_STUB_VERSION=$code \
   ci/with-release.sh "$release" python -W ignore -c '
-from sglang_cp_symm.engine import settings
-from sglang_cp_symm.engine.patching import PATCHER
+from sglang_cp_symm.engine import activation
 from sglang_cp_symm.engine.plugin import activate
 from sglang_cp_symm.engine.report import status_line
 from sglang_cp_symm.tools.cli import import_register_modules
 activate()
 import_register_modules()
-print(status_line(PATCHER, settings.current()))
+print(status_line(activation.plugin()))
 ' 2>/dev/null

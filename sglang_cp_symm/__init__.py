@@ -47,11 +47,9 @@ def unpatch() -> None:
 
 def status() -> dict:
     """What the plugin did in this process (see ``engine.report``)."""
-    from .engine import settings as switches
-    from .engine.patching import PATCHER
-    from .engine.report import status_dict
+    from .engine import activation
 
-    return status_dict(PATCHER, switches.current())
+    return activation.status()
 
 
 __all__ = ["__version__", "patch", "unpatch", "status"]

@@ -7,7 +7,7 @@ kernel for ``sglang::reg_all_gather_into_tensor`` that records the output and in
 ``make_allocation_mode`` (every allocation, and the context open at that moment).
 
 GPU: the real pools. A buffer lies in sglang's shared pool (``pynccl_allocator._mem_pool``) or in the
-plugin's CP pool (``sglang_cp_symm.engine.pool.group_pools()``), told by address range from the pools'
+plugin's CP pool (``sglang_cp_symm.engine.activation.current().cp_pools``), told by address range from the pools'
 snapshots; the group's all-gather entry points are wrapped, during the correctness sweep only, to read the
 pointers they are handed. Which communicator a shared-pool segment is registered with depends on the
 release: before 0.5.12 only the one whose context created it (the TP pre-allocation's: the TP
@@ -123,9 +123,9 @@ def pools() -> Dict[str, Any]:
     except Exception:
         pass
     try:
-        from sglang_cp_symm.engine.pool import group_pools
+        from sglang_cp_symm.engine.activation import current
 
-        for i, pool in enumerate(group_pools().values()):
+        for i, pool in enumerate(current().cp_pools.values()):
             found[f"cp{i}" if i else "cp"] = pool
     except Exception:
         pass

@@ -14,7 +14,7 @@ the code object of the frame running the ``with`` statement:
   ``race_guard``): the original methods do not run at all, so the gather's buffers
   are allocated by the ordinary caching allocator, outside every window. A context
   is ``GUARD`` by its opener (the register's CP all-gathers) or, while the guard is
-  engaged, by its group: ``GUARDED_GROUPS`` names the groups (sglang's
+  engaged, by its group: the table's ``guarded`` names the groups (sglang's
   ``GroupCoordinator.unique_name`` before the ``:``) whose contexts never route.
 
 The role of a known context is kept on it (``ROLE``), so a context left and re-entered
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 from . import logs
 
@@ -83,25 +83,6 @@ class RoleTable(dict):
             self[code] = role
 
 
-#: code object of a function that opens symmetric contexts -> its role (the watchdog and the guard fill it)
-ROLES: RoleTable = RoleTable()
-#: group names whose every context is ``GUARD`` (empty unless the race guard is engaged)
-GUARDED_GROUPS: set = set()
-#: called once, at the first ``GUARD`` context, when the GPU is known; False lifts the guard (``race_guard``)
-CONFIRM: List[Optional[Callable[[], bool]]] = [None]
-
-
-def set_role(code: Any, role: str) -> None:
-    """Give the contexts that ``code`` opens a role; ``GUARD`` wins over ``WATCH``."""
-    if ROLES.get(code) != GUARD:
-        ROLES[code] = role
-
-
-def clear_roles(role: str) -> None:
-    for code in [c for c, r in ROLES.items() if r == role]:
-        del ROLES[code]
-
-
 class Listener:
     """What the watchdog provides: called around a ``WATCH`` context, never allowed to raise out."""
 
@@ -112,9 +93,81 @@ class Listener:
         raise NotImplementedError
 
 
-_listener: List[Optional[Listener]] = [None]
-#: class -> [sglang's __enter__, sglang's __exit__, how many installers hold the hooks]
-_installed: Dict[type, list] = {}
+class ContextTable:
+    """The context hooks' state, owned by the plugin object (``activation.Plugin``), one per process.
+
+    Why one table shared by the watchdog and the race guard: both act on the same two methods of
+    the same class, so the hooks are put on once, whoever asks first, and taken off when the last
+    one lets go (``install`` counts them). The hooks bind the table's parts to locals when they are
+    put on the class (``_replace``): no lookup through the plugin's holder per context.
+
+    - ``roles``: code object of a function that opens symmetric contexts -> its role (the watchdog
+      and the guard fill it);
+    - ``guarded``: group names whose every context is ``GUARD`` (empty unless the race guard is engaged);
+    - ``confirm``: called once, at the first ``GUARD`` context, when the GPU is known; False lifts the
+      guard (``race_guard``);
+    - ``listener``: the watchdog, called around a ``WATCH`` context;
+    - ``installed``: class -> [sglang's __enter__, sglang's __exit__, how many installers hold the hooks,
+      hook enter, hook exit].
+    """
+
+    __slots__ = ("roles", "guarded", "confirm", "listener", "installed")
+
+    def __init__(self) -> None:
+        self.roles: RoleTable = RoleTable()
+        self.guarded: set = set()
+        self.confirm: Optional[Callable[[], bool]] = None
+        self.listener: Optional[Listener] = None
+        self.installed: Dict[type, list] = {}
+
+    def set_role(self, code: Any, role: str) -> None:
+        """Give the contexts that ``code`` opens a role; ``GUARD`` wins over ``WATCH``."""
+        if self.roles.get(code) != GUARD:
+            self.roles[code] = role
+
+    def clear_roles(self, role: str) -> None:
+        for code in [c for c, r in self.roles.items() if r == role]:
+            del self.roles[code]
+
+    def install(self, cls: type, listener: Optional[Listener] = None) -> Callable[[], None]:
+        """Replace ``cls.__enter__``/``__exit__`` (once, whoever asks: the watchdog and the race guard share them);
+        returns the function that takes this installer's part back, and sglang's methods once no installer is
+        left."""
+        if listener is not None:
+            self.listener = listener
+        entry = self.installed.get(cls)
+        if entry is None or not installed(cls):
+            original_enter, original_exit, hooked_enter, hooked_exit = _replace(cls, self)
+            entry = self.installed[cls] = [original_enter, original_exit, 0, hooked_enter, hooked_exit]
+        entry[2] += 1
+        done = False
+
+        def restore() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            if listener is not None and self.listener is listener:
+                self.listener = None
+            entry[2] -= 1
+            if entry[2] <= 0:
+                hooked_enter, hooked_exit = entry[3], entry[4]
+                if cls.__dict__.get("__enter__") is hooked_enter:
+                    cls.__enter__ = entry[0]
+                if cls.__dict__.get("__exit__") is hooked_exit:
+                    cls.__exit__ = entry[1]
+                self.installed.pop(cls, None)
+
+        return restore
+
+    def confirm_guard(self) -> bool:
+        """At the first ``GUARD`` context: whether the guard holds (the GPU is known by now); never raises."""
+        check, self.confirm = self.confirm, None
+        try:
+            return True if check is None else bool(check())
+        except Exception as exc:
+            _failed("guard check", exc)
+            return True
 
 
 def _failed(where: str, exc: BaseException) -> None:
@@ -123,57 +176,17 @@ def _failed(where: str, exc: BaseException) -> None:
                       "(reported once)", where, type(exc).__name__, str(exc)[:200])
 
 
-def group_role(context: Any) -> Optional[str]:
-    """``GUARD`` if the context's group is one the guard names (its ``group_coordinator``, every release)."""
+def group_role(context: Any, guarded: Any) -> Optional[str]:
+    """``GUARD`` if the context's group is one of ``guarded`` (its ``group_coordinator``, every release)."""
     name = getattr(getattr(context, "group_coordinator", None), "unique_name", None)
-    return GUARD if isinstance(name, str) and name.split(":", 1)[0] in GUARDED_GROUPS else None
+    return GUARD if isinstance(name, str) and name.split(":", 1)[0] in guarded else None
 
 
-def install(cls: type, listener: Optional[Listener] = None) -> Callable[[], None]:
-    """Replace ``cls.__enter__``/``__exit__`` (once, whoever asks: the watchdog and the race guard share them);
-    returns the function that takes this installer's part back, and sglang's methods once no installer is left."""
-    if listener is not None:
-        _listener[0] = listener
-    entry = _installed.get(cls)
-    if entry is None or not installed(cls):
-        original_enter, original_exit, hooked_enter, hooked_exit = _replace(cls)
-        entry = _installed[cls] = [original_enter, original_exit, 0, hooked_enter, hooked_exit]
-    entry[2] += 1
-    done = []
-
-    def restore() -> None:
-        if done:
-            return
-        done.append(True)
-        if listener is not None and _listener[0] is listener:
-            _listener[0] = None
-        entry[2] -= 1
-        if entry[2] <= 0:
-            hooked_enter, hooked_exit = entry[3], entry[4]
-            if cls.__dict__.get("__enter__") is hooked_enter:
-                cls.__enter__ = entry[0]
-            if cls.__dict__.get("__exit__") is hooked_exit:
-                cls.__exit__ = entry[1]
-            _installed.pop(cls, None)
-
-    return restore
-
-
-def _confirm_guard() -> bool:
-    """At the first ``GUARD`` context: whether the guard holds (the GPU is known by now); never raises."""
-    check, CONFIRM[0] = CONFIRM[0], None
-    try:
-        return True if check is None else bool(check())
-    except Exception as exc:
-        _failed("guard check", exc)
-        return True
-
-
-def _replace(cls: type) -> tuple:
+def _replace(cls: type, table: ContextTable) -> tuple:
     """Put the two hooks on ``cls``; returns (sglang's __enter__, sglang's __exit__, hook enter, hook exit)."""
     enter, leave = _callable(cls, "__enter__"), _callable(cls, "__exit__")
     original_enter, original_exit = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
-    roles, getframe, guarded = ROLES.ids, sys._getframe, GUARDED_GROUPS  # roles: by the code object's id
+    roles, getframe, guarded = table.roles.ids, sys._getframe, table.guarded  # roles: by the code object's id
 
     def __enter__(self):
         try:  # the plugin's part: which role this context has (a failure makes it a context of sglang's own)
@@ -183,8 +196,8 @@ def _replace(cls: type) -> tuple:
                 code = getframe(1).f_code
                 role = roles.get(id(code))
                 if role is None and guarded:
-                    role = group_role(self)
-                if role is GUARD and CONFIRM[0] is not None and not _confirm_guard():
+                    role = group_role(self, guarded)
+                if role is GUARD and table.confirm is not None and not table.confirm_guard():
                     role = roles.get(id(code))  # the guard was lifted: the role without it
                 if role is not None:
                     setattr(self, ROLE, role)
@@ -197,7 +210,7 @@ def _replace(cls: type) -> tuple:
             return self  # nothing routed into the pool: the gather's buffers stay outside every window
         result = enter(self)  # sglang's own: routing into the pool is on from here, as on every other rank
         try:
-            watcher = _listener[0]
+            watcher = table.listener
             if watcher is not None and not getattr(self, "is_graph_capture", False):
                 watcher.entered()
                 setattr(self, ROLE, MEASURING)
@@ -218,7 +231,7 @@ def _replace(cls: type) -> tuple:
         if role is MEASURING:
             try:
                 setattr(self, ROLE, WATCH)
-                watcher = _listener[0]
+                watcher = table.listener
                 if watcher is not None:
                     watcher.leaving()  # the listener finds the gather's frame itself, only when it must
             except Exception as exc:

@@ -3,10 +3,14 @@
 Same rules as the target patches (``patching``): wrapt post-import hooks, so the
 import order does not matter; everything changed is recorded and ``uninstall()``
 restores it; nothing raises into the engine unless strict mode asked for it.
-Each hook is a thin adapter: the logic lives in ``warmup`` and ``watchdog``.
+Each hook is a thin adapter: the logic lives in ``warmup`` and ``watchdog``. The adapters that need
+state are bound methods of the installer, which the plugin object (``activation.Plugin``) builds with
+its parts: the watchdog, the warm-up state, the ``context_hooks.ContextTable``, and two readers of
+what is applied (the settings, the NCCL decision).
 
 The hooks, by register name:
-- ``warmup.named``: sglang's ``@warmup(name)`` decorator registers ``run_warmup``.
+- ``warmup.named``: sglang's ``@warmup(name)`` decorator registers ``cp_symm_max_tokens``, which runs
+  ``warmup.run_warmup`` with the installer's state, settings and decision.
 - ``warmup.cli``: ``ServerArgs.from_cli_args`` appends ``cp_symm_max_tokens`` to ``--warmups``.
 - ``warmup.first_request``: ``TokenizerManager.generate_request`` makes the first request
   wait for the warm-up where no named warm-up ran (the offline Engine); it removes
@@ -19,24 +23,41 @@ The hooks, by register name:
 from __future__ import annotations
 
 import threading
+from enum import Enum
 from typing import Any, Callable, Dict, List, Optional
 
 import wrapt
 
-from . import context_hooks
+from . import metrics
 from . import warmup as warmup_mod
 from .attributes import resolve, unwrap, wrap
-from .settings import strict_exit
+from .context_hooks import WATCH, ContextTable
+from .settings import Settings, strict_exit
 from ..targets import HOOKS, Hook, targets_for
-from .watchdog import WATCHDOG
+from .warmup import WarmupState
+from .watchdog import PoolWatchdog
 from ..releases import Release
 from .logs import logger
 
 
-INSTALLED, WAITING, SKIPPED, OFF, RELEASED = "installed", "waiting for import", "skipped", "off", "released"
+class HookState(str, Enum):
+    """Where one hook stands (a ``str``, so ``status()`` and the status line show the word)."""
+
+    INSTALLED = "installed"
+    WAITING = "waiting for import"
+    SKIPPED = "skipped"
+    OFF = "off"
+    RELEASED = "released"
+
+    def __str__(self) -> str:
+        return self.value
 
 
-# -- the adapters ---------------------------------------------------------------------------
+INSTALLED, WAITING, SKIPPED, OFF, RELEASED = (HookState.INSTALLED, HookState.WAITING, HookState.SKIPPED,
+                                              HookState.OFF, HookState.RELEASED)
+
+
+# -- the adapter that needs no state ----------------------------------------------------------
 def add_to_cli_warmups(wrapped, instance, args, kwargs):
     """``ServerArgs.from_cli_args(args)``: the user's own ``--warmups`` stay and run first, ours runs last."""
     namespace = args[0] if args else kwargs.get("args")
@@ -47,39 +68,66 @@ def add_to_cli_warmups(wrapped, instance, args, kwargs):
     return wrapped(*args, **kwargs)
 
 
-async def first_request_guard(wrapped, instance, args, kwargs):
-    """``TokenizerManager.generate_request``: the first request of this process waits for the warm-up, at most its
-    deadline and the time to stop it (``warmup_deadline.Deadline.bound_s``); then it goes on whatever the outcome,
-    unless strict mode turned a failed warm-up into ``WarmupFailed``."""
-    obj = args[0] if args else kwargs.get("obj")
-    if not warmup_mod.STATE.done and not warmup_mod.is_warmup_request(obj):
-        await warmup_mod.ensure_warmed(instance)
-    if warmup_mod.STATE.done:  # warmed here or by the named warm-up: later requests go straight through
-        INSTALLER.release("warmup.first_request")
-    async for out in wrapped(*args, **kwargs):
-        yield out
-
-
-def on_generate_request(wrapped, instance, args, kwargs):
-    """``Scheduler.handle_generate_request``: every rank of a TP group receives each request."""
+def _watch_gather(watchdog: PoolWatchdog, module: Any, target: Any) -> None:
+    """Measure the contexts this CP all-gather opens, whether the plugin rewrote it or upstream wrote it so."""
     try:
-        warmup_mod.observe_request(instance, args[0] if args else kwargs.get("recv_req"))
-    except Exception:  # the report is never worth a failed request
-        logger.debug("sglang-cp-symm: warm-up bookkeeping failed", exc_info=True)
-    return wrapped(*args, **kwargs)
+        _, _, current = resolve(module, target.function)
+    except (AttributeError, KeyError):
+        return  # not in this release's module: the register reports it as absent
+    code = getattr(unwrap(current), "__code__", None)
+    if code is not None:
+        watchdog.watch(code)
 
 
 # -- installing -----------------------------------------------------------------------------
 class HookInstaller:
-    """Which hooks are on, and how to take each back."""
+    """Which hooks are on, and how to take each back; the adapters that need state are its methods."""
 
-    def __init__(self) -> None:
+    def __init__(self, watchdog: PoolWatchdog, warmup: WarmupState, table: ContextTable,
+                 settings: Callable[[], Settings] = Settings, decision: Callable[[], Any] = lambda: None) -> None:
+        self.watchdog, self.warmup, self.table = watchdog, warmup, table
+        self._settings, self._decision = settings, decision  # read when the warm-up runs, not at install
         self._lock = threading.RLock()
-        self.statuses: Dict[str, str] = {}
+        self.statuses: Dict[str, HookState] = {}
+        self.details: Dict[str, str] = {}  # why a hook was skipped
         self._undo: Dict[str, List[Callable[[], None]]] = {}
         self._wanted: Dict[str, Hook] = {}
         self._strict = False
+        self._attachers: Dict[str, Callable[[Any, Hook], List[Callable[[], None]]]] = {
+            "warmup.named": self._attach_named,
+            "warmup.cli": _attach_one(add_to_cli_warmups),
+            "warmup.first_request": _attach_one(self.first_request_guard),
+            "watchdog.rank": _attach_one(self.on_generate_request),
+            "watchdog.context": self._attach_context,
+        }
 
+    # -- the adapters -------------------------------------------------------------------------
+    def run_warmup(self, disaggregation_mode: str, tokenizer_manager: Any) -> Any:
+        """The warm-up as sglang calls a named one, with this plugin's state, settings and NCCL decision."""
+        return warmup_mod.run_warmup(disaggregation_mode, tokenizer_manager, self.warmup, self._settings(),
+                                     self._decision())
+
+    async def first_request_guard(self, wrapped, instance, args, kwargs):
+        """``TokenizerManager.generate_request``: the first request of this process waits for the warm-up, at most
+        its deadline and the time to stop it (``warmup_deadline.Deadline.bound_s``); then it goes on whatever the
+        outcome, unless strict mode turned a failed warm-up into ``WarmupFailed``."""
+        obj = args[0] if args else kwargs.get("obj")
+        if not self.warmup.done and not warmup_mod.is_warmup_request(obj):
+            await warmup_mod.ensure_warmed(instance, self.warmup, self.run_warmup)
+        if self.warmup.done:  # warmed here or by the named warm-up: later requests go straight through
+            self.release("warmup.first_request")
+        async for out in wrapped(*args, **kwargs):
+            yield out
+
+    def on_generate_request(self, wrapped, instance, args, kwargs):
+        """``Scheduler.handle_generate_request``: every rank of a TP group receives each request."""
+        try:
+            warmup_mod.observe_request(instance, args[0] if args else kwargs.get("recv_req"), self.watchdog)
+        except Exception:  # the report is never worth a failed request
+            logger.debug("sglang-cp-symm: warm-up bookkeeping failed", exc_info=True)
+        return wrapped(*args, **kwargs)
+
+    # -- installing ---------------------------------------------------------------------------
     def install(self, settings: Any, release: Optional[Release]) -> None:
         """Install the hooks the switches ask for; each one waits for its module's import."""
         with self._lock:
@@ -94,11 +142,10 @@ class HookInstaller:
                 self.statuses[hook.name] = WAITING
                 wrapt.register_post_import_hook(self._on_import, hook.module)
             if settings.watchdog:
-                from . import metrics
-
-                metrics.install(WATCHDOG)
+                metrics.install(self.watchdog)
                 for target in targets_for(release) if release is not None else ():
-                    wrapt.register_post_import_hook(lambda module, t=target: _watch_gather(module, t), target.module)
+                    wrapt.register_post_import_hook(
+                        lambda module, t=target, dog=self.watchdog: _watch_gather(dog, module, t), target.module)
 
     def _on_import(self, module: Any) -> None:
         with self._lock:
@@ -108,10 +155,10 @@ class HookInstaller:
 
     def _attach(self, hook: Hook, module: Any) -> None:
         try:
-            undo = _ATTACH[hook.name](module, hook)
+            undo = self._attachers[hook.name](module, hook)
         except Exception as exc:  # the engine changed shape: report, never break its import
             detail = f"{hook.module}.{hook.attribute}: {type(exc).__name__}: {exc}"
-            self.statuses[hook.name] = f"{SKIPPED}: {detail}"
+            self.statuses[hook.name], self.details[hook.name] = SKIPPED, detail
             logger.warning("sglang-cp-symm: %s hook not installed (%s)", hook.name, detail)
             if self._strict:
                 raise strict_exit(f"{hook.name} could not be installed: {detail}") from None
@@ -133,57 +180,47 @@ class HookInstaller:
                 self.release(name)
             self._wanted.clear()
             self.statuses.clear()
-            from . import metrics
-
-            metrics.uninstall(WATCHDOG)
+            self.details.clear()
+            metrics.uninstall(self.watchdog)
 
     def describe(self) -> Dict[str, str]:
-        return dict(self.statuses)
+        """Each hook's state as the status shows it: the word, and ``skipped: <why>``."""
+        return {name: f"{state}: {self.details[name]}" if name in self.details and state == SKIPPED else str(state)
+                for name, state in self.statuses.items()}
 
+    def skipped(self) -> Dict[str, str]:
+        """The hooks that could not be installed, and why."""
+        return {name: self.describe()[name] for name, state in self.statuses.items() if state == SKIPPED}
 
-def _watch_gather(module: Any, target: Any) -> None:
-    """Measure the contexts this CP all-gather opens, whether the plugin rewrote it or upstream wrote it so."""
-    try:
-        _, _, current = resolve(module, target.function)
-    except (AttributeError, KeyError):
-        return  # not in this release's module: the register reports it as absent
-    code = getattr(unwrap(current), "__code__", None)
-    if code is not None:
-        WATCHDOG.watch(code)
+    # -- what each hook attaches ----------------------------------------------------------------
+    def _attach_named(self, module: Any, hook: Hook) -> List[Callable[[], None]]:
+        registry = getattr(module, "_warmup_registry")
+        run = self.run_warmup
 
+        async def cp_symm_max_tokens(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
+            return await run(disaggregation_mode, tokenizer_manager)
 
-def _attach_named(module: Any, hook: Hook) -> List[Callable[[], None]]:
-    registry = getattr(module, "_warmup_registry")
-    module.warmup(warmup_mod.WARMUP_NAME)(warmup_mod.run_warmup)
-    return [lambda: registry.pop(warmup_mod.WARMUP_NAME, None)]
+        cp_symm_max_tokens.__doc__ = warmup_mod.run_warmup.__doc__
+        module.warmup(warmup_mod.WARMUP_NAME)(cp_symm_max_tokens)
+        return [lambda: registry.pop(warmup_mod.WARMUP_NAME, None)]
+
+    def _attach_context(self, module: Any, hook: Hook) -> List[Callable[[], None]]:
+        """The watchdog around the contexts the CP all-gathers open (``context_hooks``: plain functions, no
+        wrapper)."""
+        from .send_staging import cp_symm_stage_send
+
+        watchdog, table = self.watchdog, self.table
+        watchdog.watch(cp_symm_stage_send.__code__)
+        watchdog.measuring = True
+        uncount = watchdog.count_allocations(module)  # the signal: a counter in the allocator sglang compiles
+
+        def stop_measuring() -> None:
+            watchdog.measuring = False
+            table.clear_roles(WATCH)
+
+        restore = table.install(getattr(module, hook.attribute), watchdog)
+        return [stop_measuring, *([uncount] if uncount else []), restore]
 
 
 def _attach_one(wrapper: Callable) -> Callable[[Any, Hook], List[Callable[[], None]]]:
     return lambda module, hook: [wrap(module, hook.attribute, wrapper)]
-
-
-def _attach_context(module: Any, hook: Hook) -> List[Callable[[], None]]:
-    """The watchdog around the contexts the CP all-gathers open (``context_hooks``: plain functions, no wrapper)."""
-    from .send_staging import cp_symm_stage_send
-
-    WATCHDOG.watch(cp_symm_stage_send.__code__)
-    WATCHDOG.measuring = True
-    uncount = WATCHDOG.count_allocations(module)  # the signal: a counter in the allocator sglang compiles
-
-    def stop_measuring() -> None:
-        WATCHDOG.measuring = False
-        context_hooks.clear_roles(context_hooks.WATCH)
-
-    return [stop_measuring, *([uncount] if uncount else []),
-            context_hooks.install(getattr(module, hook.attribute), WATCHDOG)]
-
-
-_ATTACH: Dict[str, Callable[[Any, Hook], List[Callable[[], None]]]] = {
-    "warmup.named": _attach_named,
-    "warmup.cli": _attach_one(add_to_cli_warmups),
-    "warmup.first_request": _attach_one(first_request_guard),
-    "watchdog.rank": _attach_one(on_generate_request),
-    "watchdog.context": _attach_context,
-}
-
-INSTALLER = HookInstaller()

@@ -11,33 +11,44 @@ scheduler sglang spawned with ``--enable-metrics``; it then appears on the serve
 from __future__ import annotations
 
 import os
-from typing import Any, List
+from typing import Any
 
 METRIC = "sglang_cp_symm_pool_growths"
-_counter: List[Any] = []  # created once per process: prometheus_client refuses a second of the same name
 
 
-def _count(event: Any) -> None:
-    _counter[0].labels(phase=event.phase).inc()
+class GrowthCounter:
+    """The watchdog's growth callback: one Prometheus counter, labelled by phase.
+
+    Made once per watchdog and kept on it (``PoolWatchdog.metric``), across ``uninstall``/``install``:
+    prometheus_client refuses a second counter of the same name in one process, and the plugin object
+    (one per process) holds the one watchdog that counts."""
+
+    __slots__ = ("counter",)
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+
+    def __call__(self, event: Any) -> None:
+        self.counter.labels(phase=event.phase).inc()
 
 
 def install(watchdog: Any) -> bool:
     """Count the watchdog's growths in a Prometheus counter; False where metrics are off."""
-    if not _counter:
+    if watchdog.metric is None:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             return False
         try:
             from prometheus_client import Counter
         except ImportError:
             return False
-        _counter.append(Counter(METRIC, "Symmetric-memory pool growths seen by sglang-cp-symm, by phase "
-                                "(start, warm-up, serving); serving should stay 0", ["phase"]))
-    if _count not in watchdog.on_growth:
-        watchdog.on_growth.append(_count)
+        watchdog.metric = GrowthCounter(Counter(METRIC, "Symmetric-memory pool growths seen by sglang-cp-symm, by "
+                                                "phase (start, warm-up, serving); serving should stay 0", ["phase"]))
+    if watchdog.metric not in watchdog.on_growth:
+        watchdog.on_growth.append(watchdog.metric)
     return True
 
 
 def uninstall(watchdog: Any) -> None:
     """Stop counting; the counter stays registered, as prometheus_client cannot drop it safely."""
-    if _count in watchdog.on_growth:
-        watchdog.on_growth.remove(_count)
+    if watchdog.metric is not None and watchdog.metric in watchdog.on_growth:
+        watchdog.on_growth.remove(watchdog.metric)

@@ -42,7 +42,7 @@ from .attributes import REWRITTEN_MARK, resolve
 from .logs import logger
 from .nccl_policy import Decision, NcclVersion
 from .plan import Action, Plan as ProcessPlan, State, TargetPlan, gather_facts, make_plan
-from .race_guard import RACE_GUARD, report_once
+from .race_guard import RaceGuard, report_once
 from .rebuild import RebuildError, prove_source, rebuilt_function
 from .rewrite import (
     INJECTABLE,
@@ -54,7 +54,7 @@ from .rewrite import (
     rewrite_function_source,
 )
 from .settings import Settings, StrictModeError, strict_exit
-from .watchdog import WATCHDOG
+from .watchdog import PoolWatchdog
 from .source_facts import PATCHED_POOL_MARK, UPSTREAM_POOL_MARK
 from ..releases import Release
 from ..targets import POOL_FIX, SYMMETRIC_CONTEXT_MODULE, SYMMETRIC_CONTEXT_NAME, Target, is_supported, targets_for
@@ -85,7 +85,7 @@ class TargetStatus:
 class Refused(Exception):
     """A target that is not patched, with the state and the reason to report."""
 
-    def __init__(self, state: str, detail: str = "") -> None:
+    def __init__(self, state: State, detail: str = "") -> None:
         super().__init__(detail)
         self.state, self.detail = state, detail
 
@@ -268,9 +268,17 @@ class Patcher:
     NCCL read is the one the engine itself will use (``nccl_library``), and the
     targets' source files are the ones being imported. Until then every target waits
     for its import.
+
+    Its collaborators come from the plugin object (``activation.Plugin``): the ``watchdog`` measures the
+    contexts of every function it rewrites, the ``race_guard`` holds the contexts the plan guards, and
+    ``pools`` (id(group) -> pool) is where the CP pool fix's router keeps the CP group's own pools.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, watchdog: Optional[PoolWatchdog] = None, race_guard: Optional[RaceGuard] = None,
+                 pools: Optional[Dict[int, Any]] = None) -> None:
+        self.watchdog = PoolWatchdog() if watchdog is None else watchdog
+        self.race_guard = RaceGuard(self.watchdog.table) if race_guard is None else race_guard
+        self.pools: Dict[int, Any] = {} if pools is None else pools
         self._lock = threading.RLock()
         self.active = False
         self.settings = Settings()
@@ -341,7 +349,7 @@ class Patcher:
             where = "sglang" if self.release is None else f"sglang {self.release}"
             self._set("sglang", where, SKIPPED, plan.problem)
             return plan
-        RACE_GUARD.engage(plan.guard)
+        self.race_guard.engage(plan.guard)
         for note in plan.notes:
             logs.warning_once(f"plan-note-{note[:40]}", "sglang-cp-symm: %s", note)
         if self.settings.enabled and plan.guard.engaged:
@@ -421,15 +429,15 @@ class Patcher:
         except (AttributeError, KeyError):
             self._set(target.name, target.dotted, ABSENT)
             return
-        RACE_GUARD.guard_opener(current)
+        self.race_guard.guard_opener(current)
         self._set(target.name, target.dotted, GUARDED)
 
     def _execute_pool(self, module: Any, plan: ProcessPlan) -> None:
         """The CP pool fix as planned; with the race guard engaged, the context class gets the guard's hooks."""
-        if RACE_GUARD.engaged:
+        if self.race_guard.engaged:
             cls = getattr(module, POOL_FIX.context_class, None)
             if isinstance(cls, type):
-                RACE_GUARD.hook_class(cls)
+                self.race_guard.hook_class(cls)
             else:
                 self._set(GUARD_ENTRY, f"{POOL_FIX.module}.{POOL_FIX.context_class}", SKIPPED,
                           f"{POOL_FIX.context_class} is not a class in this release: the race guard cannot hold "
@@ -465,7 +473,7 @@ class Patcher:
             undo.append(lambda o=plan.owner, a=plan.attr, v=plan.current: setattr(o, a, v))
             if not isinstance(plan.owner, type):
                 self._rebind_copies(plan.original, new_fn, module, undo)
-            WATCHDOG.watch(new_fn.__code__)
+            self.watchdog.watch(new_fn.__code__)
         except Exception as exc:  # roll the whole change back: the function stays exactly as it was
             _run_all(undo)
             self._set(target.name, target.dotted, SKIPPED, f"patching failed: {type(exc).__name__}: {str(exc)[:200]}")
@@ -508,7 +516,7 @@ class Patcher:
             self._set(POOL_FIX.name, where, SKIPPED, "SymmetricMemoryContext names its pool in an unknown way")
             return
         originals = {name: cls.__dict__[name] for name in ("__init__", "__enter__")}
-        router = group_pool.GroupPoolRouter(module, shape, POOL_FIX.group_getter(self.release))
+        router = group_pool.GroupPoolRouter(module, shape, POOL_FIX.group_getter(self.release), self.pools)
         undo: List[Callable[[], None]] = []
         try:
             cls.__init__ = _routing_init(originals["__init__"], router)
@@ -528,7 +536,7 @@ class Patcher:
         with self._lock:
             while self._undo:
                 self._undo.pop()()
-            RACE_GUARD.disengage()
+            self.race_guard.disengage()
             self.statuses, self.plan = {}, None
             self.active = False
             self.on_settled = []
@@ -567,5 +575,3 @@ def _reentering_enter(sglang_enter: Callable) -> Callable:
 
     return __enter__
 
-
-PATCHER = Patcher()

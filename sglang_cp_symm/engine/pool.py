@@ -25,9 +25,6 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 
-_pools: Dict[int, Any] = {}
-
-
 def gather_group(getter: str) -> Optional[Any]:
     """The group the CP all-gathers run on: ``get_attention_cp_group`` (0.5.9+) or, before attention CP
     had a group of its own, ``get_attention_tp_group`` (0.5.6-0.5.8), both in ``dp_attention``."""
@@ -54,6 +51,10 @@ def needs_own_pool(group: Any, getter: str = "get_attention_cp_group") -> bool:
     return cp is not None and group is cp and group is not tp_group()
 
 
+# ``pool_for`` is the text ``maint/patches.py`` copies into sglang's allocator module, where a module-level
+# ``_pools = {}`` of that module sits beside it (``patches/``); it is kept word for word so that the patches stay
+# the same, and it is never called here: the plugin keeps its pools in the plugin object, and
+# ``GroupPoolRouter.pool_for`` creates them by the same rule.
 def pool_for(group: Any, allocator: Any) -> Any:
     """The CP group's pool, created on first use from sglang's own pluggable allocator."""
     import torch
@@ -97,10 +98,13 @@ class GroupPoolRouter:
     so every rank keeps the same answers.
     """
 
-    __slots__ = ("allocator_module", "shape", "getter", "_answers")
+    __slots__ = ("allocator_module", "shape", "getter", "pools", "_answers")
 
-    def __init__(self, allocator_module: Any, shape: str, getter: str = "get_attention_cp_group") -> None:
+    def __init__(self, allocator_module: Any, shape: str, getter: str = "get_attention_cp_group",
+                 pools: Optional[Dict[int, Any]] = None) -> None:
         self.allocator_module, self.shape, self.getter = allocator_module, shape, getter
+        #: id(group) -> its pool: the plugin object's, shared by every router it makes and read by the watchdog
+        self.pools: Dict[int, Any] = {} if pools is None else pools
         self._answers: Dict[int, tuple] = {}  # id(group) -> (group, needs its own pool): the group kept alive
 
     def needs_own_pool(self, group: Any) -> bool:
@@ -124,7 +128,7 @@ class GroupPoolRouter:
         allocator = getattr(self.allocator_module, "_allocator", None)
         if allocator is None:
             return False
-        own = pool_for(group, allocator)
+        own = self.pool_for(group, allocator)
         if self.shape == POOL_ID_SHAPE:
             context._pool_id = own.id
         else:
@@ -133,6 +137,15 @@ class GroupPoolRouter:
             context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
             context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
         return True
+
+    def pool_for(self, group: Any, allocator: Any) -> Any:
+        """The group's pool, created on first use from sglang's own pluggable allocator (``pool_for``'s rule)."""
+        pool = self.pools.get(id(group))
+        if pool is None:
+            import torch
+
+            pool = self.pools[id(group)] = torch.cuda.MemPool(allocator)
+        return pool
 
 
 def reenter_group_pool(context: Any) -> None:
@@ -148,11 +161,6 @@ def reenter_group_pool(context: Any) -> None:
 
         context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
         context.exited = False
-
-
-def group_pools() -> Dict[int, Any]:
-    """The pools made so far, keyed by ``id(group)``; for the status report and the GPU test."""
-    return dict(_pools)
 
 
 def pool_stats(pool: Any) -> dict:

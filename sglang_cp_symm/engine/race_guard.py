@@ -104,8 +104,12 @@ def plan_guard(decision: Decision, release: Release, allow_race: bool, symmetric
 
 @dataclass
 class RaceGuard:
-    """The guard in this process: which openers and groups it holds, and whether the GPU lifted it."""
+    """The guard in this process: which openers and groups it holds, and whether the GPU lifted it.
 
+    It writes what the context hooks read into ``table`` (the plugin object's ``ContextTable``, shared with the
+    watchdog): the guarded group names, the opener roles and the GPU check."""
+
+    table: context_hooks.ContextTable = field(default_factory=context_hooks.ContextTable)
     plan: Optional[GuardPlan] = None
     openers: set = field(default_factory=set)  # code objects of the CP all-gathers guarded by their opener
     lifted: Optional[str] = None
@@ -121,20 +125,20 @@ class RaceGuard:
         with self._lock:
             self.plan, self.lifted = plan, None
             if plan.engaged:
-                context_hooks.GUARDED_GROUPS.update(plan.groups)
-                context_hooks.CONFIRM[0] = self.confirm
+                self.table.guarded.update(plan.groups)
+                self.table.confirm = self.confirm
 
     def guard_opener(self, function: Any) -> None:
         """Guard the contexts ``function`` opens (a CP all-gather of the register, upstream's or the plugin's)."""
         code = getattr(getattr(function, "__wrapped__", function), "__code__", None)
         if code is not None and self.engaged:
             self.openers.add(code)
-            context_hooks.set_role(code, context_hooks.GUARD)
+            self.table.set_role(code, context_hooks.GUARD)
 
     def hook_class(self, cls: type) -> None:
         """The hooks on sglang's ``SymmetricMemoryContext`` (or the CPU rehearsal's stand-in for it)."""
         if self.engaged:
-            self._undo.append(context_hooks.install(cls))
+            self._undo.append(self.table.install(cls))
 
     def confirm(self) -> bool:
         """At the first guarded context: below sm90 NCCL's symmetric kernels do not race, and the guard lifts."""
@@ -151,12 +155,13 @@ class RaceGuard:
         return False
 
     def _clear(self) -> None:
+        roles = self.table.roles
         for code in self.openers:
-            if context_hooks.ROLES.get(code) == context_hooks.GUARD:
-                del context_hooks.ROLES[code]
+            if roles.get(code) == context_hooks.GUARD:
+                del roles[code]
         self.openers.clear()
-        context_hooks.GUARDED_GROUPS.clear()
-        context_hooks.CONFIRM[0] = None
+        self.table.guarded.clear()
+        self.table.confirm = None
 
     def disengage(self) -> None:
         with self._lock:
@@ -179,5 +184,3 @@ def report_once(plan: GuardPlan) -> None:
         logs.warning_once("race-guard-defeated", "sglang-cp-symm: %s: CP and DCP all-gathers can still run NCCL's "
                           "racy symmetric kernels; unset it", plan.defeated_by)
 
-
-RACE_GUARD = RaceGuard()

@@ -9,8 +9,9 @@ into a refusal to start the engine).
 
 The command line, the doctor and the engine all call ``read_settings``, so they
 cannot disagree on whether the plugin is on. The settings a process was patched
-with (``patch()`` may be given its own) are kept here too (``applied``), so that
-the warm-up reads the same switches as the patches it belongs to.
+with (``patch()`` may be given its own) are kept by the plugin object
+(``activation.Plugin.settings``), so that the warm-up reads the same switches as
+the patches it belongs to.
 """
 
 from __future__ import annotations
@@ -150,15 +151,3 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
                     warmup_tokens=warmup_tokens, warmup_timeout_s=warmup_timeout, watchdog=watchdog,
                     report_dir=report_dir, problems=tuple(problems))
 
-
-_applied: list = []  # the settings this process was patched with, while it is patched
-
-
-def set_applied(settings: Optional[Settings]) -> None:
-    """Record (or, with None, forget) the settings the process's patches were applied with."""
-    _applied[:] = [] if settings is None else [settings]
-
-
-def current() -> Settings:
-    """The settings the patches were applied with (an explicit ``patch()`` too), else the environment's."""
-    return _applied[0] if _applied else read_settings()

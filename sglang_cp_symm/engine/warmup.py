@@ -54,9 +54,8 @@ import asyncio
 import dataclasses
 import random
 import time
-from typing import Any, List, Optional
+from typing import Any, Awaitable, Callable, List, Optional
 
-from . import settings as switches
 from .sizing import (
     LongestForward,
     PoolSizing,
@@ -72,7 +71,7 @@ from .sizing import (
 )
 from .warmup_deadline import Deadline, sglang_warmup_timeout, warmup_deadline
 from .warmup_fanout import FanOutError, RankFailed, WarmupTimeout, run_ranks, send_markers
-from .watchdog import WARMUP, WATCHDOG, write_rank_record
+from .watchdog import WARMUP, PoolWatchdog, write_rank_record
 from .logs import logger
 
 
@@ -86,8 +85,9 @@ class WarmupFailed(RuntimeError):
 
 
 @dataclasses.dataclass
-class _ProcessState:
-    """What this process's warm-up did (the HTTP server's or the Engine's process)."""
+class WarmupState:
+    """What this process's warm-up did (the HTTP server's or the Engine's process); the plugin object holds it
+    (``activation.Plugin.warmup``), the hooks that run the warm-up are handed it."""
 
     result: dict = dataclasses.field(default_factory=dict)  # also while it runs: the plan, for the status line
     task: Optional[asyncio.Future] = None
@@ -96,9 +96,6 @@ class _ProcessState:
     @property
     def done(self) -> bool:
         return self.finished
-
-
-STATE = _ProcessState()
 
 
 def resolved_arg(server_args: Any, name: str, default: Any = None) -> Any:
@@ -202,11 +199,9 @@ def _model_shape(tokenizer_manager: Any, server_args: Any, cp_size: int):
         return None
 
 
-def _stage_send(settings: Any) -> bool:
-    """Whether the CP gathers stage their send buffers in the pool too (the NCCL policy's decision)."""
-    from .patching import PATCHER
-
-    decision = PATCHER.decision
+def _stage_send(settings: Any, decision: Any) -> bool:
+    """Whether the CP gathers stage their send buffers in the pool too (the NCCL policy's ``decision``, the
+    patcher's; the switch where there is none yet)."""
     return bool(decision.stage_send) if decision is not None else bool(getattr(settings, "send", False))
 
 
@@ -385,16 +380,18 @@ def skip_reason(settings: Any, server_args: Any, tokenizer_manager: Any, disaggr
     return None
 
 
-async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
-    """The named warm-up ``cp_symm_max_tokens`` (sglang calls it as ``fn(disaggregation_mode, tokenizer_manager)``).
+async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any, state: WarmupState, settings: Any,
+                     decision: Any = None) -> dict:
+    """The named warm-up ``cp_symm_max_tokens`` (sglang calls it as ``fn(disaggregation_mode, tokenizer_manager)``;
+    the hook that registers it binds the rest: the plugin object's ``state``, the ``settings`` it was applied
+    with and the patcher's NCCL ``decision``).
 
     Runs once per process; later calls return the first result. Bounded by its deadline
     (``Deadline.bound_s`` at most). Never raises unless strict mode is on; what it did is
-    returned and kept in ``STATE.result``.
+    returned and kept in ``state.result``.
     """
-    if STATE.done:
-        return STATE.result
-    settings = switches.current()
+    if state.done:
+        return state.result
     result = {"ran": False, "prompts": None, "dp_size": None, "seconds": None, "error": None, "skipped": None,
               "timed_out": False, "plan": None, "deadline": None, "ranks": None, "markers": None}
     server_args = tokenizer_manager.server_args
@@ -403,7 +400,7 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
         result["skipped"] = reason
         if settings.enabled:
             logger.info("sglang-cp-symm: warm-up skipped: %s", reason)
-        return _keep(result)
+        return _keep(state, result)
     from sglang.srt.managers.io_struct import GenerateReqInput
 
     try:
@@ -418,9 +415,9 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
         pool, pool_source = await reported_pool_tokens(tokenizer_manager,
                                                        min(POOL_QUERY_S, max(0.1, deadline.seconds / 10)))
         plan = plan_for(tokenizer_manager, GenerateReqInput, settings.warmup_tokens, pool, pool_source,
-                        _stage_send(settings))
+                        _stage_send(settings, decision))
         result.update(prompts=plan.prompts, dp_size=plan.dp_size, plan=plan.describe())
-        _publish(result)
+        _publish(state, result)
         logger.info(plan_line(plan, deadline, settings.watchdog))
         warning = far_above_warning(plan)
         if warning:
@@ -443,7 +440,7 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
         result["markers"] = await _send_markers(tokenizer_manager, GenerateReqInput, plan, disaggregation_mode,
                                                 FAKE_BOOTSTRAP_HOST, deadline)
         result["seconds"] = round(time.monotonic() - started, 3)
-        _keep(result)
+        _keep(state, result)
         if settings.strict:
             raise WarmupFailed(f"sglang-cp-symm strict mode: {message}") from exc
         logger.warning(message)
@@ -452,7 +449,7 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any) -> dict:
                                             FAKE_BOOTSTRAP_HOST, deadline)
     result["seconds"] = round(time.monotonic() - started, 3)
     logger.info("sglang-cp-symm: warm-up done in %.2f s; each rank logs its pool line", result["seconds"])
-    return _keep(result)
+    return _keep(state, result)
 
 
 async def _send_markers(tokenizer_manager, request_class, plan, disaggregation_mode, bootstrap_host,
@@ -474,24 +471,23 @@ async def _send_markers(tokenizer_manager, request_class, plan, disaggregation_m
     return outcome
 
 
-def _keep(result: dict) -> dict:
+def _keep(state: WarmupState, result: dict) -> dict:
     """The warm-up is over (ran, failed, timed out or skipped): keep what it did."""
-    STATE.result = dict(result)
-    STATE.finished = True
+    state.result = dict(result)
+    state.finished = True
     return result
 
 
-def _publish(result: dict) -> None:
+def _publish(state: WarmupState, result: dict) -> None:
     """What the warm-up has planned so far, while it runs (``status()`` and the status line read it)."""
-    STATE.result = dict(result)
+    state.result = dict(result)
 
 
-def status_words(settings: Any, result: Optional[dict] = None) -> str:
+def status_words(settings: Any, result: dict) -> str:
     """The warm-up's part of the status line: the switch before the server starts, the plan once it is
-    known, and how it ended."""
+    known, and how it ended (``result``: the process's ``WarmupState.result``)."""
     if not settings.warmup:
         return "off (SGLANG_CP_SYMM_WARMUP=0)"
-    result = STATE.result if result is None else result
     if result.get("skipped"):
         return f"skipped ({result['skipped']})"
     plan = result.get("plan")
@@ -526,18 +522,20 @@ def is_warmup_request(obj: Any) -> bool:
     return isinstance(rid, str) and rid.startswith(RID_PREFIX)
 
 
-async def ensure_warmed(tokenizer_manager: Any) -> dict:
+async def ensure_warmed(tokenizer_manager: Any, state: WarmupState,
+                        run: Callable[[str, Any], Awaitable[dict]]) -> dict:
     """Run the warm-up once in this process before the request that called this goes on.
 
+    ``run(disaggregation_mode, tokenizer_manager)`` is the warm-up as the hooks bound it (``run_warmup``).
     Concurrent first requests all wait for the same warm-up; the warm-up's own
     requests never wait (the caller checks ``is_warmup_request``).
     """
-    if STATE.done:
-        return STATE.result
-    if STATE.task is None:
+    if state.done:
+        return state.result
+    if state.task is None:
         mode = resolved_arg(tokenizer_manager.server_args, "disaggregation_mode", "null")
-        STATE.task = asyncio.ensure_future(run_warmup(mode, tokenizer_manager))
-    return await asyncio.shield(STATE.task)
+        state.task = asyncio.ensure_future(run(mode, tokenizer_manager))
+    return await asyncio.shield(state.task)
 
 
 # -- the per-rank side, driven by the scheduler hook -----------------------------------------------
@@ -556,27 +554,28 @@ def rank_name(scheduler: Any) -> str:
     return f"{name} ({', '.join(details)})" if details else name
 
 
-def observe_request(scheduler: Any, request: Any) -> Optional[str]:
-    """One request arrived at this rank's scheduler; returns the warm-up line when this closed the warm-up."""
+def observe_request(scheduler: Any, request: Any, watchdog: PoolWatchdog) -> Optional[str]:
+    """One request arrived at this rank's scheduler (``watchdog``: the plugin object's); returns the warm-up line
+    when this closed the warm-up."""
     if not is_warmup_request(request):
         line = None
-        if WATCHDOG.phase == WARMUP:  # the completion marker never arrived (a warm-up cut short)
-            line = WATCHDOG.finish_warmup()
+        if watchdog.phase == WARMUP:  # the completion marker never arrived (a warm-up cut short)
+            line = watchdog.finish_warmup()
             if line is not None:
                 line += " (closed by the first request: no completion marker arrived)"
                 logger.info(line)
-                write_rank_record()
-        WATCHDOG.traffic()
-        if WATCHDOG.measuring:
-            WATCHDOG.between_requests()
+                write_rank_record(watchdog)
+        watchdog.traffic()
+        if watchdog.measuring:
+            watchdog.between_requests()
         return line
-    WATCHDOG.rank = rank_name(scheduler)
-    WATCHDOG.rank_info = {k: getattr(scheduler, k, None) for k in ("tp_rank", "dp_rank", "pp_rank")}
+    watchdog.rank = rank_name(scheduler)
+    watchdog.rank_info = {k: getattr(scheduler, k, None) for k in ("tp_rank", "dp_rank", "pp_rank")}
     if request.rid.startswith(DONE_PREFIX):
-        line = WATCHDOG.finish_warmup()
+        line = watchdog.finish_warmup()
         if line is not None:
             logger.info(line)
-            write_rank_record()
+            write_rank_record(watchdog)
         return line
-    WATCHDOG.begin_warmup(len(getattr(request, "input_ids", None) or ()))
+    watchdog.begin_warmup(len(getattr(request, "input_ids", None) or ()))
     return None

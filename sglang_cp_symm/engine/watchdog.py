@@ -58,8 +58,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from . import alloc_counter, context_hooks
-from . import settings as switches
 from .logs import logger
+from .settings import read_settings
 
 
 START, WARMUP, SERVING = "start", "warm-up", "serving"
@@ -137,16 +137,15 @@ def device_used_bytes() -> int:
     return int(total - free)
 
 
-def sglang_pools() -> Dict[str, Any]:
-    """The symmetric pools of this process: sglang's shared pool and the plugin's per-group pools."""
+def sglang_pools(group_pools: Optional[Dict[int, Any]] = None) -> Dict[str, Any]:
+    """The symmetric pools of this process: sglang's shared pool and the plugin's per-group pools
+    (``group_pools``: the plugin object's, by ``id(group)``, as ``pool.GroupPoolRouter`` fills them)."""
     pools: Dict[str, Any] = {}
     allocator = sys.modules.get("sglang.srt.distributed.device_communicators.pynccl_allocator")
     shared = getattr(allocator, "_mem_pool", None)
     if shared is not None:
         pools["shared"] = shared
-    from .pool import group_pools
-
-    for i, (_, pool) in enumerate(sorted(group_pools().items())):
+    for i, (_, pool) in enumerate(sorted((group_pools or {}).items())):
         pools[f"cp{i}" if i else "cp"] = pool
     return pools
 
@@ -159,12 +158,19 @@ def pool_segments_and_bytes(pool: Any) -> Dict[str, int]:
 
 
 class PoolWatchdog:
-    """Per-process record of pool growths. The three probes are parameters: CPU tests pass their own."""
+    """Per-process record of pool growths. The three probes are parameters: CPU tests pass their own.
+
+    ``table`` is the plugin object's ``context_hooks.ContextTable`` (the roles it gives the CP all-gathers'
+    contexts go there); a watchdog made alone gets a table of its own."""
 
     def __init__(self, reserved: Callable[[], int] = device_used_bytes,
                  pools: Callable[[], Dict[str, Any]] = sglang_pools,
-                 stats: Callable[[Any], Dict[str, int]] = pool_segments_and_bytes) -> None:
+                 stats: Callable[[Any], Dict[str, int]] = pool_segments_and_bytes,
+                 table: Optional[context_hooks.ContextTable] = None) -> None:
         self._reserved, self._pools, self._stats = reserved, pools, stats  # _reserved: the signal's reading
+        self.table = context_hooks.ContextTable() if table is None else table
+        self.report_dir: Optional[str] = None  # the applied settings' folder for the rank records, while applied
+        self.metric: Any = None  # the Prometheus counter's callback (``metrics``), made once for this watchdog
         self._device_reading = reserved  # the fallback signal: device memory in use
         self._lock = threading.RLock()  # the first counter reading may come while the lock is held
         self.phase = START
@@ -239,7 +245,7 @@ class PoolWatchdog:
     def watch(self, code: Any) -> None:
         """Measure the contexts that the function with this code object opens (a CP all-gather)."""
         self.watched.add(code)  # holds the code object, so its id (the role table's key) stays its own
-        context_hooks.set_role(code, context_hooks.WATCH)
+        self.table.set_role(code, context_hooks.WATCH)
 
     def entered(self) -> None:
         """After a watched symmetric context (a CP all-gather's) was entered on this thread.
@@ -458,16 +464,13 @@ class PoolWatchdog:
                 "pools": self.known, "events": [asdict(e) for e in self.events[-10:]]}
 
 
-WATCHDOG = PoolWatchdog()
-
-
 # -- the per-rank records: files that the doctor and status() read ------------------------------
 RUN_ID = "SGLANG_CP_SYMM_RUN_ID"
 
 
 def report_dir() -> str:
     """``SGLANG_CP_SYMM_REPORT_DIR`` as ``settings`` checked it (a writable folder), else the default."""
-    return switches.current().report_dir
+    return read_settings().report_dir
 
 
 def ensure_run_id() -> str:
@@ -478,9 +481,10 @@ def ensure_run_id() -> str:
     return run
 
 
-def write_rank_record(watchdog: PoolWatchdog = WATCHDOG) -> Optional[str]:
-    """Write this rank's record as JSON; returns the path, or None (with one warning) when it cannot."""
-    folder = os.path.join(report_dir(), ensure_run_id())
+def write_rank_record(watchdog: PoolWatchdog) -> Optional[str]:
+    """Write this rank's record as JSON, in the folder of the settings the plugin was applied with (else the
+    environment's); returns the path, or None (with one warning) when it cannot."""
+    folder = os.path.join(watchdog.report_dir or report_dir(), ensure_run_id())
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in watchdog.rank)
     path = os.path.join(folder, f"{name}.json")
     try:

@@ -88,7 +88,7 @@ def set_aside_switches(command: str, instead: str) -> list:
     The demos set the plugin themselves (``demo``: off, on, on with send staging, ...; ``demo-warmup``:
     on with the defaults). The user's switches would otherwise reach them three ways: the ``.pth``
     bootstrap applies the plugin from ``os.environ`` at the first engine import (0.5.6-0.5.10), the
-    settings a configuration does not set are read from it (``settings.current``), and the ranks
+    settings a configuration does not set are read from it (``Plugin.settings``), and the ranks
     the demo forks inherit it; strict mode would even stop the demo. Removing the variables here
     (names only are printed: no value is echoed) closes all three; a plugin applied already in
     this process (only if something imported the engine before) is taken back. ``instead`` says what
@@ -97,13 +97,12 @@ def set_aside_switches(command: str, instead: str) -> list:
     names = switch_names()
     for name in names:
         os.environ.pop(name, None)
-    if "sglang_cp_symm.engine.patching" in sys.modules:
-        from ..engine.patching import PATCHER
+    if "sglang_cp_symm.engine.activation" in sys.modules:
+        from ..engine.activation import current
 
-        if PATCHER.active:
-            from ..engine.activation import unapply
-
-            unapply()
+        applied = current()
+        if applied is not None and applied.active:
+            applied.unapply()
     if names:
         print(f"sglang-cp-symm {command}: set aside {', '.join(names)} from this process's environment; "
               f"{instead}, whatever the environment says")
@@ -120,12 +119,13 @@ def import_register_modules() -> dict:
     import importlib
     import importlib.util
 
-    from ..engine.patching import PATCHER
+    from ..engine.activation import current
     from ..targets import POOL_FIX, targets_for
 
-    if PATCHER.release is None:
+    applied = current()
+    if applied is None or applied.patcher.release is None:
         return {}
-    modules = sorted({t.module for t in targets_for(PATCHER.release)} | {POOL_FIX.module})
+    modules = sorted({t.module for t in targets_for(applied.patcher.release)} | {POOL_FIX.module})
     outcome = {}
     for module in modules:
         try:

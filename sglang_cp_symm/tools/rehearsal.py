@@ -130,11 +130,13 @@ def install_recording_context() -> None:
     Where the race guard is engaged, its hooks go on the stand-in as they went on sglang's class."""
     from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
 
-    from ..engine.race_guard import RACE_GUARD
+    from ..engine.activation import current
 
     pa.SymmetricMemoryContext = RecordingContext
     pa.is_symmetric_memory_enabled = lambda: True
-    RACE_GUARD.hook_class(RecordingContext)
+    applied = current()
+    if applied is not None:
+        applied.race_guard.hook_class(RecordingContext)
 
 
 def install_cpu_all_gather(records: Dict[str, CallRecord]):
@@ -439,7 +441,7 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
         from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
 
         import sglang_cp_symm
-        from sglang_cp_symm.engine.patching import PATCHER
+        from sglang_cp_symm.engine import activation
 
         release, targets, modules = release_targets()
         ps.init_distributed_environment(world_size=world, rank=rank, distributed_init_method=f"tcp://127.0.0.1:{port}",
@@ -511,7 +513,7 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
             report["lines"][config.name] = {name: sorted(lines) for name, lines in tracer.lines.items()}
             if config.enabled:
                 sglang_cp_symm.unpatch()
-            assert not PATCHER.active
+            assert activation.current() is None or not activation.current().active
             report["seconds"][config.name] = round(time.monotonic() - config_started, 2)
         queue.put((rank, report))
         keep_alive = None  # noqa: F841

@@ -394,8 +394,8 @@ def run_demo(argv: List[str]) -> int:
 def _rehearse(argv: List[str]) -> int:
     from sglang.srt.server_args import prepare_server_args
 
-    from ..engine.settings import current
-    from ..engine.warmup import STATE, status_words
+    from ..engine.activation import plugin
+    from ..engine.warmup import status_words
 
     args = prepare_server_args(list(argv))
     if hasattr(args, "resolve_once"):
@@ -407,8 +407,9 @@ def _rehearse(argv: List[str]) -> int:
         print(f"this release's scheduler does not import here ({exc}); requests answered without it")
         manager = RecordingTokenizerManager(args)
     run_named_warmup(manager)
-    result = STATE.result
-    print(f"status line's warm-up part: warm-up {status_words(current())}")
+    applied = plugin()
+    result = applied.warmup.result
+    print(f"status line's warm-up part: warm-up {status_words(applied.settings, result)}")
     if result.get("skipped"):
         return 0
     by_rank: dict = {}

@@ -126,9 +126,11 @@ def main(mode: str) -> dict:
         """By address range: once freed, a block may have merged into its neighbour in the snapshot."""
         return any(s["address"] <= ptr < s["address"] + s["total_size"] for s in (pool.snapshot() if pool else []))
 
+    from sglang_cp_symm.engine import activation
     from sglang_cp_symm.engine import pool as cp_pools
 
-    own = cp_pools.group_pools().get(id(cp))
+    plugin = activation.current()  # None where the probe ran unpatched: then no pool of the plugin's
+    own = plugin.cp_pools.get(id(cp)) if plugin is not None else None
     kv_out, kv_in = seen["out"], seen["in"]
     first = {"output_in_cp_pool": in_pool(kv_out, own), "input_in_cp_pool": in_pool(kv_in, own)}
     # Many more calls: a staging or output buffer that leaked would grow the pool.

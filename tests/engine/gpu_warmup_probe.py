@@ -41,12 +41,15 @@ def main(mode: str, max_tokens: int) -> dict:
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, _ = setup("plugin")
     from types import SimpleNamespace
 
+    from sglang_cp_symm.engine import activation
     from sglang_cp_symm.engine import pool as cp_pools
-    from sglang_cp_symm.engine.hooks import INSTALLER
     from sglang_cp_symm.engine.sizing import ModelShape, small_pool_tokens
-    from sglang_cp_symm.engine.watchdog import SERVING, START, WARMUP, WATCHDOG
+    from sglang_cp_symm.engine.watchdog import SERVING, START, WARMUP
 
-    assert INSTALLER.describe().get("watchdog.context") == "installed", INSTALLER.describe()
+    plugin = activation.current()  # the plugin object: its hook installer, watchdog and CP pools
+    installer, watchdog = plugin.installer, plugin.watchdog
+
+    assert installer.describe().get("watchdog.context") == "installed", installer.describe()
     fn = cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache
     stream = torch.cuda.current_stream()
     shape = ModelShape("latent-kv-bf16", {"latent_kv": LATENT_KV_ELEMENTS * 2})
@@ -59,23 +62,23 @@ def main(mode: str, max_tokens: int) -> dict:
 
     def pools():
         """Segments and MiB of every symmetric pool: sglang's shared one and the plugin's CP pool."""
-        found = {"shared": pa._mem_pool, **{f"cp{i}": p for i, p in enumerate(cp_pools.group_pools().values())}}
+        found = {"shared": pa._mem_pool, **{f"cp{i}": p for i, p in enumerate(plugin.cp_pools.values())}}
         return {name: cp_pools.pool_stats(p) for name, p in found.items() if p is not None}
 
     prompts = {"none": [], "max": [max_tokens],
                "full": [max_tokens] + small_pool_tokens(shape, 1, max_tokens)}[mode]
-    start_growths = WATCHDOG.counts[START]
-    counter = lambda: WATCHDOG._counts.snapshot() if WATCHDOG._counts is not None else None  # noqa: E731
-    WATCHDOG.between_requests()  # the first reading after the pool exists: the counter is found and proven here
+    start_growths = watchdog.counts[START]
+    counter = lambda: watchdog._counts.snapshot() if watchdog._counts is not None else None  # noqa: E731
+    watchdog.between_requests()  # the first reading after the pool exists: the counter is found and proven here
     counts_before_warmup = counter()
     for n in prompts:
-        WATCHDOG.begin_warmup(n)
+        watchdog.begin_warmup(n)
         gather(n)
     torch.cuda.synchronize()
     if prompts:
-        WATCHDOG.finish_warmup()
+        watchdog.finish_warmup()
     else:
-        WATCHDOG.traffic()
+        watchdog.traffic()
     after_warmup = pools()
     counts_after_warmup = counter()
 
@@ -83,7 +86,7 @@ def main(mode: str, max_tokens: int) -> dict:
     import os
 
     if os.environ.get("CP_SYMM_PROBE_NO_WATCHDOG"):  # diagnosis: the sweep without the watchdog's hook
-        INSTALLER.release("watchdog.context")
+        installer.release("watchdog.context")
     sync_each = bool(os.environ.get("CP_SYMM_PROBE_SYNC"))  # diagnosis: one call at a time on the GPU
     started = time.perf_counter()
     correct = True
@@ -96,7 +99,7 @@ def main(mode: str, max_tokens: int) -> dict:
     after_sweep = pools()
     counts_after_sweep = counter()
     gc.collect()
-    live_blocks = [(b["size"], b["state"]) for p in cp_pools.group_pools().values() for seg in p.snapshot()
+    live_blocks = [(b["size"], b["state"]) for p in plugin.cp_pools.values() for seg in p.snapshot()
                    for b in seg["blocks"] if b["state"] != "inactive"]
     segments = lambda state: sum(s["segments"] for s in state.values())  # noqa: E731
     return {
@@ -105,21 +108,21 @@ def main(mode: str, max_tokens: int) -> dict:
         "nccl": ".".join(map(str, torch.cuda.nccl.version())),
         "max_tokens": max_tokens,
         "warmup_prompts": prompts,
-        "warmup_growths": WATCHDOG.counts[WARMUP],
+        "warmup_growths": watchdog.counts[WARMUP],
         "start_growths": start_growths,
         "sweep_calls": max_tokens,
-        "sweep_growths": WATCHDOG.counts[SERVING],
+        "sweep_growths": watchdog.counts[SERVING],
         "sweep_new_segments": segments(after_sweep) - segments(after_warmup),
         "pools_after_warmup": after_warmup,
         "pools_after_sweep": after_sweep,
-        "growth_sites": sorted({e.site.rsplit("/", 1)[-1] for e in WATCHDOG.events if e.phase == SERVING}),
-        "growth_mib": [round(e.grown_bytes / 2**20, 1) for e in WATCHDOG.events if e.phase == SERVING],
+        "growth_sites": sorted({e.site.rsplit("/", 1)[-1] for e in watchdog.events if e.phase == SERVING}),
+        "growth_mib": [round(e.grown_bytes / 2**20, 1) for e in watchdog.events if e.phase == SERVING],
         "live_cp_blocks_after_gc": live_blocks,
         "sweep_seconds": round(seconds, 2),
         "correct": correct,
         # the allocator's counter (alloc_counter), read independently of the watchdog's bookkeeping
-        "signal": WATCHDOG.signal,
-        "signal_note": WATCHDOG.signal_note,
+        "signal": watchdog.signal,
+        "signal_note": watchdog.signal_note,
         "counter_warmup_allocations": (counts_after_warmup[0] - counts_before_warmup[0]) if counts_before_warmup
         else None,
         "counter_sweep_allocations": (counts_after_sweep[0] - counts_after_warmup[0]) if counts_after_warmup
@@ -127,7 +130,7 @@ def main(mode: str, max_tokens: int) -> dict:
         "counter_sweep_frees": (counts_after_sweep[2] - counts_after_warmup[2]) if counts_after_warmup else None,
         "counter_net_segments": (counts_after_sweep[0] - counts_after_sweep[2]) if counts_after_sweep else None,
         "snapshot_segments": segments(after_sweep),
-        "sweep_growth_allocations": sum(e.allocations for e in WATCHDOG.events if e.phase == SERVING),
+        "sweep_growth_allocations": sum(e.allocations for e in watchdog.events if e.phase == SERVING),
     }
 
 
@@ -163,8 +166,12 @@ def main_chunking_off(context_len: int, cap=None) -> dict:
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, _ = setup("plugin")
     from types import SimpleNamespace
 
+    from sglang_cp_symm.engine import activation
     from sglang_cp_symm.engine import pool as cp_pools
-    from sglang_cp_symm.engine.watchdog import SERVING, WARMUP, WATCHDOG
+    from sglang_cp_symm.engine.watchdog import SERVING, WARMUP
+
+    plugin = activation.current()  # the plugin object: its watchdog and CP pools
+    watchdog = plugin.watchdog
 
     plan, line, warning = plan_chunking_off(context_len, cap)
     fwd = plan.forward
@@ -179,18 +186,18 @@ def main_chunking_off(context_len: int, cap=None) -> dict:
         return bool(torch.equal(out, x)) if check else True
 
     def reserved():
-        pools = {"shared": pa._mem_pool, **{f"cp{i}": p for i, p in enumerate(cp_pools.group_pools().values())}}
+        pools = {"shared": pa._mem_pool, **{f"cp{i}": p for i, p in enumerate(plugin.cp_pools.values())}}
         stats = [cp_pools.pool_stats(p) for p in pools.values() if p is not None]
         return sum(s["reserved_bytes"] for s in stats), sum(s["segments"] for s in stats)
 
     before, seg_before = reserved()
     started = time.perf_counter()
     for n in plan.prompts:
-        WATCHDOG.begin_warmup(n)
+        watchdog.begin_warmup(n)
         gather(n)
     torch.cuda.synchronize()
     warmup_seconds = time.perf_counter() - started
-    WATCHDOG.finish_warmup()
+    watchdog.finish_warmup()
     after, seg_after = reserved()
     largest = fwd.scheduler_tokens
     stride = max(1, (largest - 2048) // 30720)
@@ -212,9 +219,9 @@ def main_chunking_off(context_len: int, cap=None) -> dict:
                     "left_most_mib": mib(plan.left_most[0]), "left_most_growths": plan.left_most[1],
                     "capped": fwd.capped, "plan_line": line, "warning": warning},
         "measured": {"warmup_growth_mib": mib(after - before), "warmup_new_segments": seg_after - seg_before,
-                     "warmup_growths": WATCHDOG.counts[WARMUP], "warmup_seconds": round(warmup_seconds, 2),
+                     "warmup_growths": watchdog.counts[WARMUP], "warmup_seconds": round(warmup_seconds, 2),
                      "sweep_calls": len(lengths), "sweep_stride": stride, "sweep_growth_mib": mib(swept - after),
-                     "sweep_new_segments": seg_swept - seg_after, "sweep_growths": WATCHDOG.counts[SERVING],
+                     "sweep_new_segments": seg_swept - seg_after, "sweep_growths": watchdog.counts[SERVING],
                      "sweep_seconds": round(sweep_seconds, 2), "pool_mib_after_sweep": mib(swept)},
         "correct": correct,
     }

@@ -63,7 +63,8 @@ HOOKS = SETUP + """
                 raise RuntimeError("exit broke")
 
     listener = Listener()
-    restore = ch.install(cls, listener)
+    table = ch.ContextTable()
+    restore = table.install(cls, listener)
 
     def gather():  # a CP all-gather the plugin watches
         ctx = context()
@@ -80,8 +81,8 @@ HOOKS = SETUP + """
         with context():
             raise ValueError("sglang's own error in the with body")
 
-    ch.set_role(gather.__code__, ch.WATCH)
-    ch.set_role(guarded.__code__, ch.GUARD)
+    table.set_role(gather.__code__, ch.WATCH)
+    table.set_role(guarded.__code__, ch.GUARD)
     out = {"healthy": gather()}
     listener.fail_entry = True
     out["entry"] = [gather() for _ in range(3)]
@@ -99,8 +100,8 @@ HOOKS = SETUP + """
             raise RuntimeError("role lookup broke")
 
     restore()
-    ch.ROLES.ids = BrokenRoles(ch.ROLES.ids)  # the hooks look roles up by the code object's id
-    restore = ch.install(cls, listener)
+    table.roles.ids = BrokenRoles(table.roles.ids)  # the hooks look roles up by the code object's id
+    restore = table.install(cls, listener)
     out["roles"] = [gather() for _ in range(2)]
     restore()
     out["restored"] = cls.__dict__["__enter__"] is enter and cls.__dict__["__exit__"] is leave

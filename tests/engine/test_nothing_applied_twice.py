@@ -31,7 +31,7 @@ STATES = f"""
     import {CP_UTILS} as m
     import {ALLOCATOR} as pa
     import sglang_cp_symm as s
-    from sglang_cp_symm.engine import pool
+    from sglang_cp_symm.engine import activation
     from sglang_cp_symm.engine.plugin import activate
     functions = {{n: getattr(m, n) for n in dir(m) if n.startswith("cp_all_gather")}}
     init = pa.SymmetricMemoryContext.__dict__["__init__"]
@@ -41,7 +41,7 @@ STATES = f"""
         "functions_kept": all(getattr(m, n) is f for n, f in functions.items()),
         "init_kept": pa.SymmetricMemoryContext.__dict__["__init__"] is init
                      and not isinstance(init, wrapt.FunctionWrapper),
-        "own_pools": len(pool.group_pools()),
+        "own_pools": len(activation.current().cp_pools),
         "stage_send_is_the_sources": getattr(m, "cp_symm_stage_send", None) is getattr(pa, "cp_symm_stage_send", 0),
     }}))
 """

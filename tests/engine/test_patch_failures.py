@@ -26,12 +26,12 @@ ON_SEND = {"SGLANG_CP_SYMM": "1", "SGLANG_CP_SYMM_SEND": "1", **QUIET, **nccl("2
 IMPORT_WITH_A_FAILURE = f"""
     import json, sys
     import sglang_cp_symm.engine.plugin as plugin
-    from sglang_cp_symm.engine import patching
+    from sglang_cp_symm.engine import activation, patching
     def injected(*args, **kwargs):
         raise RuntimeError("injected")
     patching.compile_rewritten = injected
     assert plugin.activate()
-    patching.PATCHER.on_settled.append(injected)      # a callback that fails once everything is settled
+    activation.current().patcher.on_settled.append(injected)      # a callback that fails once everything is settled
     import {CP_UTILS} as m                             # the post-import hook runs inside this import
     import {ALLOCATOR}
     import sglang_cp_symm as s
@@ -64,7 +64,7 @@ STEPS = f"""
     import {CP_UTILS} as m
     import {ALLOCATOR} as pa
     import sglang_cp_symm as s
-    from sglang_cp_symm.engine import patching, plan, pool
+    from sglang_cp_symm.engine import activation, patching, plan, pool
     from sglang_cp_symm.engine.settings import read_settings
 
     class Injected(RuntimeError):
@@ -86,7 +86,7 @@ STEPS = f"""
         ("compiling the copy", patching, "compile_rewritten"),
         ("building the function", patching, "rebuilt_function"),
         ("rebinding copies", patching.Patcher, "_rebind_copies"),
-        ("the watchdog", patching, "WATCHDOG"),  # the patcher's reference only (the hooks keep theirs)
+        ("the watchdog", activation.plugin().patcher, "watchdog"),  # the patcher's reference only (the hooks keep theirs)
         ("the pool's shape", pool, "context_shape"),
         ("wrapping the pool's context", patching, "_routing_init"),
     ]
@@ -103,7 +103,7 @@ STEPS = f"""
     results = {{}}
     for step, owner, attribute in STEPS:
         saved = getattr(owner, attribute)
-        stand_in = {{"WATCHDOG": type("Watchdog", (), {{"watch": staticmethod(raiser)}})}}.get(attribute, raiser)
+        stand_in = {{"watchdog": type("Watchdog", (), {{"watch": staticmethod(raiser)}})}}.get(attribute, raiser)
         setattr(owner, attribute, stand_in)
         try:
             status = s.patch(read_settings(), nccl="2.27.7")["targets"]

@@ -23,11 +23,10 @@ LINE = f"""
     import sglang.srt.distributed.device_communicators.pynccl_allocator
     %s
     import sglang_cp_symm as s
-    from sglang_cp_symm.engine.patching import PATCHER
     from sglang_cp_symm.engine.report import status_line
-    from sglang_cp_symm.engine import settings
+    from sglang_cp_symm.engine import activation
     s.patch()
-    print(json.dumps([s.status()["outcome"], status_line(PATCHER, settings.current())]))
+    print(json.dumps([s.status()["outcome"], status_line(activation.current())]))
 """
 # A later release that changed the KV gather's shape: the rewrite must leave it alone (and say so).
 CHANGED_KV = """

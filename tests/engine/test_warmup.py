@@ -87,8 +87,9 @@ h.run_named_warmup(tm)
 wall = time.monotonic() - started
 first = tm.summary()
 h.run_named_warmup(tm)  # the lifespan of a second tokenizer worker, say: the process's warm-up ran already
-from sglang_cp_symm.engine.warmup import STATE
-h.emit({"requests": first, "after_second_call": len(tm.requests), "result": STATE.result, "wall": wall})
+from sglang_cp_symm.engine.activation import current
+state = current().warmup
+h.emit({"requests": first, "after_second_call": len(tm.requests), "result": state.result, "wall": wall})
 """, args=cp_args(release, chunked_prefill_size=8192, dp_size=2, enable_dp_attention=True))
     requests, result = got["requests"], got["result"]
     for dp in (0, 1):
@@ -125,8 +126,9 @@ logging.getLogger("sglang.cp_symm").addHandler(logging.StreamHandler(stream))
 h.activate()
 tm = h.RecordingTokenizerManager(args, {failure}=8192)
 h.run_named_warmup(tm)  # returns: sglang's lifespan goes on to serve
-from sglang_cp_symm.engine.warmup import STATE
-h.emit({{"result": STATE.result, "log": stream.getvalue(), "sent": [len(r.input_ids) for r in tm.requests]}})
+from sglang_cp_symm.engine.activation import current
+state = current().warmup
+h.emit({{"result": state.result, "log": stream.getvalue(), "sent": [len(r.input_ids) for r in tm.requests]}})
 """, args=cp_args("0.5.11", chunked_prefill_size=8192))
     assert not got["result"]["ran"] and got["result"]["error"]
     assert "the CP warm-up (8192-token prefill on 1 DP rank(s)) failed" in got["log"]
@@ -158,8 +160,9 @@ def test_nothing_to_warm_is_skipped_with_the_reason(setup, reason):
 h.activate()
 tm = {setup}
 h.run_named_warmup(tm)
-from sglang_cp_symm.engine.warmup import STATE
-h.emit({{"skipped": STATE.result["skipped"], "sent": len(tm.requests)}})
+from sglang_cp_symm.engine.activation import current
+state = current().warmup
+h.emit({{"skipped": state.result["skipped"], "sent": len(tm.requests)}})
 """, args=cp_args("0.5.11", chunked_prefill_size=8192))
     assert reason in got["skipped"] and got["sent"] == 0
 
@@ -169,8 +172,9 @@ def test_a_pd_decode_server_runs_no_prefill():
 h.activate()
 tm = h.RecordingTokenizerManager(args)
 h.run_named_warmup(tm, mode="decode")
-from sglang_cp_symm.engine.warmup import STATE
-h.emit([STATE.result["skipped"], len(tm.requests)])
+from sglang_cp_symm.engine.activation import current
+state = current().warmup
+h.emit([state.result["skipped"], len(tm.requests)])
 """, args=cp_args("0.5.11", chunked_prefill_size=8192))
     assert got == ["a PD decode server runs no prefill", 0]
 
@@ -200,14 +204,15 @@ def test_the_first_request_waits_for_the_warmup_where_no_named_warmup_ran():
     with the same signature), runs the warm-up once before the first request, and then takes itself off."""
     got = run("0.5.11", """
 import asyncio, wrapt
-from sglang_cp_symm.engine import hooks
+from sglang_cp_symm.engine import activation
 from sglang.srt.managers.io_struct import GenerateReqInput
 h.activate()
 original = h.RecordingTokenizerManager.__dict__["generate_request"]
-wrapt.wrap_function_wrapper(h.RecordingTokenizerManager, "generate_request", hooks.first_request_guard)
-hooks.INSTALLER._undo["warmup.first_request"] = [
+installer = activation.current().installer
+wrapt.wrap_function_wrapper(h.RecordingTokenizerManager, "generate_request", installer.first_request_guard)
+installer._undo["warmup.first_request"] = [
     lambda: setattr(h.RecordingTokenizerManager, "generate_request", original)]
-hooks.INSTALLER.statuses["warmup.first_request"] = "installed"
+installer.statuses["warmup.first_request"] = "installed"
 tm = h.RecordingTokenizerManager(args)
 
 async def user(i):
@@ -221,7 +226,7 @@ async def main():
 asyncio.run(main())
 order = [r.rid.split("-")[0] + ("-done" if "done" in r.rid else "") for r in tm.requests]
 h.emit({"order": order, "restored": h.RecordingTokenizerManager.__dict__["generate_request"] is original,
-        "state": hooks.INSTALLER.describe()["warmup.first_request"]})
+        "state": installer.describe()["warmup.first_request"]})
 """, args=cp_args("0.5.11", chunked_prefill_size=8192))
     order = got["order"]
     warm = [i for i, r in enumerate(order) if r.startswith("cp")]
@@ -256,7 +261,7 @@ def test_the_watchdogs_counter_reaches_sglangs_metrics(tmp_path):
 from sglang_cp_symm.engine import metrics
 from sglang_cp_symm.engine.watchdog import Growth, PoolWatchdog
 dog = PoolWatchdog(reserved=lambda: 0, pools=dict, stats=dict)
-assert metrics.install(dog) and metrics.install(dog) and dog.on_growth.count(metrics._count) == 1
+assert metrics.install(dog) and metrics.install(dog) and dog.on_growth.count(dog.metric) == 1
 for phase in ("warm-up", "serving", "serving"):
     for callback in dog.on_growth:
         callback(Growth(phase, 2 << 20, 0, 1, "here", 0.0))

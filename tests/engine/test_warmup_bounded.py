@@ -29,7 +29,8 @@ PROBE = """
 import asyncio, io, logging, time, warnings
 warnings.filterwarnings("ignore")
 import warmup_harness as h
-from sglang_cp_symm.engine import warmup
+from sglang_cp_symm.engine import activation, warmup
+from sglang_cp_symm.engine.settings import read_settings
 stream = io.StringIO()
 handler = logging.StreamHandler(stream)
 logging.getLogger("sglang.cp_symm").addHandler(handler)
@@ -51,11 +52,11 @@ def scenario(name, args, strict=False, **manager):
     elapsed = time.monotonic() - started
     lines = stream.getvalue().splitlines()
     rank = lambda r: [len(x.input_ids) for x in tm.requests if tm._rank_of(x) == r]
-    return {"name": name, "elapsed": elapsed, "result": warmup.STATE.result, "refused": refused,
+    return {"name": name, "elapsed": elapsed, "result": activation.current().warmup.result, "refused": refused,
             "sent": [rank(0), rank(1)], "aborted": tm.aborted, "cancelled": tm.cancelled,
             "left_in_flight": sorted(tm.inflight), "warnings": [l for l in lines if "pool may still grow" in l],
             "plan_lines": [l for l in lines if "warm-up plan:" in l],
-            "status": warmup.status_words(warmup.switches.current()),
+            "status": warmup.status_words(activation.current().settings, activation.current().warmup.result),
             "schedules": [(s.tokens, s.admitted, s.result) for s in tm.schedules]}
 
 
@@ -68,23 +69,23 @@ out = [
 ]
 import os
 os.environ["SGLANG_CP_SYMM_STRICT"] = "1"
-warmup.switches.set_applied(warmup.switches.read_settings())
+activation.current().applied = read_settings()
 out.append(scenario("strict, stalled rank", dp_args, stall_rank=1))
 os.environ.pop("SGLANG_CP_SYMM_STRICT")
-warmup.switches.set_applied(warmup.switches.read_settings())
+activation.current().applied = read_settings()
 
 
 def engine_first_requests(name, args, **manager):
     # the offline Engine's path: the guard on generate_request makes the first requests wait for the warm-up
     import wrapt
-    from sglang_cp_symm.engine import hooks
     from sglang.srt.managers.io_struct import GenerateReqInput
     h.reset_warmup()
     cls = h.RecordingTokenizerManager
     original = cls.__dict__["generate_request"]
-    wrapt.wrap_function_wrapper(cls, "generate_request", hooks.first_request_guard)
-    hooks.INSTALLER._undo["warmup.first_request"] = [lambda: setattr(cls, "generate_request", original)]
-    hooks.INSTALLER.statuses["warmup.first_request"] = "installed"
+    installer = activation.current().installer
+    wrapt.wrap_function_wrapper(cls, "generate_request", installer.first_request_guard)
+    installer._undo["warmup.first_request"] = [lambda: setattr(cls, "generate_request", original)]
+    installer.statuses["warmup.first_request"] = "installed"
     tm = cls(args, **manager)
 
     async def user(i):
@@ -96,9 +97,9 @@ def engine_first_requests(name, args, **manager):
 
     started = time.monotonic()
     answers = asyncio.run(main())
-    return {"name": name, "elapsed": time.monotonic() - started, "result": warmup.STATE.result,
+    return {"name": name, "elapsed": time.monotonic() - started, "result": activation.current().warmup.result,
             "answered": [a[-1]["meta_info"]["finish_reason"]["type"] for a in answers],
-            "guard": hooks.INSTALLER.describe()["warmup.first_request"],
+            "guard": installer.describe()["warmup.first_request"],
             "restored": cls.__dict__["generate_request"] is original}
 
 

@@ -39,7 +39,7 @@ STALLED = """
 import asyncio, json, time, warnings
 warnings.filterwarnings("ignore")
 import warmup_harness as h
-from sglang_cp_symm.engine import warmup
+from sglang_cp_symm.engine import activation
 from sglang.srt.entrypoints import warmup as _runner  # imported before the clock starts, as in a running server
 from sglang.srt.managers import io_struct as _requests
 h.activate()
@@ -68,7 +68,7 @@ for name, manager in (("stalled", h.RecordingTokenizerManager(args, stall_rank=1
     h.reset_warmup()
     started = time.monotonic()
     h.run_named_warmup(manager)  # sglang's lifespan awaits this, then reports ready
-    out[name] = {"elapsed": time.monotonic() - started, "result": warmup.STATE.result,
+    out[name] = {"elapsed": time.monotonic() - started, "result": activation.current().warmup.result,
                  "cancelled": manager.cancelled}
 h.emit(out)
 """

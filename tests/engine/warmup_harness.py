@@ -53,9 +53,10 @@ def cp_server_args(**extra):
 
 def reset_warmup():
     """A fresh warm-up state, as in a new server process (the warm-up runs once per process)."""
-    from sglang_cp_symm.engine import warmup
+    from sglang_cp_symm.engine import activation
 
-    warmup.STATE.result, warmup.STATE.finished, warmup.STATE.task = {}, False, None
+    state = activation.plugin().warmup
+    state.result, state.finished, state.task = {}, False, None
 
 
 def emit(obj):
