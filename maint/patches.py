@@ -104,12 +104,12 @@ def _pool_helpers_source(release: Release) -> str:
         '    """The pool a symmetric context of this group allocates from: the CP group\'s own, else the shared one."""\n'
         "    shared = get_nccl_mem_pool()  # also builds _allocator on first use\n"
         f"    own = needs_own_pool(group_coordinator, {getter!r})\n"
-        "    return pool_for(group_coordinator, _allocator) if own else shared\n"
+        "    return pool_for(group_coordinator, _allocator, _pools) if own else shared\n"
     )
     return _renamed(f"\n\n# --- {MARK}: a symmetric pool of the attention-CP group's own ---\n"
                     "# Generated from sglang_cp_symm.engine.pool: this allocator registers a segment only with the\n"
                     "# communicator whose context creates it, so the CP group's buffers get segments of their own.\n"
-                    "from typing import Any, Optional  # noqa: E402\n\n"
+                    "from typing import Any, Dict, Optional  # noqa: E402\n\n"
                     "_pools = {}\n\n\n" + "\n\n".join(parts) + "\n\n" + chooser, names)
 
 

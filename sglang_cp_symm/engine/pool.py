@@ -51,19 +51,16 @@ def needs_own_pool(group: Any, getter: str = "get_attention_cp_group") -> bool:
     return cp is not None and group is cp and group is not tp_group()
 
 
-# ``pool_for`` is the text ``maint/patches.py`` copies into sglang's allocator module, where a module-level
-# ``_pools = {}`` of that module sits beside it (``patches/``); it is kept word for word so that the patches stay
-# the same, and it is never called here: the plugin keeps its pools in the plugin object, and
-# ``GroupPoolRouter.pool_for`` creates them by the same rule.
-def pool_for(group: Any, allocator: Any) -> Any:
-    """The CP group's pool, created on first use from sglang's own pluggable allocator."""
+def pool_for(group: Any, allocator: Any, pools: Dict[int, Any]) -> Any:
+    """The CP group's pool in ``pools`` (keyed by the group's id), created on first use from sglang's own
+    pluggable allocator."""
     import torch
 
     key = id(group)
-    pool = _pools.get(key)
+    pool = pools.get(key)
     if pool is None:
         pool = torch.cuda.MemPool(allocator)
-        _pools[key] = pool
+        pools[key] = pool
     return pool
 
 
@@ -128,7 +125,7 @@ class GroupPoolRouter:
         allocator = getattr(self.allocator_module, "_allocator", None)
         if allocator is None:
             return False
-        own = self.pool_for(group, allocator)
+        own = pool_for(group, allocator, self.pools)
         if self.shape == POOL_ID_SHAPE:
             context._pool_id = own.id
         else:
@@ -137,15 +134,6 @@ class GroupPoolRouter:
             context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
             context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
         return True
-
-    def pool_for(self, group: Any, allocator: Any) -> Any:
-        """The group's pool, created on first use from sglang's own pluggable allocator (``pool_for``'s rule)."""
-        pool = self.pools.get(id(group))
-        if pool is None:
-            import torch
-
-            pool = self.pools[id(group)] = torch.cuda.MemPool(allocator)
-        return pool
 
 
 def reenter_group_pool(context: Any) -> None:
