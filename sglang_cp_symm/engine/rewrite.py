@@ -67,7 +67,7 @@ target reads ``skipped: <reason>``, strict mode stops the engine at its start):
 8. **Checked result**: the edited function's AST equals the original's with exactly
    that statement wrapped in the context (and the input in the staging call).
 
-The proofs of rules 2-5 and 7 are ``rank_uniformity``'s; this module asks them and
+The proofs of rules 2-5 and 7 are ``rewrite_proof``'s; this module asks them and
 makes the edits.
 """
 
@@ -79,7 +79,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import send_staging
-from .rank_uniformity import (
+from .rewrite_proof import (
     DEFAULT_CONTEXT_NAMES,
     STAGE_SEND_NAME,
     AlreadyInContext,
