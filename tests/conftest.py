@@ -1,9 +1,12 @@
-"""Shared helpers: run code in a fresh interpreter against one real sglang release.
+"""Shared helpers: run code in a process of its own against one real sglang release.
 
 Each release lives in ``.envs/sglang-X`` (built by ``ci/envs.sh``): the real
 wheel with its pinned transformers, on top of ``.venv``. Every test that touches
 sglang runs in a subprocess, so import order and process-wide state are those of
-a real sglang process and never leak from one test into another.
+a real sglang process and never leak from one test into another: a fresh
+interpreter, or, where the check allows it, a process forked from the release's
+fork server (``run_python(fresh=False)``, tests/forkserver.py), which has only
+the heavy third-party libraries imported.
 """
 
 from __future__ import annotations
