@@ -35,13 +35,13 @@ BY_RELEASE = (
     "tests/engine/test_nothing_applied_twice.py",
     "tests/tools/test_cli_env.py",
     "tests/tools/test_patches_and_sweep.py",
+    "tests/tools/test_doctor.py",
 )
 
 #: Modules whose tests share nothing (each starts its own fresh interpreters): one unit per test.
 PER_TEST = (
     "tests/test_bootstrap.py",
     "tests/engine/test_patch_failures.py",
-    "tests/tools/test_doctor.py",
     "tests/bench/test_stage_d.py",
 )
 
@@ -62,6 +62,7 @@ COST_S = {
     "tests/test_bootstrap.py": 7,                                       # a fresh sglang interpreter or two
     "tests/engine/test_patch_failures.py": 8,
     "tests/engine/test_context_hooks.py": 9,
+    "tests/tools/test_doctor.py::test_on_a_racy_pinned_nccl": 1.5,      # three doctors forked
     "tests/tools/test_doctor.py": 3,
     "tests/engine/test_report.py": 2,
     "tests/engine/test_warmup.py::test_random_ids": 19,                 # two fresh interpreters
