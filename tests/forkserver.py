@@ -1,15 +1,18 @@
-"""A fork server per release: checks that need the release's modules run in processes forked from an interpreter
-that has already imported the heavy third-party libraries, instead of in interpreters started from nothing.
+"""Fork servers: checks that need a release's modules run in processes forked from an interpreter that has already
+imported the heavy third-party libraries, instead of in interpreters started from nothing.
 
 Why: a fresh interpreter that imports one of sglang's engine modules spends about 7 s of CPU in imports, and about
 six of them in third-party libraries (torch alone about 2.3 s, transformers 1.3 s, openai, huggingface_hub, sympy:
 ``python -X importtime``), sglang's own modules under one. The suite starts a few hundred such interpreters, which on
-the two cores of CI was most of its time. A server per release imports those libraries once (``PRELOAD``, never
-sglang, never this package, never a stand-in of tests/stubs), then forks one child per check.
+the two cores of CI was most of its time. So each pytest process starts one base server, which imports the
+libraries of ``.venv`` that every release shares (``PRELOAD``: torch and the rest), and forks from it one server per
+release, which adds that release's own pinned ones (``RELEASE_PRELOAD``: transformers, huggingface_hub) from its
+environment; a check is a child forked from its release's server. No server ever imports sglang, this package or a
+stand-in that a check may replace (``sgl_kernel``): each is refused at start.
 
 What a child is, and why it is still the real thing for the checks that use it:
-- its own process: nothing of one check reaches another (the server itself never imports sglang or the package,
-  and every child starts from that same state);
+- its own process: nothing of one check reaches another (every child starts from its server's state, which no
+  check changes);
 - the environment, the working directory and ``sys.path`` a fresh ``python -c`` would have with the same
   environment (``PYTHONPATH`` first, then the standard library and site-packages), ``sys.argv == ["-c"]``, a new
   ``__main__`` (``if __name__ == "__main__"`` guards run, multiprocessing forks from it);
@@ -18,10 +21,12 @@ What a child is, and why it is still the real thing for the checks that use it:
 - stdout and stderr into files the caller reads, the exit status as the interpreter's (an uncaught exception
   prints its traceback and exits 1; atexit handlers and non-daemon threads are waited for as at any exit).
 What differs, and which checks therefore must not use it (conftest ``run_python(fresh=True)``, the default): the
-libraries of ``PRELOAD`` are imported before the check's first line. A check about the order of imports at start-up
-(the ``.pth`` bootstrap, "nothing imported when off", NCCL opened only after torch), about what one interpreter start
-costs, or about state a new interpreter draws afresh (random ids between launches: numpy and torch generators are
-inherited by a fork) needs a fresh interpreter.
+libraries above are imported before the check's first line. A check about the order of imports at start-up (the
+``.pth`` bootstrap, "nothing imported when off", NCCL opened only after torch), about a command that must work
+without the engine (it would find torch imported), about what one interpreter start costs, or about state a new
+interpreter draws afresh (random ids between launches) needs a fresh interpreter. The plugin itself reads NCCL only
+once the first module of the register is imported, which imports torch: for a check that imports the engine, torch
+imported earlier changes nothing the plugin decides.
 """
 
 from __future__ import annotations
@@ -36,22 +41,22 @@ import subprocess
 import sys
 import tempfile
 
-#: Third-party modules the server imports before it forks (each is imported by every release's engine modules;
-#: one that fails to import is left out, and then imported by the child as before).
-PRELOAD = ("torch", "torch.distributed", "numpy", "sympy", "transformers", "transformers.configuration_utils",
-           "transformers.modeling_utils", "transformers.tokenization_utils_base", "transformers.masking_utils",
-           "huggingface_hub", "openai", "aiohttp", "pydantic", "fastapi", "uvicorn", "zmq", "requests", "psutil",
-           "triton")
+#: What the base server imports before it forks the release servers: libraries of ``.venv``, the same for every
+#: release (one that fails to import is left out, and then imported by the child as before).
+PRELOAD = ("torch", "torch.distributed", "numpy", "sympy", "openai", "aiohttp", "pydantic", "zmq", "requests",
+           "psutil", "triton")
+#: What a release's server imports from the release's environment (its pinned transformers and huggingface_hub).
+RELEASE_PRELOAD = ("huggingface_hub", "transformers", "transformers.configuration_utils", "transformers.modeling_utils",
+                   "transformers.tokenization_utils_base", "transformers.masking_utils", "fastapi", "uvicorn")
 
 SERVER = r'''
-import atexit, gc, importlib, os, site, socket, struct, sys, json, threading, types, builtins, signal
-sock = socket.socket(fileno=int(sys.argv[1]))
+import atexit, gc, importlib, os, site, socket, struct, sys, json, threading, types, builtins, warnings
 
-def send(obj):
+def send(sock, obj):
     data = json.dumps(obj).encode()
     sock.sendall(struct.pack("!I", len(data)) + data)
 
-def receive():
+def receive(sock):
     head = b""
     while len(head) < 4:
         chunk = sock.recv(4 - len(head))
@@ -67,23 +72,26 @@ def receive():
         data += chunk
     return json.loads(data)
 
-import warnings
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    loaded = []
-    for name in json.loads(sys.argv[2]):
-        try:
-            importlib.import_module(name)
-            loaded.append(name)
-        except Exception:
-            pass
-FORBIDDEN = [m for m in sys.modules if m.split(".")[0] in ("sglang", "sglang_cp_symm", "sgl_kernel")]
-OWN_PATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-BASE_PATH = [p for p in sys.path[1:] if p not in OWN_PATH]  # sys.path[0] is '' for -c
-gc.freeze()  # what the server holds stays out of the children's collections (and their copies of its pages)
-send({"ready": loaded, "forbidden": FORBIDDEN, "top": sorted({m.split(".")[0] for m in sys.modules})})
+def set_path(pythonpath):
+    sys.path[:] = [""] + [p for p in pythonpath.split(os.pathsep) if p] + BASE_PATH
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
 
-def child(request):
+def preload(names):
+    loaded = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            try:
+                importlib.import_module(name)
+                loaded.append(name)
+            except Exception:
+                pass
+    forbidden = [m for m in sys.modules if m.split(".")[0] in ("sglang", "sglang_cp_symm", "sgl_kernel")]
+    gc.freeze()  # what the server holds stays out of the children's collections (and their copies of its pages)
+    return {"ready": loaded, "forbidden": forbidden, "top": sorted({m.split(".")[0] for m in sys.modules})}
+
+def child(sock, request):
     os.setpgid(0, 0)
     sock.close()
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
@@ -96,10 +104,7 @@ def child(request):
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
-    pythonpath = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [""] + pythonpath + BASE_PATH
-    sys.path_importer_cache.clear()
-    importlib.invalidate_caches()
+    set_path(request["env"].get("PYTHONPATH", ""))
     sys.argv[:] = ["-c"]
     main = types.ModuleType("__main__")
     main.__builtins__ = builtins
@@ -131,18 +136,46 @@ def child(request):
             pass
     os._exit(status & 0xFF)
 
-while True:
-    request = receive()
-    if request is None:
-        break
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        child(request)
-    send({"pid": pid})
-    _, status, usage = os.wait4(pid, 0)
-    send({"rc": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime})
+def serve(sock):
+    while True:
+        request = receive(sock)
+        if request is None:
+            return
+        while True:  # release servers this one forked and that have ended
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if request.get("kind") == "server":  # a release's server, forked from this base one, on the socket passed
+            _, fds, _, _ = socket.recv_fds(sock, 1, 1)
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                theirs = socket.socket(fileno=fds[0])
+                os.environ.clear()
+                os.environ.update(request["env"])
+                set_path(request["env"].get("PYTHONPATH", ""))
+                send(theirs, preload(request["preload"]))
+                serve(theirs)
+                os._exit(0)
+            os.close(fds[0])
+            send(sock, {"pid": pid})
+            continue
+        pid = os.fork()
+        if pid == 0:
+            child(sock, request)
+        send(sock, {"pid": pid})
+        _, status, usage = os.wait4(pid, 0)
+        send(sock, {"rc": os.waitstatus_to_exitcode(status), "cpu": usage.ru_utime + usage.ru_stime})
+
+OWN_PATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+BASE_PATH = [p for p in sys.path[1:] if p not in OWN_PATH]  # sys.path[0] is '' for -c
+base = socket.socket(fileno=int(sys.argv[1]))
+send(base, preload(json.loads(sys.argv[2])))
+serve(base)
 '''
 
 PTH = "sglang_cp_symm_bootstrap.pth"
@@ -152,34 +185,17 @@ class ServerFailed(RuntimeError):
     pass
 
 
-class ForkServer:
-    """One server process (``SERVER``), started with ``env`` (that of a fresh interpreter of the release, with the
-    plugin's switches unset); ``run`` forks a child per call."""
+class _Channel:
+    """The client's end of one server's socket (length-prefixed JSON)."""
 
-    def __init__(self, env: dict, cwd: str):
-        ours, theirs = socket.socketpair()
-        env = {k: v for k, v in env.items() if k != "SGLANG_CP_SYMM" and not k.startswith("SGLANG_CP_SYMM_")}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(theirs.fileno()), json.dumps(PRELOAD)], env=env, cwd=cwd,
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
-        theirs.close()
-        self.sock = ours
-        ready = self._receive(timeout=300)
-        if ready is None:
-            raise ServerFailed(f"the fork server did not start: {self.process.stderr.read().decode()[-3000:]}")
-        if ready["forbidden"]:
-            self.close()
-            raise ServerFailed(f"the fork server's preloads imported {ready['forbidden'][:5]}")
-        self.preloaded = ready["ready"]
-        self.top_level = set(ready["top"])  # every top-level module the server holds
-        self.pythonpath = env.get("PYTHONPATH", "")
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
 
-    def _send(self, obj) -> None:
+    def send(self, obj) -> None:
         data = json.dumps(obj).encode()
         self.sock.sendall(struct.pack("!I", len(data)) + data)
 
-    def _receive(self, timeout: float | None):
+    def receive(self, timeout: float | None):
         self.sock.settimeout(timeout)
         head = b""
         while len(head) < 4:
@@ -196,8 +212,66 @@ class ForkServer:
             data += chunk
         return json.loads(data)
 
+    def ready(self, what: str) -> dict:
+        ready = self.receive(timeout=300)
+        if ready is None:
+            raise ServerFailed(f"the {what} did not start")
+        if ready["forbidden"]:
+            raise ServerFailed(f"the {what}'s preloads imported {ready['forbidden'][:5]}")
+        return ready
+
+
+class BaseServer:
+    """The process's base server (``SERVER``): ``.venv``'s libraries of ``PRELOAD``, imported once; each release's
+    server is forked from it (``release_server``)."""
+
+    def __init__(self, env: dict, cwd: str):
+        ours, theirs = socket.socketpair()
+        env = {k: v for k, v in env.items() if not k.startswith("SGLANG_") and k != "NCCL_STUB_VERSION"}
+        env["PYTHONPATH"] = ""
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(theirs.fileno()), json.dumps(PRELOAD)], env=env, cwd=cwd,
+            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
+        theirs.close()
+        self.channel = _Channel(ours)
+        self.channel.ready("base fork server")
+
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def release_server(self, env: dict) -> "ForkServer":
+        ours, theirs = socket.socketpair()
+        env = {k: v for k, v in env.items() if k != "SGLANG_CP_SYMM" and not k.startswith("SGLANG_CP_SYMM_")}
+        self.channel.send({"kind": "server", "env": env, "preload": RELEASE_PRELOAD})
+        socket.send_fds(self.channel.sock, [b"F"], [theirs.fileno()])
+        theirs.close()
+        if self.channel.receive(timeout=60) is None:
+            raise ServerFailed("the base fork server went away")
+        return ForkServer(_Channel(ours), env.get("PYTHONPATH", ""))
+
+    def close(self) -> None:
+        try:
+            self.channel.sock.close()
+        finally:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.log.close()
+
+
+class ForkServer:
+    """A release's server, forked from the base server with the release's environment and ``RELEASE_PRELOAD``
+    imported from its ``PYTHONPATH``; ``run`` forks a child per call."""
+
+    def __init__(self, channel: _Channel, pythonpath: str):
+        self.channel = channel
+        ready = channel.ready("release's fork server")
+        self.preloaded = ready["ready"]
+        self.top_level = set(ready["top"])  # every top-level module the server holds
+        self.pythonpath = pythonpath
 
     def run(self, code: str, env: dict, cwd: str, timeout: float) -> subprocess.CompletedProcess:
         """As ``subprocess.run([python, "-c", code], env=env, cwd=cwd, capture_output=True, text=True,
@@ -205,23 +279,23 @@ class ForkServer:
         self._refuse_shadowed(env)
         with tempfile.TemporaryDirectory(prefix="cp-symm-fork-") as folder:
             out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
-            self._send({"code": code, "env": env, "cwd": cwd, "stdout": out, "stderr": err, "pth": PTH})
-            started = self._receive(timeout=60)
+            self.channel.send({"code": code, "env": env, "cwd": cwd, "stdout": out, "stderr": err, "pth": PTH})
+            started = self.channel.receive(timeout=60)
             if started is None:
                 raise ServerFailed("the fork server went away")
             try:
-                done = self._receive(timeout=timeout)
+                done = self.channel.receive(timeout=timeout)
             except socket.timeout:
                 try:
                     os.killpg(started["pid"], signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                self._receive(timeout=60)
+                self.channel.receive(timeout=60)
                 raise subprocess.TimeoutExpired(["python", "-c", code], timeout, output=_read(out),
                                                 stderr=_read(err)) from None
             if done is None:
                 raise ServerFailed("the fork server went away")
-            if os.environ.get("CP_SYMM_FORK_LOG"):  # CPU seconds of each child (its own, not its children's)
+            if os.environ.get("CP_SYMM_FORK_LOG"):  # CPU seconds of each child (and of what it waited for)
                 with open(os.environ["CP_SYMM_FORK_LOG"], "a") as log:
                     log.write(json.dumps({"pythonpath": self.pythonpath, "cpu": done["cpu"], "code": code[:300]}) + "\n")
             return subprocess.CompletedProcess(["python", "-c", code], done["rc"], _read(out), _read(err))
@@ -240,14 +314,7 @@ class ForkServer:
                                  "run this check in a fresh interpreter (run_python(fresh=True))")
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        finally:
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.channel.sock.close()  # the server ends at the end of its socket
 
 
 def _read(path: str) -> str:
@@ -258,21 +325,23 @@ def _read(path: str) -> str:
         return ""
 
 
-#: The servers of this process (an xdist worker), by key; the least recently used goes when a new one comes.
+#: This process's (an xdist worker's) base server, and its release servers by key, the least recently used first.
+_BASE: list = []
 _SERVERS: dict = {}
 KEEP = int(os.environ.get("CP_SYMM_FORK_SERVERS", "2"))
 
 
 def run(key: str, server_env: dict, code: str, env: dict, cwd: str, timeout: float) -> subprocess.CompletedProcess:
-    """``code`` in a child of this process's server for ``key`` (started with ``server_env`` the first time)."""
+    """``code`` in a child of this process's server for ``key`` (forked, with ``server_env``, the first time)."""
+    if _BASE and not _BASE[0].alive():
+        _close_all()
+    if not _BASE:
+        _BASE.append(BaseServer(server_env, cwd))
     server = _SERVERS.pop(key, None)
-    if server is not None and not server.alive():
-        server.close()
-        server = None
     if server is None:
         while len(_SERVERS) >= KEEP:
             _SERVERS.pop(next(iter(_SERVERS))).close()
-        server = ForkServer(server_env, cwd)
+        server = _BASE[0].release_server(server_env)
     _SERVERS[key] = server  # now the most recently used
     return server.run(code, env, cwd, timeout)
 
@@ -281,3 +350,5 @@ def run(key: str, server_env: dict, code: str, env: dict, cwd: str, timeout: flo
 def _close_all() -> None:
     while _SERVERS:
         _SERVERS.popitem()[1].close()
+    while _BASE:
+        _BASE.pop().close()
