@@ -45,10 +45,11 @@ PER_TEST = (
     "tests/bench/test_stage_d.py",
 )
 
-#: Wall seconds of one test (the first key that prefixes its node id, parameters left out, wins), from
-#: ``--durations=0`` of the whole suite with two workers on the development machine (docs/ci-runs.md); a test of
-#: a per-release cache's module carries the cache's cost on its first test, so the figure of that test is the
-#: cost of one release. A test not listed counts ``DEFAULT_S``. Only the order of the units depends on these.
+#: Wall seconds of one test (the first key that prefixes its node id, parameters left out, wins), rounded from
+#: ``--durations=0`` runs on the development machine (2026-12-06: per module on two releases, and the whole suite
+#: on three workers, with other work on the machine); a test of a per-release cache's module carries the cache's
+#: cost on its first test, so the figure of that test is the cost of one release. A test not listed counts
+#: ``DEFAULT_S``. Only the order of the units depends on these.
 COST_S = {
     "tests/test_readme.py::test_every_checked_block_of_readme_matches_what_produces_it": 63,
     "tests/engine/test_warmup_bounded.py::test_a_healthy_warmup": 26,   # 2 s deadlines: stalls and aborts
