@@ -22,12 +22,14 @@ say "index check: releases on the index newer than this checkout knows (warnings
   > "$index_log" 2>&1 &
 index_pid=$!
 say "pytest: stages A and B (tests/, -m 'not gpu'), one line per test"
-# Two workers (--dist loadscope), sharing the tests in the units of tests/xdist_schedule.py (conftest's scheduler
-# hook): a per-release proof module is one unit per release (its results computed once, in the worker that runs
-# that release), a module whose tests share nothing one unit per test, any other module one unit; the costliest
-# go first, so neither worker ends the run alone on a long module. The tests start sglang in subprocesses, so two
-# workers use both cores of a CI machine.
-workers=${CP_SYMM_TEST_WORKERS:-2}
+# Three workers (--dist loadscope), sharing the tests in the units of tests/xdist_schedule.py (conftest's scheduler
+# hook): every release-parametrised test of the per-release modules is in its release's unit (one fork server and
+# each cached result computed once, in the worker that runs that release: tests/forkserver.py), a module whose
+# tests share nothing one unit per test, any other module one unit; the costliest go first, so no worker ends the
+# run alone on a long unit. Three workers on a two-core machine: the tests run sglang in subprocesses, mostly
+# CPU-bound, but the warm-up scenarios sleep through their 2 s deadlines (about 20 s a release), and the third
+# worker keeps both cores busy meanwhile.
+workers=${CP_SYMM_TEST_WORKERS:-3}
 rc=0
 heartbeat "pytest" .venv/bin/python -m pytest -p no:cacheprovider -v -rfEs --durations=25 --color=no \
   -n "$workers" --dist loadscope tests -m "not gpu" "$@" || rc=$?

@@ -1,9 +1,12 @@
-"""Shared helpers: run code in a fresh interpreter against one real sglang release.
+"""Shared helpers: run code in a process of its own against one real sglang release.
 
 Each release lives in ``.envs/sglang-X`` (built by ``ci/envs.sh``): the real
 wheel with its pinned transformers, on top of ``.venv``. Every test that touches
 sglang runs in a subprocess, so import order and process-wide state are those of
-a real sglang process and never leak from one test into another.
+a real sglang process and never leak from one test into another: a fresh
+interpreter, or, where the check allows it, a process forked from the release's
+fork server (``run_python(fresh=False)``, tests/forkserver.py), which has only
+the heavy third-party libraries imported.
 """
 
 from __future__ import annotations
@@ -68,11 +71,18 @@ def require_release(release: str) -> Path:
 
 
 def run_python(release: str | None, code: str, env: dict | None = None, timeout: float = 300,
-               cwd: Path | None = None) -> subprocess.CompletedProcess:
+               cwd: Path | None = None, fresh: bool = True) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (in ``cwd``, default ``tests/``); ``release`` None runs without sglang.
 
     With a release, the engine finds the NCCL that release pins (``pinned_nccl``), as on a default install;
     ``env`` may name another (``nccl("2.30.7")``) or none (``{"SGLANG_NCCL_SO_PATH": ""}``).
+
+    ``fresh=False`` (with a release) runs it instead in a process forked from that release's fork server
+    (tests/forkserver.py): the same environment, working directory, ``sys.path`` and ``.pth`` line as a fresh
+    interpreter, with torch, transformers and the other heavy third-party libraries already imported, about 1 s
+    instead of 8 s of CPU. Only for a check whose code imports sglang's engine modules (which import those
+    libraries first) before anything of the plugin runs, and that is about neither start-up nor state a new
+    interpreter draws afresh: forkserver's docstring says which checks must stay fresh, and why.
     """
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SGLANG_") and k != "NCCL_STUB_VERSION"}
     paths = []
@@ -81,8 +91,14 @@ def run_python(release: str | None, code: str, env: dict | None = None, timeout:
         full_env.update(pinned_nccl(release))
     extra = dict(env or {})
     prepend = extra.pop("PYTHONPATH_PREPEND", None)
+    server_env = dict(full_env, PYTHONPATH=os.pathsep.join(paths))
     full_env["PYTHONPATH"] = os.pathsep.join(([prepend] if prepend else []) + paths)
     full_env.update(extra)
+    if not fresh and release is not None:
+        import forkserver
+
+        return forkserver.run(release, server_env, textwrap.dedent(code), full_env, str(cwd or ROOT / "tests"),
+                              timeout)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,

@@ -74,7 +74,7 @@ def results(release: str) -> dict:
     """All cases of one release, computed once in one fresh interpreter of that release."""
     if release not in _results:
         code = f"CASES = {CASES!r}\n{PROBE}"
-        done = run_python(release, code, cwd=HERE, timeout=600, env={"PYTHONPATH_PREPEND": CUDA_ONLY})
+        done = run_python(release, code, cwd=HERE, timeout=600, env={"PYTHONPATH_PREPEND": CUDA_ONLY}, fresh=False)
         _results[release] = {case["name"]: case for case in json.loads(last_line(done))}
     return _results[release]
 

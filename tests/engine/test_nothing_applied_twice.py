@@ -60,7 +60,7 @@ def patched_tree(tmp_path, release, series):
 def test_a_tree_patched_with_patches_is_left_as_it_is(tmp_path):
     tree = patched_tree(tmp_path, "0.5.11", ["0001"])
     got = json.loads(last_line(run_python("0.5.11", STATES, env={
-        "SGLANG_CP_SYMM": "1", **QUIET, **nccl("2.30.7"), "PYTHONPATH_PREPEND": str(tree)})))
+        "SGLANG_CP_SYMM": "1", **QUIET, **nccl("2.30.7"), "PYTHONPATH_PREPEND": str(tree)}, fresh=False)))
     assert got["targets"]["cp_utils.reorganized_kv_cache"] == ["upstream", "the function already opens the context"]
     assert got["targets"]["pool.attention_cp_registration"] == [
         "upstream", "in the source already (sglang-cp-symm's patches/ applied)"]
@@ -71,7 +71,7 @@ def test_a_tree_patched_with_send_staging_is_not_staged_again(tmp_path):
     tree = patched_tree(tmp_path, "0.5.11", ["0001", "0002"])
     got = json.loads(last_line(run_python("0.5.11", STATES, env={
         "SGLANG_CP_SYMM": "1", "SGLANG_CP_SYMM_SEND": "1", **QUIET, **nccl("2.27.7"),
-        "PYTHONPATH_PREPEND": str(tree)})))
+        "PYTHONPATH_PREPEND": str(tree)}, fresh=False)))
     staged = "the function already stages its send buffer (sglang-cp-symm's patches/ applied)"
     assert got["targets"]["cp_utils.reorganized_kv_cache"] == [
         "upstream", f"the function already opens the context; {staged}"]
@@ -86,7 +86,7 @@ def test_the_pool_fix_stands_down_where_the_context_registers_at_exit():
         pa.SymmetricMemoryContext._register_segments_for_comm = lambda self: None  # PR #21392, backported
     """)
     got = json.loads(last_line(run_python("0.5.11", backported + textwrap.dedent(STATES),
-                                          env={"SGLANG_CP_SYMM": "1", **QUIET, **nccl("2.30.7")})))
+                                          env={"SGLANG_CP_SYMM": "1", **QUIET, **nccl("2.30.7")}, fresh=False)))
     state, detail = got["targets"]["pool.attention_cp_registration"]
     assert state == "upstream" and "sglang PR #21392" in detail and got["init_kept"]
     assert got["targets"]["cp_utils.reorganized_kv_cache"][0] == "patched"
@@ -111,7 +111,7 @@ REPORT = """
 @pytest.mark.parametrize("release", ["0.5.8", "0.5.9", "0.5.10", "0.5.11", "0.5.12", "0.5.23"])
 def test_with_send_staging_every_name_resolves_on_the_real_modules(release):
     reports, states = json.loads(last_line(run_python(release, REPORT.format(release=release), env={
-        "SGLANG_CP_SYMM_SEND": "1", **QUIET, **nccl("2.27.7")}, timeout=600)))
+        "SGLANG_CP_SYMM_SEND": "1", **QUIET, **nccl("2.27.7")}, timeout=600, fresh=False)))
     wrong = {name: report for name, report in reports.items()
              if "refused" in report or any(w.startswith("missing") for w in report.values())}
     assert not wrong

@@ -13,6 +13,10 @@ every switch combination that changes a decision (``SEND``, ``ALLOW_NCCL_RACE``)
 reads (``NCCL_WIN_ENABLE=0``, ``NCCL_SYM_NOWIN_ENABLE=1``, ``NCCL_SYM_KERNEL``, ``NCCL_ALGO``) on every NCCL line. For every target the doctor's verdict (state,
 output in window, send in window, symmetric kernel) must equal what the engine reports after applying.
 Only the GPU is missing here: both sides assume sm90+, as the engine does until CUDA is up.
+
+Both sides run in processes forked from the release's fork server (tests/forkserver.py), where torch is imported
+already: the engine imports it before it reads NCCL, and the doctor imports it itself before it opens the library
+(the doctor in a fresh interpreter reads the same library in tests/tools/test_doctor.py and tests/test_bootstrap.py).
 """
 
 from __future__ import annotations
@@ -89,8 +93,8 @@ print(json.dumps(out))
 @pytest.mark.parametrize("release", PROOF_RELEASES)
 def test_the_doctor_says_what_the_engine_does(release):
     values = {"configs": json.dumps(CONFIGS), "stub": str(NCCL_STUB)}
-    engine = json.loads(last_line(run_python(release, ENGINE % values, timeout=600)))
-    doctor = json.loads(last_line(run_python(release, DOCTOR % values, timeout=600)))
+    engine = json.loads(last_line(run_python(release, ENGINE % values, timeout=600, fresh=False)))
+    doctor = json.loads(last_line(run_python(release, DOCTOR % values, timeout=600, fresh=False)))
     compared = 0
     for config, seen, told in zip(CONFIGS, engine, doctor):
         for name, said in told.items():

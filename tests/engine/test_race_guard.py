@@ -140,7 +140,7 @@ def group_names(release: str) -> tuple:
 def results(release: str) -> dict:
     if release not in _results:
         cp, other = group_names(release)
-        _results[release] = json.loads(last_line(run_python(release, PROBE.replace("NAMES", repr(cp + other)))))
+        _results[release] = json.loads(last_line(run_python(release, PROBE.replace("NAMES", repr(cp + other)), fresh=False)))
         _results[release]["cp_groups"] = cp
     return _results[release]
 

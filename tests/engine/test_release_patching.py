@@ -1,4 +1,6 @@
-"""Stage B: the plugin against real sglang releases, each check in a fresh interpreter.
+"""Stage B: the plugin against real sglang releases, each check in a process of its own, forked from the release's
+fork server (tests/forkserver.py: the environment, ``sys.path`` and ``.pth`` line of a fresh interpreter, with
+torch and the other third-party libraries already imported; sglang and the plugin are imported by the check).
 
 Nothing is faked here: the modules are the releases' own (see conftest); only
 torchvision, which has no CPU build, is the stub described in tests/stubs.
@@ -40,7 +42,7 @@ MODULES = {"0.5.8": "sglang.srt.layers.attention.nsa.utils",
 
 
 def states(release, code, env=ON):
-    return json.loads(last_line(run_python(release, code, env)))
+    return json.loads(last_line(run_python(release, code, env, fresh=False)))
 
 
 @pytest.mark.parametrize("release", list(EXPECTED))
@@ -93,7 +95,7 @@ def test_off_by_default_changes_nothing(release):
         assert not any(hasattr(f, '__sglang_cp_symm_rewritten__') for f in before)
         assert "use_symmetric_memory" not in vars(m) or "{release}" != "0.5.10"
         print("unchanged")
-    """, env={}))
+    """, env={}, fresh=False))
     assert out == "unchanged"
 
 
@@ -103,7 +105,7 @@ def test_bad_value_one_message_and_off():
         assert p.activate() is False
         assert not hasattr(m.{KV}, '__sglang_cp_symm_rewritten__')
         print("off")
-    """, env={"SGLANG_CP_SYMM": "maybe"})
+    """, env={"SGLANG_CP_SYMM": "maybe"}, fresh=False)
     assert last_line(result) == "off"
     lines = [l for l in result.stderr.splitlines() if "SGLANG_CP_SYMM" in l]
     assert len(lines) == 1 and "'maybe'" in lines[0] and "1/true/yes/on" in lines[0]
@@ -124,21 +126,21 @@ def test_shape_mismatch_warns_and_leaves_the_function_alone():
     p.activate()
     assert m.{KV} is before
     print(s.status()['targets']['cp_utils.reorganized_kv_cache']['state'])
-    """, env=ON)
+    """, env=ON, fresh=False)
     assert last_line(result) == "skipped"
     warning = [l for l in result.stderr.splitlines() if "left untouched" in l]
     assert len(warning) == 1 and KV in warning[0] and "0.5.11" in warning[0]
 
 
 def test_strict_mode_refuses_to_start_on_a_skip():
-    result = run_python("0.5.11", SHAPE_CHANGED + "    p.activate()\n    print('started')\n", env={**ON, "SGLANG_CP_SYMM_STRICT": "1"})
+    result = run_python("0.5.11", SHAPE_CHANGED + "    p.activate()\n    print('started')\n", env={**ON, "SGLANG_CP_SYMM_STRICT": "1"}, fresh=False)
     assert result.returncode != 0 and "started" not in result.stdout
     assert "strict mode" in result.stderr and KV in result.stderr
 
 
 def test_strict_mode_refuses_a_bad_value():
     result = run_python("0.5.11", "import sglang_cp_symm.engine.plugin as p; p.activate(); print('started')",
-                        env={"SGLANG_CP_SYMM": "maybe", "SGLANG_CP_SYMM_STRICT": "1"})
+                        env={"SGLANG_CP_SYMM": "maybe", "SGLANG_CP_SYMM_STRICT": "1"}, fresh=False)
     assert result.returncode != 0 and "SGLANG_CP_SYMM='maybe'" in result.stderr
 
 
@@ -162,7 +164,7 @@ def test_idempotent_and_unpatch_restores_everything(release):
         assert set(vars(m)) == set(originals[3])     # injected names are gone too
         s.patch(); assert hasattr(m.{KV}, '__sglang_cp_symm_rewritten__')   # and it can be applied again
         print("ok")
-    """, env=nccl("2.30.7")))
+    """, env=nccl("2.30.7"), fresh=False))
     assert out == "ok"
 
 
@@ -178,7 +180,7 @@ def test_import_orders_and_name_imported_copies(order):
         assert hasattr(m.{KV}, '__sglang_cp_symm_rewritten__'), type(m.{KV})
         assert late_copy is m.{KV}
         print("patched")
-    """, env=ON))
+    """, env=ON, fresh=False))
     assert out == "patched"
 
 
@@ -243,9 +245,9 @@ def test_racy_nccl_guards_outputs_and_the_pool_fix():
         print(json.dumps([{{k: v["state"] for k, v in st["targets"].items()}},
                           hasattr(m.{KV}, '__sglang_cp_symm_rewritten__'), st["nccl"]["hazard"] is not None]))
     """
-    held, wrapped, hazard = json.loads(last_line(run_python("0.5.11", code, env=ON)))
+    held, wrapped, hazard = json.loads(last_line(run_python("0.5.11", code, env=ON, fresh=False)))
     assert held["cp_utils.reorganized_kv_cache"] == "guarded" and not wrapped and hazard
     assert held["pool.attention_cp_registration"] == "guarded" and held["race_guard"] == "guarded"
-    allowed, wrapped, _ = json.loads(last_line(run_python("0.5.11", code, env={**ON, "SGLANG_CP_SYMM_ALLOW_NCCL_RACE": "1"})))
+    allowed, wrapped, _ = json.loads(last_line(run_python("0.5.11", code, env={**ON, "SGLANG_CP_SYMM_ALLOW_NCCL_RACE": "1"}, fresh=False)))
     assert allowed["cp_utils.reorganized_kv_cache"] == "patched" and wrapped
     assert allowed["pool.attention_cp_registration"] == "patched"

@@ -37,7 +37,7 @@ CHANGED_KV = """
 
 
 def outcome(release: str, prelude: str = "", env: dict | None = None):
-    return json.loads(last_line(run_python(release, LINE % prelude, env={**ON, **(env or {})})))
+    return json.loads(last_line(run_python(release, LINE % prelude, env={**ON, **(env or {})}, fresh=False)))
 
 
 def test_applied():

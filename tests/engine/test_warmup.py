@@ -1,4 +1,5 @@
-"""Stage B: the warm-up against real sglang releases, each case in a fresh interpreter.
+"""Stage B: the warm-up against real sglang releases, each case in a process of its own (forked from the release's
+fork server, tests/forkserver.py; two fresh interpreters where launches must differ).
 
 Real here: each release's ``ServerArgs`` (resolved as its server resolves them, on
 the CPU), its ``ModelConfig`` (from tests/models), its ``GenerateReqInput``, its named
@@ -36,14 +37,14 @@ def cp_args(release: str, **extra) -> dict:
     return dict(tp_size=4, attn_cp_size=2, **flags, **extra)
 
 
-def run(release: str, body: str, env=None, args=None) -> dict:
+def run(release: str, body: str, env=None, args=None, fresh=False) -> dict:
     code = f"""
 import json, logging, sys
 import warmup_harness as h
 args = h.server_args({args!r})
 {body}
 """
-    return json.loads(last_line(run_here(release, code, env=dict(ON, **(env or {})))))
+    return json.loads(last_line(run_here(release, code, env=dict(ON, **(env or {})), fresh=fresh)))
 
 
 @pytest.mark.parametrize("release", RELEASES)
@@ -106,7 +107,8 @@ h.emit({"requests": first, "after_second_call": len(tm.requests), "result": stat
 
 
 def test_random_ids_differ_between_launches():
-    """A radix-cache hit would shorten the prefill: two launches must not send the same prompt."""
+    """A radix-cache hit would shorten the prefill: two launches must not send the same prompt. Two fresh
+    interpreters, as two launches are: forks of one server would inherit whatever state the ids came from."""
     body = """
 h.activate()
 tm = h.RecordingTokenizerManager(args)
@@ -114,7 +116,7 @@ h.run_named_warmup(tm)
 h.emit(tm.summary()[0]["first_ids"])
 """
     args = cp_args("0.5.11", chunked_prefill_size=8192)
-    assert run("0.5.11", body, args=args) != run("0.5.11", body, args=args)
+    assert run("0.5.11", body, args=args, fresh=True) != run("0.5.11", body, args=args, fresh=True)
 
 
 @pytest.mark.parametrize("failure", ["fail_at_tokens", "abort_at_tokens"])
@@ -146,7 +148,7 @@ try:
     h.run_named_warmup(tm)
 except WarmupFailed as exc:
     print("refused:", exc)
-""" % cp_args("0.5.11", chunked_prefill_size=8192), env=dict(ON, SGLANG_CP_SYMM_STRICT="1"))
+""" % cp_args("0.5.11", chunked_prefill_size=8192), env=dict(ON, SGLANG_CP_SYMM_STRICT="1"), fresh=False)
     assert "refused: sglang-cp-symm strict mode: sglang-cp-symm: the CP warm-up" in last_line(result)
 
 
@@ -194,7 +196,7 @@ from sglang.srt.server_args import prepare_server_args
 import warmup_harness as h
 a = prepare_server_args(["--model-path", h.MODEL_DIR, "--device", "cpu", "--skip-tokenizer-init"] + {argv!r})
 print(a.warmups, "cp_symm_max_tokens" in w._warmup_registry)
-""", env=dict(ON, **env))
+""", env=dict(ON, **env), fresh=False)
     warmups, registered = last_line(result).split()
     assert warmups == expected and registered == str("SGLANG_CP_SYMM_WARMUP" not in env)
 

@@ -119,7 +119,7 @@ _results: dict = {}
 def results(release: str) -> dict:
     if release not in _results:
         env = {"PYTHONPATH_PREPEND": CUDA_ONLY, "SGLANG_CP_SYMM": "1", "SGLANG_CP_SYMM_WARMUP_TIMEOUT": str(DEADLINE_S)}
-        done = run_python(release, PROBE, cwd=HERE, timeout=600, env=env)
+        done = run_python(release, PROBE, cwd=HERE, timeout=600, env=env, fresh=False)
         _results[release] = {s["name"]: s for s in json.loads(last_line(done))}
     return _results[release]
 

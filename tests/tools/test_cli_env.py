@@ -31,7 +31,8 @@ entry point, the pool fix, a racy pinned NCCL) and 0.5.23 (everything upstream, 
   started with ``ALL_ON`` (the ``.pth`` armed), runs them under each class in turn, swapping ``os.environ``
   between classes, through ``cli.main`` as ``python -m sglang_cp_symm`` calls it: every class on every release.
 - ``status --apply``, ``demo`` and ``demo-warmup -- <args>`` import the engine, so each runs as
-  ``python -m sglang_cp_symm`` in its own interpreter started with the class's environment: ``status --apply``
+  ``python -m sglang_cp_symm`` in its own process with the class's environment (forked from the release's fork
+  server, whose child runs the ``.pth`` line under that environment as a start would: tests/forkserver.py): ``status --apply``
   under ``ALL_ON``, ``STRICT_BAD`` and ``BAD_ENABLE`` on every release, ``STRICT`` on 0.5.11 (guarded: strict must
   not refuse) and ``ALL_BAD`` on 0.5.10 (bootstrap and command line both activate: each warning once); ``demo``
   under ``STRICT`` on 0.5.6, 0.5.10 and 0.5.23 and ``demo --send --as-nccl 2.27.7`` under ``ALL_ON`` plus a bad
@@ -195,10 +196,12 @@ def test_status_and_doctor_tell_the_switches_as_they_are(release, name):
 
 
 def cli(release: str, argv: list, env: dict, timeout: float = 600):
-    """``python -m sglang_cp_symm ARGV`` in a fresh interpreter started with ``env`` (and the release's pinned NCCL)."""
+    """``python -m sglang_cp_symm ARGV`` in a process of its own with ``env`` (and the release's pinned NCCL): forked
+    from the release's fork server, which runs the ``.pth`` line under ``env`` as an interpreter's start does
+    (tests/forkserver.py); the engine, which these commands import, imports torch before the plugin reads NCCL."""
     code = (f"import runpy, sys; sys.argv = ['sglang-cp-symm'] + {argv!r}\n"
             "runpy.run_module('sglang_cp_symm', run_name='__main__', alter_sys=True)\n")
-    result = run_python(release, code, env=env, timeout=timeout)
+    result = run_python(release, code, env=env, timeout=timeout, fresh=False)
     no_traceback(result.stdout, result.stderr)
     return result
 

@@ -53,7 +53,7 @@ def proof(release: str) -> dict:
                 from sglang_cp_symm.tools import rehearsal
                 if __name__ == "__main__":
                     json.dump(rehearsal.prove(dcp_name={dcp_name(release)!r}), open({out!r}, "w"))
-            """, timeout=600)
+            """, timeout=600, fresh=False)
             assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
             with open(out) as f:
                 _PROOFS[release] = json.load(f)
@@ -295,7 +295,7 @@ def test_a_module_that_fails_to_import_is_reported_with_its_error_and_nothing_ru
         from sglang_cp_symm.tools import rehearsal
         if __name__ == "__main__":
             print(json.dumps(rehearsal.prove()))
-    """)
+    """, fresh=False)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert "ranks" not in report
     assert "failed to import: ModuleNotFoundError: No module named 'xgrammar'" in report["error"]
@@ -305,7 +305,7 @@ def test_a_module_that_fails_to_import_is_reported_with_its_error_and_nothing_ru
         from sglang_cp_symm.tools.cli import main
         if __name__ == "__main__":
             sys.exit(main(["demo"]))
-    """)
+    """, fresh=False)
     assert demo.returncode == 1
     assert "failed to import: ModuleNotFoundError: No module named 'xgrammar'" in demo.stdout
     assert "ZeroDivisionError" not in demo.stdout + demo.stderr

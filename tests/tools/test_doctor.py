@@ -13,9 +13,9 @@ pytestmark = pytest.mark.release
 DOCTOR = "import sys; from sglang_cp_symm.__main__ import main; sys.exit(main(sys.argv[1:]))"
 
 
-def doctor(release, *args, env=None):
+def doctor(release, *args, env=None, fresh=True):
     code = f"import sys; sys.argv[1:] = {list(args)!r}\n{DOCTOR}"
-    return run_python(release, code, env=env)
+    return run_python(release, code, env=env, fresh=fresh)
 
 
 def test_report_is_readable_and_json_is_valid_on_0_5_11():
@@ -210,9 +210,11 @@ def _racy_pinned():
 def test_on_a_racy_pinned_nccl_check_fails_whenever_symmetric_memory_is_on(release):
     """Issue 21: the race is in every symmetric kernel (the TP all-reduce's too), so with --enable-symm-mem the
     doctor says what stays exposed and the two real fixes, and --check exits 1, with the plugin on or off. The NCCL is
-    the one the release's torch pins, read through the engine's own library path (the libnccl stand-in)."""
+    the one the release's torch pins, read through the engine's own library path (the libnccl stand-in). Forked
+    from the release's fork server (torch already imported, as the doctor imports it before it reads the library):
+    the fresh doctor reads the pinned NCCL in the tests above and in tests/test_bootstrap.py."""
     for env in ({"SGLANG_CP_SYMM": "1"}, {}):
-        result = doctor(release, "doctor", "--check", "--enable-symm-mem", env=env)
+        result = doctor(release, "doctor", "--check", "--enable-symm-mem", env=env, fresh=False)
         assert result.returncode == 1, (env, result.stdout, result.stderr[-2000:])
         out = " ".join(result.stdout.split())
         for needle in ("TP all-reduce and reduce-scatter", "Hopper and Blackwell", "holds only the CP and DCP groups",
@@ -220,7 +222,7 @@ def test_on_a_racy_pinned_nccl_check_fails_whenever_symmetric_memory_is_on(relea
                        "sglang PR #37768, open"):
             assert needle in out, (needle, result.stdout)
         assert out.index('pip install "nvidia-nccl-cu13>=2.30.7"') < out.index("run without --enable-symm-mem")
-    quiet = doctor(release, "doctor", "--check", env={})  # symmetric memory not said to be on, plugin off
+    quiet = doctor(release, "doctor", "--check", env={}, fresh=False)  # symmetric memory not said to be on, plugin off
     assert quiet.returncode == 0 and "if the server runs with --enable-symm-mem" in " ".join(quiet.stdout.split())
 
 

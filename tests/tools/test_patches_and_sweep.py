@@ -127,7 +127,7 @@ def test_patched_source_tree_behaves_like_the_runtime_patch(tmp_path, release, s
         from maint import rehearsal_cases
         if __name__ == "__main__":
             print(json.dumps(rehearsal_cases.run(cp_size=3, cases=9, seed=5, patch=False)))
-    """, env={"PYTHONPATH_PREPEND": str(tree)}, timeout=600))
+    """, env={"PYTHONPATH_PREPEND": str(tree)}, timeout=600, fresh=False))
     reports = json.loads(out)
     for report in reports.values():
         assert "error" not in report, report.get("error")
