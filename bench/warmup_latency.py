@@ -161,8 +161,9 @@ def child_paired(rounds: int = 30, n: int = 2000) -> dict:
     from gpu_pool_probe import setup
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
-    from sglang_cp_symm.engine.watchdog import WATCHDOG
+    from sglang_cp_symm.engine import activation
 
+    watchdog = activation.current().watchdog  # the plugin object's
     cls = pa.SymmetricMemoryContext
 
     def tp_ctx():
@@ -173,8 +174,8 @@ def child_paired(rounds: int = 30, n: int = 2000) -> dict:
         with usm(cp):
             pass
 
-    WATCHDOG.watch(cp_ctx.__code__)
-    WATCHDOG.between_requests()
+    watchdog.watch(cp_ctx.__code__)
+    watchdog.between_requests()
     cp_ctx()
     plugin = {name: cls.__dict__[name] for name in ("__init__", "__enter__", "__exit__")}
     sglang = {name: getattr(fn, "__wrapped__", fn) for name, fn in plugin.items()}
@@ -190,7 +191,7 @@ def child_paired(rounds: int = 30, n: int = 2000) -> dict:
     finally:
         for name, fn in plugin.items():
             setattr(cls, name, fn)
-    out = {"mode": "paired", "signal": WATCHDOG.signal, "rounds": rounds,
+    out = {"mode": "paired", "signal": watchdog.signal, "rounds": rounds,
            "init_is_plugins": plugin["__init__"] is not sglang["__init__"],
            "hooks_installed": plugin["__enter__"] is not sglang["__enter__"]}
     for (config, kind), values in times.items():
