@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "engine"))
@@ -87,18 +88,17 @@ def pin_cpu() -> None:
             pass
 
 
-def child_profile() -> dict:
-    """Where a context's time goes, in one process, the hooks taken off and put back in turn (20 rounds):
-    the pieces are the same objects the configurations of ``child_overhead`` time."""
+def _plugin_and_contexts():
+    """The probe with the plugin applied, the watchdog's signal found and its baseline read: sglang's context class
+    (``cls``), the plugin object's ``watchdog``, the groups and ``use_symmetric_memory`` (``tp``, ``cp``, ``usm``),
+    and two empty contexts: a TP all-reduce's as code the plugin does not know opens it (``tp_ctx``) and a CP
+    all-gather's as code the watchdog watches opens it (``cp_ctx``)."""
     from gpu_pool_probe import setup
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
-    from sglang_cp_symm.engine import activation, context_hooks
+    from sglang_cp_symm.engine import activation
 
-    watchdog = activation.current().watchdog  # the plugin object's
-
-    cls = pa.SymmetricMemoryContext
-    sglang_init = getattr(cls.__init__, "__wrapped__", cls.__init__)
+    watchdog = activation.current().watchdog
 
     def tp_ctx():
         with usm(tp):
@@ -111,6 +111,19 @@ def child_profile() -> dict:
     watchdog.watch(cp_ctx.__code__)
     watchdog.between_requests()
     cp_ctx()
+    return SimpleNamespace(cls=pa.SymmetricMemoryContext, watchdog=watchdog, tp=tp, cp=cp, usm=usm, tp_ctx=tp_ctx,
+                           cp_ctx=cp_ctx)
+
+
+def child_profile() -> dict:
+    """Where a context's time goes, in one process, the hooks taken off and put back in turn (20 rounds):
+    the pieces are the same objects the configurations of ``child_overhead`` time."""
+    from sglang_cp_symm.engine import context_hooks
+
+    probe = _plugin_and_contexts()
+    cls, watchdog, tp, cp, usm, tp_ctx, cp_ctx = (probe.cls, probe.watchdog, probe.tp, probe.cp, probe.usm,
+                                                  probe.tp_ctx, probe.cp_ctx)
+    sglang_init = getattr(cls.__init__, "__wrapped__", cls.__init__)
     hooks_on = context_hooks.installed(cls)
     pieces = {
         "construct tp (plugin's __init__ wrapper included)": lambda: usm(tp),
@@ -158,25 +171,8 @@ def child_paired(rounds: int = 30, n: int = 2000) -> dict:
     "no-watchdog" the plugin's ``__init__`` (the CP pool fix) with sglang's ``__enter__``/``__exit__`` (0.5.11:
     the pool fix replaces ``__init__`` only; the race guard is not engaged in this probe); "counter" the plugin as
     installed: its ``__init__`` and the context hooks, the watchdog on its allocator counter."""
-    from gpu_pool_probe import setup
-
-    torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
-    from sglang_cp_symm.engine import activation
-
-    watchdog = activation.current().watchdog  # the plugin object's
-    cls = pa.SymmetricMemoryContext
-
-    def tp_ctx():
-        with usm(tp):
-            pass
-
-    def cp_ctx():
-        with usm(cp):
-            pass
-
-    watchdog.watch(cp_ctx.__code__)
-    watchdog.between_requests()
-    cp_ctx()
+    probe = _plugin_and_contexts()
+    cls, watchdog, tp_ctx, cp_ctx = probe.cls, probe.watchdog, probe.tp_ctx, probe.cp_ctx
     plugin = {name: cls.__dict__[name] for name in ("__init__", "__enter__", "__exit__")}
     sglang = {name: getattr(fn, "__wrapped__", fn) for name, fn in plugin.items()}
     methods = {"off": sglang, "no-watchdog": {**sglang, "__init__": plugin["__init__"]}, "counter": plugin}
