@@ -442,6 +442,10 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
 
         import sglang_cp_symm
         from sglang_cp_symm.engine import activation
+        from sglang_cp_symm.engine.logs import logger as plugin_logger
+
+        if rank != 0:  # every rank applies the same plugin and would print the same lines: rank 0 speaks for them
+            plugin_logger.setLevel(logging.ERROR)
 
         release, targets, modules = release_targets()
         ps.init_distributed_environment(world_size=world, rank=rank, distributed_init_method=f"tcp://127.0.0.1:{port}",
