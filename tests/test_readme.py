@@ -80,7 +80,7 @@ FAULTS = [
     ("the growth counts reversed", "| none | 2 growths |", "| none | 0 growths |",
      "shows 0 where docs/gpu-runs.md has warmup_h100.growths.none.max_8192 = 2 growths"),
     ("the test count changed", "then 1701 tests passed", "then 1702 tests passed",
-     "shows 1702 where docs/ci-runs.md has run_2026_12_06b.passed = 1701"),
+     "shows 1702 where docs/ci-runs.md has run_2026_12_06c.passed = 1701"),
     ("a figure added without a key", "per call up to 32 MiB (host-side), 87-94 us",
      "per call up to 32 MiB (host-side, 9 us of it Python), 87-94 us",
      "shows 6 figure(s) (32, 9, 87, 94, 64, 72) but its keys name 5"),
