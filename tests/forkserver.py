@@ -32,6 +32,7 @@ imported earlier changes nothing the plugin decides.
 from __future__ import annotations
 
 import atexit
+import inspect
 import json
 import os
 import signal
@@ -49,29 +50,7 @@ PRELOAD = ("torch", "torch.distributed", "numpy", "sympy", "openai", "aiohttp", 
 RELEASE_PRELOAD = ("huggingface_hub", "transformers", "transformers.configuration_utils", "transformers.modeling_utils",
                    "transformers.tokenization_utils_base", "transformers.masking_utils", "fastapi", "uvicorn")
 
-SERVER = r'''
-import atexit, gc, importlib, os, site, socket, struct, sys, json, threading, types, builtins, warnings
-
-def send(sock, obj):
-    data = json.dumps(obj).encode()
-    sock.sendall(struct.pack("!I", len(data)) + data)
-
-def receive(sock):
-    head = b""
-    while len(head) < 4:
-        chunk = sock.recv(4 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    (size,) = struct.unpack("!I", head)
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return json.loads(data)
-
+SERVER_BODY = r'''
 def set_path(pythonpath):
     sys.path[:] = [""] + [p for p in pythonpath.split(os.pathsep) if p] + BASE_PATH
     sys.path_importer_cache.clear()
@@ -178,6 +157,34 @@ send(base, preload(json.loads(sys.argv[2])))
 serve(base)
 '''
 
+def send(sock: socket.socket, obj) -> None:
+    """One message: its length (4 bytes, network order), then its JSON."""
+    data = json.dumps(obj).encode()
+    sock.sendall(struct.pack("!I", len(data)) + data)
+
+
+def receive(sock: socket.socket):
+    """The next message, or None where the other end has closed."""
+    head = b""
+    while len(head) < 4:
+        chunk = sock.recv(4 - len(head))
+        if not chunk:
+            return None
+        head += chunk
+    (size,) = struct.unpack("!I", head)
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return json.loads(data)
+
+
+#: The servers' script: the framing above (one text for both ends), then the body.
+SERVER = ("import atexit, gc, importlib, os, site, socket, struct, sys, json, threading, types, builtins, warnings\n\n"
+          + inspect.getsource(send) + "\n" + inspect.getsource(receive) + "\n" + SERVER_BODY)
+
 PTH = "sglang_cp_symm_bootstrap.pth"
 
 
@@ -192,25 +199,11 @@ class _Channel:
         self.sock = sock
 
     def send(self, obj) -> None:
-        data = json.dumps(obj).encode()
-        self.sock.sendall(struct.pack("!I", len(data)) + data)
+        send(self.sock, obj)
 
     def receive(self, timeout: float | None):
         self.sock.settimeout(timeout)
-        head = b""
-        while len(head) < 4:
-            chunk = self.sock.recv(4 - len(head))
-            if not chunk:
-                return None
-            head += chunk
-        (size,) = struct.unpack("!I", head)
-        data = b""
-        while len(data) < size:
-            chunk = self.sock.recv(size - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        return json.loads(data)
+        return receive(self.sock)
 
     def ready(self, what: str) -> dict:
         ready = self.receive(timeout=300)
