@@ -185,7 +185,6 @@ class PoolWatchdog:
         self._monitor: Optional[threading.Thread] = None
         self.hang_reports = 0
         self.on_growth: List[Callable[[Growth], None]] = []
-        self.watched: set = set()  # code objects of the CP all-gathers whose contexts are measured
         self.measuring = False  # the context hook is installed (SGLANG_CP_SYMM_WATCHDOG on)
         self._known_at: Optional[int] = None  # the signal's reading when the pools were last read
         self.signal = "device memory in use (cudaMemGetInfo)"
@@ -244,8 +243,7 @@ class PoolWatchdog:
     # -- the context hooks ------------------------------------------------------------
     def watch(self, code: Any) -> None:
         """Measure the contexts that the function with this code object opens (a CP all-gather)."""
-        self.watched.add(code)  # holds the code object, so its id (the role table's key) stays its own
-        self.table.set_role(code, context_hooks.WATCH)
+        self.table.set_role(code, context_hooks.WATCH)  # the table keeps the code object, so its id stays its own
 
     def entered(self) -> None:
         """After a watched symmetric context (a CP all-gather's) was entered on this thread.
