@@ -13,15 +13,15 @@
    nothing is added beyond the symmetric context the rewrite opens, which upstream's
    fixed releases open the same way; on CPU that context is sglang's null context, and
    the difference is within the noise of a ~200 us gloo call. Target: 1 us.
-3. One ``with`` of a symmetric context with the plugin's context hooks on its class
-   (``engine.context_hooks``) against the class without them: opened by code the
-   plugin does not know (a TP all-reduce) and by a CP all-gather the watchdog
-   measures. The context class is a stand-in with empty ``__enter__``/``__exit__``
-   (sglang's needs a GPU), so the figures are the hooks' own cost; the watchdog's
-   memory probe is ``cudaMemGetInfo`` on a GPU (7-10 us on an H100) and nothing here.
-   Target: 1 us for contexts the plugin does not know. With the race guard engaged, a TP
-   context (its group is read, it routes) and a guarded CP/DCP one (sglang's enter and exit
-   do not run) are measured the same way.
+3. One ``with`` of a symmetric context with the plugin on (``engine.context_hooks``)
+   against the plugin off: opened outside the register's modules (a TP all-reduce), where
+   the plugin adds nothing, and by a CP all-gather the watchdog measures, through the
+   opener the patcher binds in the register's modules. The context class is a stand-in
+   with empty ``__enter__``/``__exit__`` (sglang's needs a GPU), so the figures are the
+   plugin's own cost; the watchdog's signal reads nothing here. Target: 1 us for contexts
+   the plugin does not know. With the race guard engaged, its hooks go on the class: a TP
+   context (its group is read, it routes) and a guarded DCP one opened elsewhere (sglang's
+   enter and exit do not run) are measured the same way.
 Minimum over repeats for the per-call figures (the noise of a shared machine only adds).
 """
 
@@ -165,9 +165,9 @@ def context_hooks(repeat: int) -> dict:
     from sglang_cp_symm.engine import context_hooks as hooks
     from sglang_cp_symm.engine.watchdog import PoolWatchdog
 
-    from types import SimpleNamespace
+    from types import ModuleType, SimpleNamespace
 
-    class Context:  # stand-in for SymmetricMemoryContext (needs a GPU): the hooks' cost, nothing else
+    class Context:  # stand-in for SymmetricMemoryContext (needs a GPU): the plugin's cost, nothing else
         def __init__(self, group):
             self.group_coordinator = group
 
@@ -177,18 +177,23 @@ def context_hooks(repeat: int) -> dict:
         def __exit__(self, *exc):
             return False
 
+    def use_symmetric_memory(group_coordinator, disabled=False):  # sglang's, as modules outside the register bind it
+        return Context(group_coordinator)
+
+    register = ModuleType("register_module")  # a module of the register: the patcher binds the opener there
+    register.use_symmetric_memory = use_symmetric_memory
     tp, cp = SimpleNamespace(unique_name="tp:0"), SimpleNamespace(unique_name="attn_cp:1")
 
-    def tp_all_reduce():  # a context the plugin does not know
-        with Context(tp):
+    def tp_all_reduce():  # a context opened outside the register's modules
+        with use_symmetric_memory(tp):
             pass
 
-    def cp_all_gather():  # one the watchdog measures (probes: no GPU here, so they read nothing)
-        with Context(cp):
-            pass
+    register.cp = cp  # one the watchdog measures (probes: no GPU here, so they read nothing), defined in the module
+    exec("def cp_all_gather():\n    with use_symmetric_memory(cp):\n        pass\n", vars(register))
+    cp_all_gather = register.cp_all_gather
 
-    def dcp_gather():  # a DCP context (opened by code the register does not name), held by its group
-        with Context(cp):
+    def dcp_gather():  # a DCP context opened outside the register's modules, held by its group
+        with use_symmetric_memory(cp):
             pass
 
     dog = PoolWatchdog(reserved=lambda: 0, pools=dict, stats=lambda pool: {"segments": 0, "bytes": 0})
@@ -199,15 +204,21 @@ def context_hooks(repeat: int) -> dict:
     bare = {"unknown opener": best(tp_all_reduce), "CP all-gather": best(cp_all_gather)}
     bare.update({"TP, guard engaged": bare["unknown opener"], "CP group, guarded": best(dcp_gather)})
     table = dog.table  # the plugin object's ContextTable, shared by its watchdog and its race guard
-    restore = table.install(Context, dog)
+    table.listener = dog
+    unbind = table.bind(register, ["use_symmetric_memory"])
     dog.watch(cp_all_gather.__code__)
+    unhook = None
     try:
         hooked = {"unknown opener": best(tp_all_reduce), "CP all-gather": best(cp_all_gather)}
         table.guarded.update({"attn_cp", "dcp"})  # the race guard engaged (its GPU check already answered)
+        unhook = table.hook_class(Context)  # ... and its class hooks on, for the groups' contexts opened elsewhere
         hooked.update({"TP, guard engaged": best(tp_all_reduce), "CP group, guarded": best(dcp_gather)})
     finally:
         table.guarded.clear()
-        restore()
+        if unhook is not None:
+            unhook()
+        unbind()
+        table.listener = None
         table.clear_roles(hooks.WATCH)
     return {name: {"bare_us": round(bare[name], 3), "hooked_us": round(hooked[name], 3),
                    "added_us": round(hooked[name] - bare[name], 3)} for name in bare}

@@ -89,124 +89,124 @@ def pin_cpu() -> None:
 
 
 def _plugin_and_contexts():
-    """The probe with the plugin applied, the watchdog's signal found and its baseline read: sglang's context class
-    (``cls``), the plugin object's ``watchdog``, the groups and ``use_symmetric_memory`` (``tp``, ``cp``, ``usm``),
-    and two empty contexts: a TP all-reduce's as code the plugin does not know opens it (``tp_ctx``) and a CP
-    all-gather's as code the watchdog watches opens it (``cp_ctx``)."""
+    """The probe with the plugin applied, the watchdog's signal found and its baseline read.
+
+    Returns: sglang's context class (``cls``), the plugin object (``plugin``) and its ``watchdog``, the groups
+    (``tp``, ``cp``), and empty contexts opened as sglang's code opens them:
+    - ``tp_ctx``: a TP all-reduce's, by a function the plugin does not know (sglang's ``use_symmetric_memory``,
+      as every module outside the register binds it);
+    - ``cp_ctx``: a CP all-gather's, as a register module opens it once the plugin is on (through the opener that
+      ``cp_utils`` binds, from a function the watchdog watches);
+    - ``cp_ctx_off``: the same context through sglang's own ``use_symmetric_memory``, as with the plugin off."""
     from gpu_pool_probe import setup
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
     from sglang_cp_symm.engine import activation
 
-    watchdog = activation.current().watchdog
+    plugin = activation.current()
+    watchdog = plugin.watchdog
+    opener = cp_utils.use_symmetric_memory
+    if not getattr(opener, "__sglang_cp_symm_hook__", False):
+        raise SystemExit("the plugin bound no opener in cp_utils: nothing to measure")
 
     def tp_ctx():
         with usm(tp):
             pass
 
     def cp_ctx():
+        with opener(cp):
+            pass
+
+    def cp_ctx_off():
         with usm(cp):
             pass
 
     watchdog.watch(cp_ctx.__code__)
     watchdog.between_requests()
     cp_ctx()
-    return SimpleNamespace(cls=pa.SymmetricMemoryContext, watchdog=watchdog, tp=tp, cp=cp, usm=usm, tp_ctx=tp_ctx,
-                           cp_ctx=cp_ctx)
+    return SimpleNamespace(cls=pa.SymmetricMemoryContext, plugin=plugin, watchdog=watchdog, tp=tp, cp=cp, usm=usm,
+                           opener=opener, tp_ctx=tp_ctx, cp_ctx=cp_ctx, cp_ctx_off=cp_ctx_off)
+
+
+def _configured(probe, config: str):
+    """Put the plugin in ``config`` (``PAIRED_CONFIGS``); returns the CP context function to time."""
+    table = probe.plugin.table
+    table.listener = probe.watchdog if config == "counter" else None
+    return probe.cp_ctx_off if config == "off" else probe.cp_ctx
 
 
 def child_profile() -> dict:
-    """Where a context's time goes, in one process, the hooks taken off and put back in turn (20 rounds):
-    the pieces are the same objects the configurations of ``child_overhead`` time."""
-    from sglang_cp_symm.engine import context_hooks
-
+    """Where a watched CP context's time goes, in one process (20 rounds): the pieces are the objects the
+    configurations of ``child_paired`` time."""
     probe = _plugin_and_contexts()
-    cls, watchdog, tp, cp, usm, tp_ctx, cp_ctx = (probe.cls, probe.watchdog, probe.tp, probe.cp, probe.usm,
-                                                  probe.tp_ctx, probe.cp_ctx)
-    sglang_init = getattr(cls.__init__, "__wrapped__", cls.__init__)
-    hooks_on = context_hooks.installed(cls)
-    pieces = {
-        "construct tp (plugin's __init__ wrapper included)": lambda: usm(tp),
-        "construct cp (plugin's __init__ wrapper included)": lambda: usm(cp),
-        "sglang's __init__ alone (tp)": lambda: sglang_init(object.__new__(cls), tp),
-        "sys._getframe(0).f_code": lambda: sys._getframe(0).f_code,
-        "watchdog entered()+leaving(), watched, nothing grew": lambda: (watchdog.entered(),
-                                                                         watchdog.leaving()),
-        "the counter's reading": watchdog._reserved,
-    }
-    def tp_ctx_dict():  # the same, after asking for the instance's __dict__ (Python 3.11+ builds it then)
-        c = usm(tp)
-        c.__dict__
-        with c:
-            pass
+    cls, watchdog, tp, cp, usm, opener = probe.cls, probe.watchdog, probe.tp, probe.cp, probe.usm, probe.opener
+    table = probe.plugin.table
 
-    times = {k: [] for k in ("tp with hooks", "tp without hooks", "cp with hooks", "cp without hooks",
-                             "tp without hooks, __dict__ asked for first", *pieces)}
-    restore = None
+    def opened_unwatched():  # the opener's work without the watchdog: role lookup, routing, the class switch
+        return opener(cp)
+
+    watchdog.watch(opened_unwatched.__code__)
+    pieces = {
+        "cp context, sglang's own (plugin off)": probe.cp_ctx_off,
+        "cp context, the opener, watchdog off": lambda: (setattr(table, "listener", None), probe.cp_ctx(),
+                                                         setattr(table, "listener", watchdog)),
+        "cp context, the opener, watched": probe.cp_ctx,
+        "building a cp context: sglang's use_symmetric_memory": lambda: usm(cp),
+        "building a cp context: the opener (watched role, class switch)": opened_unwatched,
+        "building a tp context: sglang's use_symmetric_memory": lambda: usm(tp),
+        "sys._getframe(0).f_code": lambda: sys._getframe(0).f_code,
+        "watchdog entered()+leaving(), watched, nothing grew": lambda: (watchdog.entered(), watchdog.leaving()),
+        "the counter's reading": watchdog._reserved,
+        "setattr(table, 'listener', ...) (the timing of the watchdog-off line)": lambda: setattr(table, "listener",
+                                                                                                 watchdog),
+    }
+    times = {k: [] for k in pieces}
     for _ in range(20):
-        for hooked in (True, False):
-            if not hooked:
-                restore = _take_hooks_off(cls)
-            times[f"tp {'with' if hooked else 'without'} hooks"].append(_per_call(tp_ctx))
-            times[f"cp {'with' if hooked else 'without'} hooks"].append(_per_call(cp_ctx))
-            if not hooked:
-                times["tp without hooks, __dict__ asked for first"].append(_per_call(tp_ctx_dict))
-            if restore is not None:
-                restore()
-                restore = None
         for k, fn in pieces.items():
             times[k].append(_per_call(fn))
-    return {"mode": "profile", "hooks_installed": hooks_on, "signal": watchdog.signal,
+    table.listener = watchdog
+    return {"mode": "profile", "signal": watchdog.signal, "class_untouched": _class_untouched(cls),
             **{k: statistics.median(v) for k, v in times.items()}}
+
+
+def _class_untouched(cls) -> bool:
+    """sglang's ``SymmetricMemoryContext`` carries none of the plugin's functions (the race guard not engaged)."""
+    return not any(getattr(cls.__dict__.get(n), "__sglang_cp_symm_hook__", False) or
+                   getattr(cls.__dict__.get(n), "__wrapped__", None) is not None
+                   for n in ("__init__", "__enter__", "__exit__"))
 
 
 PAIRED_CONFIGS = ("off", "no-watchdog", "counter")
 
 
 def child_paired(rounds: int = 30, n: int = 2000) -> dict:
-    """The configurations of ``OVERHEAD_MODES`` but the fallback, paired within ONE process: each round sets the
-    class's methods for each configuration in turn and times both context kinds, so every configuration sees the
-    same core, caches and allocator state (fresh processes of one configuration differ by up to 2x on the H100
-    host, run 2 in docs/watchdog-cost.md). "off" is sglang's own ``__init__``/``__enter__``/``__exit__``;
-    "no-watchdog" the plugin's ``__init__`` (the CP pool fix) with sglang's ``__enter__``/``__exit__`` (0.5.11:
-    the pool fix replaces ``__init__`` only; the race guard is not engaged in this probe); "counter" the plugin as
-    installed: its ``__init__`` and the context hooks, the watchdog on its allocator counter."""
+    """The configurations of ``OVERHEAD_MODES`` but the fallback, paired within ONE process: each round puts the
+    plugin in each configuration in turn and times both context kinds, so every configuration sees the same core,
+    caches and allocator state (fresh processes of one configuration differ by up to 2x on the H100 host, run 2 in
+    docs/watchdog-cost.md). "off": the CP context through sglang's own ``use_symmetric_memory``; "no-watchdog": through
+    the opener ``cp_utils`` binds, the watchdog not listening (the CP pool fix's routing and the class switch of
+    0.5.9-0.5.10 remain); "counter": the plugin as installed, the watchdog on its allocator counter. The TP
+    context is opened the same way in every configuration (the plugin leaves sglang's class alone); it is timed
+    in each to show that."""
     probe = _plugin_and_contexts()
-    cls, watchdog, tp_ctx, cp_ctx = probe.cls, probe.watchdog, probe.tp_ctx, probe.cp_ctx
-    plugin = {name: cls.__dict__[name] for name in ("__init__", "__enter__", "__exit__")}
-    sglang = {name: getattr(fn, "__wrapped__", fn) for name, fn in plugin.items()}
-    methods = {"off": sglang, "no-watchdog": {**sglang, "__init__": plugin["__init__"]}, "counter": plugin}
+    cls, watchdog, tp_ctx = probe.cls, probe.watchdog, probe.tp_ctx
     times = {(c, k): [] for c in PAIRED_CONFIGS for k in ("tp", "cp")}
     try:
         for _ in range(rounds):
             for config in PAIRED_CONFIGS:
-                for name, fn in methods[config].items():
-                    setattr(cls, name, fn)
+                cp_ctx = _configured(probe, config)
                 times[(config, "tp")].append(_per_call(tp_ctx, n))
                 times[(config, "cp")].append(_per_call(cp_ctx, n))
     finally:
-        for name, fn in plugin.items():
-            setattr(cls, name, fn)
-    out = {"mode": "paired", "signal": watchdog.signal, "rounds": rounds,
-           "init_is_plugins": plugin["__init__"] is not sglang["__init__"],
-           "hooks_installed": plugin["__enter__"] is not sglang["__enter__"]}
+        probe.plugin.table.listener = watchdog
+    out = {"mode": "paired", "signal": watchdog.signal, "rounds": rounds, "class_untouched": _class_untouched(cls),
+           "routed": probe.plugin.table.router is not None}
     for (config, kind), values in times.items():
         out[f"{kind}.{config}_us"] = statistics.median(values)
         if config != "off":  # the per-round difference, then its median: the pairing
             out[f"{kind}.{config}_added_us"] = statistics.median(
                 v - off for v, off in zip(values, times[("off", kind)]))
     return out
-
-
-def _take_hooks_off(cls):
-    """Put sglang's own methods back on the class for a while; returns the function that re-installs the hooks."""
-    hooked = cls.__dict__["__enter__"], cls.__dict__["__exit__"]
-    cls.__enter__, cls.__exit__ = hooked[0].__wrapped__, hooked[1].__wrapped__
-
-    def back():
-        cls.__enter__, cls.__exit__ = hooked
-
-    return back
 
 
 def _per_call(fn, n=2000):
@@ -237,8 +237,10 @@ def child_overhead(mode: str) -> dict:
         with usm(tp):
             pass
 
+    opener = cp_utils.use_symmetric_memory  # with the plugin on: its opener, as the CP all-gathers call it
+
     def cp_all_gather_context():  # opened by code the watchdog measures, on the CP group
-        with usm(cp):
+        with opener(cp):
             pass
 
     result = {"mode": mode}
@@ -281,15 +283,17 @@ def print_paired(runs: list) -> None:
             med_added = "" if config == "off" else f"{statistics.median(added):+.2f}"
             print(f"{label:<30} {OVERHEAD_MODES[config]:<70} {'/'.join(f'{u:.2f}' for u in us):>24} "
                   f"{statistics.median(us):>7.2f} {shown_added:>22} {med_added:>7}")
-    print(f"signal: {', '.join(sorted({r['signal'] for r in runs}))}; the plugin's __init__ in place: "
-          f"{all(r['init_is_plugins'] for r in runs)}; its context hooks in place: {all(r['hooks_installed'] for r in runs)}")
+    print(f"signal: {', '.join(sorted({r['signal'] for r in runs}))}; CP contexts routed to the CP pool: "
+          f"{all(r['routed'] for r in runs)}; sglang's SymmetricMemoryContext untouched: "
+          f"{all(r['class_untouched'] for r in runs)}")
 
 
 def print_profile(prof: dict) -> None:
-    print("profile, one process, hooks off and on in turn (us per call, medians of 20 x 2000):")
+    print(f"profile, one process (us per call, medians of 20 x 2000; sglang's class untouched: "
+          f"{prof['class_untouched']}):")
     for k, v in prof.items():
         if isinstance(v, float):
-            print(f"  {k:<58} {v:8.3f}")
+            print(f"  {k:<72} {v:8.3f}")
 
 
 def run_child(*args) -> dict:

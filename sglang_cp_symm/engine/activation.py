@@ -8,8 +8,8 @@
 - ``warmup``: what this process's warm-up did (``warmup.WarmupState``);
 - ``watchdog``: the pool growths counted (``watchdog.PoolWatchdog``);
 - ``installer``: the warm-up and watchdog hooks (``hooks.HookInstaller``);
-- ``table``: what the symmetric-context hooks read (``context_hooks.ContextTable``), shared by the
-  watchdog and the race guard;
+- ``table``: what the openers of the CP all-gathers' contexts read (``context_hooks.ContextTable``):
+  the roles and the watchdog as listener, the guarded groups, the CP pool fix's router;
 - ``cp_pools``: the CP group's own pools (id(group) -> ``torch.cuda.MemPool``), filled by the pool
   fix's router and read by the watchdog.
 
@@ -58,7 +58,8 @@ class Plugin:
         self.warmup = WarmupState()
         self.watchdog = PoolWatchdog(pools=self._pools, table=self.table)
         self.race_guard = RaceGuard(self.table)
-        self.patcher = Patcher(watchdog=self.watchdog, race_guard=self.race_guard, pools=self.cp_pools)
+        self.patcher = Patcher(watchdog=self.watchdog, race_guard=self.race_guard, pools=self.cp_pools,
+                               table=self.table)
         self.installer = HookInstaller(self.watchdog, self.warmup, self.table, settings=lambda: self.settings,
                                        decision=lambda: self.patcher.decision)
 

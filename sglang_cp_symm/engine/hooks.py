@@ -17,7 +17,8 @@ The hooks, by register name:
   itself once the warm-up is over, so serving pays nothing for it.
 - ``watchdog.rank``: ``Scheduler.handle_generate_request`` tells each rank when its warm-up
   begins and ends.
-- ``watchdog.context``: ``SymmetricMemoryContext.__enter__``/``__exit__`` measure pool growth.
+- ``watchdog.context``: on ``SymmetricMemoryContext``'s module, the watchdog becomes the listener of the
+  contexts the CP all-gathers open (``context_hooks``), and the allocator counts its calls.
 """
 
 from __future__ import annotations
@@ -205,21 +206,26 @@ class HookInstaller:
         return [lambda: registry.pop(warmup_mod.WARMUP_NAME, None)]
 
     def _attach_context(self, module: Any, hook: Hook) -> List[Callable[[], None]]:
-        """The watchdog around the contexts the CP all-gathers open (``context_hooks``: plain functions, no
-        wrapper)."""
+        """The watchdog around the contexts the CP all-gathers open: the listener of the openers that the patcher
+        binds in the register's modules (``context_hooks``); sglang's class itself is left alone."""
         from .send_staging import cp_symm_stage_send
 
         watchdog, table = self.watchdog, self.table
+        context_class = getattr(module, hook.attribute)
+        if not isinstance(context_class, type):
+            raise TypeError(f"{hook.attribute} is not a class")
         watchdog.watch(cp_symm_stage_send.__code__)
         watchdog.measuring = True
         uncount = watchdog.count_allocations(module)  # the signal: a counter in the allocator sglang compiles
+        table.listener = watchdog
 
         def stop_measuring() -> None:
             watchdog.measuring = False
+            if table.listener is watchdog:
+                table.listener = None
             table.clear_roles(WATCH)
 
-        restore = table.install(getattr(module, hook.attribute), watchdog)
-        return [stop_measuring, *([uncount] if uncount else []), restore]
+        return [stop_measuring, *([uncount] if uncount else [])]
 
 
 def _attach_one(wrapper: Callable) -> Callable[[Any, Hook], List[Callable[[], None]]]:

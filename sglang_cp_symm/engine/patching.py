@@ -39,6 +39,7 @@ import wrapt
 from . import logs
 from . import pool as group_pool
 from .attributes import REWRITTEN_MARK, resolve
+from .context_hooks import ContextTable
 from .logs import logger
 from .nccl_policy import Decision, NcclVersion
 from .plan import Action, Plan as ProcessPlan, State, TargetPlan, gather_facts, make_plan
@@ -119,8 +120,8 @@ def symmetric_context_names(module: Any) -> frozenset:
     names = {SYMMETRIC_CONTEXT_NAME}
     home = sys.modules.get(SYMMETRIC_CONTEXT_MODULE)
     real = getattr(home, SYMMETRIC_CONTEXT_NAME, None)
-    if real is not None:
-        names |= {n for n, v in vars(module).items() if v is real}
+    if real is not None:  # sglang's function, or the plugin's opener of it (``context_hooks``)
+        names |= {n for n, v in vars(module).items() if v is real or getattr(v, "__wrapped__", None) is real}
     return frozenset(names)
 
 
@@ -149,7 +150,7 @@ def resolve_names(plan_names: Dict[str, str], module: Any) -> tuple:
                 continue
         if name in module.__dict__:
             value = module.__dict__[name]
-            if expected is not None and value is not expected:
+            if expected is not None and value is not expected and getattr(value, "__wrapped__", None) is not expected:
                 where[name] = (f"missing: {module.__name__}.{name} is not "
                                f"{INJECTABLE.get(name, 'the torch module')}'s object")
             else:
@@ -270,14 +271,16 @@ class Patcher:
     for its import.
 
     Its collaborators come from the plugin object (``activation.Plugin``): the ``watchdog`` measures the
-    contexts of every function it rewrites, the ``race_guard`` holds the contexts the plan guards, and
-    ``pools`` (id(group) -> pool) is where the CP pool fix's router keeps the CP group's own pools.
+    contexts of every function it rewrites, the ``race_guard`` holds the contexts the plan guards, ``table``
+    is where it binds the openers of the register's modules and puts the CP pool fix's router
+    (``context_hooks``), and ``pools`` (id(group) -> pool) is where that router keeps the CP group's own pools.
     """
 
     def __init__(self, watchdog: Optional[PoolWatchdog] = None, race_guard: Optional[RaceGuard] = None,
-                 pools: Optional[Dict[int, Any]] = None) -> None:
+                 pools: Optional[Dict[int, Any]] = None, table: Optional[ContextTable] = None) -> None:
         self.watchdog = PoolWatchdog() if watchdog is None else watchdog
-        self.race_guard = RaceGuard(self.watchdog.table) if race_guard is None else race_guard
+        self.table = self.watchdog.table if table is None else table  # the openers' (``context_hooks``)
+        self.race_guard = RaceGuard(self.table) if race_guard is None else race_guard
         self.pools: Dict[int, Any] = {} if pools is None else pools
         self._lock = threading.RLock()
         self.active = False
@@ -408,10 +411,14 @@ class Patcher:
     def _patch_module(self, module: Any) -> None:
         """Execute the plan's entries whose module this is."""
         plan = self._plan_now()
+        register_module = False
         for target in targets_for(self.release):
+            if target.module != module.__name__:
+                continue
+            register_module = plan.problem is None
             status = self.statuses.get(target.name)
             entry = plan.entry(target.name)
-            if target.module != module.__name__ or status is None or status.state != WAITING or entry is None:
+            if status is None or status.state != WAITING or entry is None:
                 continue
             if entry.action == Action.GUARD:
                 self._guard_target(target, module)
@@ -419,6 +426,13 @@ class Patcher:
                 self.patch_target(target, module, entry.output, entry.send)
             else:
                 self._set(target.name, target.dotted, entry.state, entry.detail)
+        if register_module:  # the contexts this module opens are where the plugin acts, whatever the plan did to
+            # its targets: upstream's own and held-back gathers are watched and guarded there too (``context_hooks``)
+            try:
+                self._undo.append(self.table.bind(module, sorted(symmetric_context_names(module))))
+            except Exception as exc:  # the module's contexts stay sglang's own: not watched, routed or guarded
+                logs.warning_once(f"bind-{module.__name__}", "sglang-cp-symm: the contexts %s opens are left as "
+                                  "sglang's own (%s: %s)", module.__name__, type(exc).__name__, str(exc)[:200])
         if module.__name__ == POOL_FIX.module:
             self._execute_pool(module, plan)
 
@@ -515,20 +529,14 @@ class Patcher:
         if shape is None or "__init__" not in cls.__dict__ or "__enter__" not in cls.__dict__:
             self._set(POOL_FIX.name, where, SKIPPED, "SymmetricMemoryContext names its pool in an unknown way")
             return
-        originals = {name: cls.__dict__[name] for name in ("__init__", "__enter__")}
-        router = group_pool.GroupPoolRouter(module, shape, POOL_FIX.group_getter(self.release), self.pools)
-        undo: List[Callable[[], None]] = []
+        table = self.table
         try:
-            cls.__init__ = _routing_init(originals["__init__"], router)
-            undo.append(lambda: setattr(cls, "__init__", originals["__init__"]))
-            if shape == group_pool.MEM_POOL_CTX_SHAPE:
-                cls.__enter__ = _reentering_enter(originals["__enter__"])
-                undo.append(lambda: setattr(cls, "__enter__", originals["__enter__"]))
+            router = group_pool.GroupPoolRouter(module, shape, POOL_FIX.group_getter(self.release), self.pools)
         except Exception as exc:
-            _run_all(undo)
             self._set(POOL_FIX.name, where, SKIPPED, f"patching failed: {type(exc).__name__}: {str(exc)[:200]}")
             return
-        self._undo.extend(undo)
+        table.router = router  # the openers route the CP group's contexts from now on (``context_hooks``)
+        self._undo.append(lambda: setattr(table, "router", None) if table.router is router else None)
         self._set(POOL_FIX.name, where, PATCHED, shape)
 
     # -- undoing -------------------------------------------------------------------
@@ -540,38 +548,3 @@ class Patcher:
             self.statuses, self.plan = {}, None
             self.active = False
             self.on_settled = []
-
-
-def _routing_init(sglang_init: Callable, router: Any) -> Callable:
-    """``SymmetricMemoryContext.__init__``: sglang's, then the CP group's contexts re-pointed at its own pool.
-
-    A plain function in the class's ``__dict__``, not a wrapt wrapper: every symmetric context of the process is
-    built through it, and a wrapper bound at each construction costs about a microsecond more (docs/watchdog-cost.md).
-    """
-
-    @functools.wraps(sglang_init)
-    def __init__(self, *args, **kwargs):
-        sglang_init(self, *args, **kwargs)
-        try:
-            router.route(self)
-        except Exception as exc:  # keep sglang's own pool rather than fail a forward pass
-            logs.warning_once("pool-route", "sglang-cp-symm: a CP context kept sglang's shared pool: %s: %s "
-                              "(reported once)", type(exc).__name__, str(exc)[:200])
-
-    return __init__
-
-
-def _reentering_enter(sglang_enter: Callable) -> Callable:
-    """``SymmetricMemoryContext.__enter__`` of 0.5.9-0.5.10: a CP context re-entered comes back to its own pool."""
-
-    @functools.wraps(sglang_enter)
-    def __enter__(self):
-        try:
-            group_pool.reenter_group_pool(self)
-        except Exception as exc:  # sglang's own re-entry then rebuilds the context on its shared pool
-            logs.warning_once("pool-reenter", "sglang-cp-symm: a CP context re-entered sglang's shared pool: "
-                              "%s: %s (reported once)", type(exc).__name__, str(exc)[:200])
-        return sglang_enter(self)
-
-    return __enter__
-

@@ -81,13 +81,23 @@ def context_shape(context_class: Any) -> Optional[str]:
 class GroupPoolRouter:
     """Points each freshly built ``SymmetricMemoryContext`` of the CP group at that group's pool.
 
-    One per patched class (the patcher makes it and holds it). Every symmetric context
-    of the process is built through it (the TP all-reduces' included, a few per layer),
-    so the question "is this context's group the CP group with a pool of its own?" is
+    One per process where the fix is on (the patcher makes it, the plugin's ``ContextTable``
+    holds it). Every context opened in the register's modules passes through it
+    (``context_hooks``: the CP all-gathers' contexts, at every layer of every forward), so
+    the question "is this context's group the CP group with a pool of its own?" is
     answered by ``needs_own_pool`` once per group object and then read back by the
     group's ``id`` (one dict lookup and an identity check). Asking it anew costs two
     module lookups and two calls per context (2.4 us on the CPU machine, a stand-in
-    context; about 2 us of a TP all-reduce's context on the H100, docs/watchdog-cost.md).
+    context; about 2 us on the H100, docs/watchdog-cost.md).
+
+    Where the fix applies: the contexts of the CP group that the register's modules open,
+    which on 0.5.9-0.5.11 are every context of that group sglang opens (its call sites
+    name ``get_attention_cp_group()`` only in those modules). A context of the CP group
+    opened elsewhere would keep sglang's shared pool: sglang's own behaviour, never a
+    registration out of step (``tests/engine/test_cp_openers.py`` reads every release's
+    call sites). On 0.5.6-0.5.8 the CP gathers run on the attention-TP group; its other
+    contexts (the attention-TP all-reduces, outside the register's modules) keep the
+    shared pool, as without the plugin.
 
     An answer is kept only once the CP group exists (its getter returns a group): before
     that no context of it can be built, and every group's answer is "no". The groups
@@ -95,7 +105,7 @@ class GroupPoolRouter:
     so every rank keeps the same answers.
     """
 
-    __slots__ = ("allocator_module", "shape", "getter", "pools", "_answers")
+    __slots__ = ("allocator_module", "shape", "getter", "pools", "_answers", "_pool_ids", "reenters")
 
     def __init__(self, allocator_module: Any, shape: str, getter: str = "get_attention_cp_group",
                  pools: Optional[Dict[int, Any]] = None) -> None:
@@ -103,6 +113,9 @@ class GroupPoolRouter:
         #: id(group) -> its pool: the plugin object's, shared by every router it makes and read by the watchdog
         self.pools: Dict[int, Any] = {} if pools is None else pools
         self._answers: Dict[int, tuple] = {}  # id(group) -> (group, needs its own pool): the group kept alive
+        self._pool_ids: Dict[int, Any] = {}  # id(group) -> its pool's ``MemPool.id`` (0.5.11's shape), read once
+        #: 0.5.9-0.5.10 rebuild the pool context on re-entry: a routed context must come back to the CP pool then
+        self.reenters = shape == MEM_POOL_CTX_SHAPE
 
     def needs_own_pool(self, group: Any) -> bool:
         known = self._answers.get(id(group))
@@ -122,17 +135,23 @@ class GroupPoolRouter:
         group = getattr(context, "group_coordinator", None)
         if group is None or not self.needs_own_pool(group):
             return False
+        if self.shape == POOL_ID_SHAPE:
+            known = self._pool_ids.get(id(group))
+            if known is None:
+                allocator = getattr(self.allocator_module, "_allocator", None)
+                if allocator is None:
+                    return False
+                known = self._pool_ids[id(group)] = pool_for(group, allocator, self.pools).id  # one C++ call, once
+            context._pool_id = known
+            return True
         allocator = getattr(self.allocator_module, "_allocator", None)
         if allocator is None:
             return False
         own = pool_for(group, allocator, self.pools)
-        if self.shape == POOL_ID_SHAPE:
-            context._pool_id = own.id
-        else:
-            import torch
+        import torch
 
-            context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
-            context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
+        context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
+        context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
         return True
 
 

@@ -14,8 +14,9 @@ LL kernels (``src/sym_kernels.cc`` at v2.29.2-1, ``ncclSymkPickKernel``). sglang
 registers with a communicator only inside a ``SymmetricMemoryContext`` of that
 group: up to 0.5.11 at ``ncclMemAlloc`` while the context is open, from 0.5.12 at the
 context's exit (sglang PR #21392). So the guard makes every context of the
-attention-CP and DCP groups a no-op (``context_hooks`` role ``GUARD``: sglang's
-``__enter__``/``__exit__`` do not run): nothing is allocated from the pool under
+attention-CP and DCP groups a no-op (``context_hooks`` role ``GUARD``: the
+register's openers get ``nullcontext()``, and the class hooks skip sglang's
+``__enter__``/``__exit__`` for a context of those groups opened elsewhere): nothing is allocated from the pool under
 them and nothing is ever registered with those communicators, so no buffer of any
 collective on them is in a window and NCCL cannot pick a symmetric kernel there,
 whoever allocated the buffers. The groups are named by sglang's
@@ -138,7 +139,7 @@ class RaceGuard:
     def hook_class(self, cls: type) -> None:
         """The hooks on sglang's ``SymmetricMemoryContext`` (or the CPU rehearsal's stand-in for it)."""
         if self.engaged:
-            self._undo.append(self.table.install(cls))
+            self._undo.append(self.table.hook_class(cls))
 
     def confirm(self) -> bool:
         """At the first guarded context: below sm90 NCCL's symmetric kernels do not race, and the guard lifts."""

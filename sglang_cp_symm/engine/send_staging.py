@@ -7,7 +7,9 @@ its input. The staged buffer:
 
 - is allocated only where the output itself is in the pool: the context is the same
   ``use_symmetric_memory(group, disabled=not is_allocation_symmetric())`` that guards
-  the output, so both are in it or neither is;
+  the output, opened by the same function the gather's module binds to that name
+  (where the plugin is on, its opener there, ``context_hooks``: the staged buffer is
+  routed, guarded and watched as the output is), so both are in it or neither is;
 - has the input's size, which the all-gather's contract makes equal on every rank,
   so the pool grows the same way on every rank (window registration is collective);
 - is filled by a copy on the current stream, before the collective is issued;
@@ -31,12 +33,16 @@ def attention_cp_group() -> Any:
 def cp_symm_stage_send(tensor: Any, group: Optional[Any] = None, stream: Optional[Any] = None) -> Any:
     """Return a copy of ``tensor`` in the symmetric pool of ``group`` (default: the attention-CP group),
     or ``tensor`` itself where symmetric memory is not in use for this allocation."""
+    import sys
+
     import torch
-    from sglang.srt.distributed.device_communicators.pynccl_allocator import use_symmetric_memory
     from sglang.srt.layers.dp_attention import is_allocation_symmetric
 
+    open_context = sys._getframe(1).f_globals.get("use_symmetric_memory")  # the calling gather module's binding
+    if open_context is None:
+        from sglang.srt.distributed.device_communicators.pynccl_allocator import use_symmetric_memory as open_context
     group = attention_cp_group() if group is None else group
-    context = use_symmetric_memory(group, disabled=not is_allocation_symmetric())
+    context = open_context(group, disabled=not is_allocation_symmetric())
     if isinstance(context, nullcontext):
         return tensor
     with context:

@@ -15,23 +15,23 @@ How, so that it costs almost nothing where nothing grows:
   loaded, an allocator source of another shape, a library not found) or disagrees, the
   watchdog says so in one line and reads the device memory in use instead
   (``cudaMemGetInfo``, about 6 us a reading on an H100, issue 23).
-- ``SymmetricMemoryContext.__enter__``/``__exit__`` are replaced by the plain functions
-  of ``context_hooks``, which recognise a context opened by one of the register's CP
-  all-gathers by the code object of the frame that opened it (one frame lookup and
-  two dict lookups). For those, entering reads the signal and leaving reads it again;
-  only if it moved are the pools' snapshots taken to measure the growth, and the
+- The register's modules open their contexts through the openers of ``context_hooks``,
+  which recognise a context opened by one of the register's CP all-gathers by the code
+  object of the function that opened it (one frame lookup and one dict lookup) and give
+  it a subclass of sglang's context whose entry reads the signal and whose exit reads it
+  again; only if it moved are the pools' snapshots taken to measure the growth, and the
   growth is logged with that gather's file and line, before the original ``__exit__``
   runs (from 0.5.12 it registers new segments collectively, where a hang would start).
-  Any other context (the TP all-reduces: a few per layer) runs as sglang's own, with
-  nothing added but that lookup.
+  sglang's class itself is left alone: any other context (the TP all-reduces, a few per
+  layer) runs as sglang's own, with nothing added.
 - Growth anywhere else is caught between requests: each request's arrival at the
   scheduler reads the signal once, and a change is measured the same way and
   reported as outside the CP all-gathers.
 - A monitor thread reports a thread that stays inside a CP all-gather's symmetric
   context for longer than ``HANG_REPORT_AFTER_S``: a rank waiting for its peers in a
   registration, the hang itself, named with the place it waits.
-The costs, per context kind, are what ``bench/warmup_latency.py --overhead-only`` prints
-(docs/watchdog-cost-h100.md). Contexts opened during CUDA-graph capture are not measured
+The costs, per context kind, are what ``bench/warmup_latency.py --paired-only`` prints
+(docs/watchdog-cost.md). Contexts opened during CUDA-graph capture are not measured
 (their allocations go to the graph's pool), and a graph's replay opens none.
 
 Phases: ``start`` (pre-allocation, CUDA-graph capture), ``warm-up`` (from the first

@@ -90,10 +90,9 @@ def setup(mode: str):
         sglang_cp_symm.patch(Settings(enabled=True, send=send, allow_nccl_race=send),
                              nccl="2.30.7" if mechanics else None)
         if mode == "shared-pool":
-            cls = pa.SymmetricMemoryContext
-            cls.__init__ = cls.__init__.__wrapped__  # output patch only: no CP pool
-        if "use_symmetric_memory" in vars(cp_utils):
-            cp_utils.use_symmetric_memory = use_symmetric_memory
+            from sglang_cp_symm.engine import activation
+
+            activation.current().table.router = None  # output patch only: no CP pool
 
     # sglang's pre-allocation, as ModelRunner does it: under the TP group, then freed (cached in the pool).
     with use_symmetric_memory(tp):

@@ -20,8 +20,8 @@ what a capped warm-up said it leaves.
 
 Everything is sglang's own (the allocator it compiles, its ``SymmetricMemoryContext``,
 ``GroupCoordinator``, ``cp_utils``) plus the plugin as installed by ``patch()``: the
-output patch, the CP group's pool (0.5.9-0.5.11) and the watchdog's hook on the context
-class. What one GPU cannot provide is lifted as in ``gpu_pool_probe.setup``: one-rank
+output patch, the CP group's pool (0.5.9-0.5.11) and the watchdog around the contexts the
+register's modules open. What one GPU cannot provide is lifted as in ``gpu_pool_probe.setup``: one-rank
 NCCL communicators, and the gate that keeps sglang from opening a symmetric context for a
 one-rank group. The server side of the warm-up (named warm-up, scheduler fan-out) needs a
 whole server and is covered by the CPU tests; here the warm-up is its plan, run through

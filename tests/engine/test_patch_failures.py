@@ -1,10 +1,11 @@
 """Stage B: no exception from any patch step reaches an import; the module stays as it was and the status says why.
 
-Every step of patching is made to fail in turn, on sglang 0.5.11's real modules (and
-0.5.10's for the pool fix's second wrapper), with send staging on so that a name is
-injected and must be taken back. After each failure the function is the original
-object, the module holds exactly the names it held, the context class is sglang's,
-and the target reads ``skipped: patching failed: ...``. The first test goes through
+Every step of patching is made to fail in turn, on sglang 0.5.11's real modules, with
+send staging on so that a name is injected and must be taken back. After each failure
+the function is the original object, the module holds exactly the names it held, sglang's
+context class is untouched (the plugin never changes it unless the race guard is
+engaged), the CP pool fix has no router where it failed, and the target reads
+``skipped: patching failed: ...``. The first test goes through
 a real ``import`` statement (plugin first, then the engine module, as a scheduler
 does); strict mode turns the same failure into one line and exit status 1.
 """
@@ -88,7 +89,7 @@ STEPS = f"""
         ("rebinding copies", patching.Patcher, "_rebind_copies"),
         ("the watchdog", activation.plugin().patcher, "watchdog"),  # the patcher's reference only (the hooks keep theirs)
         ("the pool's shape", pool, "context_shape"),
-        ("wrapping the pool's context", patching, "_routing_init"),
+        ("building the pool's router", pool, "GroupPoolRouter"),
     ]
 
     FUNCTIONS = {{"cp_utils.reorganized": "cp_all_gather_reorganized_into_tensor",
@@ -114,7 +115,8 @@ STEPS = f"""
             "states": {{k: status[k]["state"] + ": " + status[k]["detail"] for k in list(FUNCTIONS) + ["pool.attention_cp_registration"]}},
             "untouched": sorted(k for k in FUNCTIONS if now["functions"][k] is clean["functions"][k]),
             "added": sorted(now["vars"] - clean["vars"]), "removed": sorted(clean["vars"] - now["vars"]),
-            "context_untouched": now["context"] == clean["context"]}}
+            "context_untouched": now["context"] == clean["context"],
+            "router": activation.current().table.router is not None}}
         s.unpatch()
         assert snapshot() == clean
     healthy = s.patch(read_settings(), nccl="2.27.7")["targets"]
@@ -127,7 +129,7 @@ TARGET_STEPS = ["the context names", "the source proof", "the send rule", "the n
                 "resolving those names", "compiling the copy", "building the function", "rebinding copies",
                 "the watchdog"]
 OUTPUT_STEPS = ["the output rule"]  # called for the one target whose output needs the patch
-POOL_STEPS = ["the pool's shape", "wrapping the pool's context"]
+POOL_STEPS = ["the pool's shape", "building the pool's router"]
 PLAN_STEPS = ["the NCCL decision", "the plan", "reading the sources"]  # before any target: every entry fails
 FAILED = "skipped: patching failed: Injected: injected"
 
@@ -153,38 +155,10 @@ def test_every_step_fails_into_a_skip_with_the_module_as_it_was():
             if name in failing and name not in got["untouched"]:
                 wrong.append(f"{step}: {name} was changed")
         pool_fails = step in POOL_STEPS + PLAN_STEPS
-        if (pool == FAILED) != pool_fails or (pool_fails and not got["context_untouched"]):
-            wrong.append(f"{step}: pool fix {pool}, context untouched: {got['context_untouched']}")
+        if (pool == FAILED) != pool_fails or not got["context_untouched"] or got["router"] == pool_fails:
+            wrong.append(f"{step}: pool fix {pool}, context untouched: {got['context_untouched']}, "
+                         f"router: {got['router']}")
         staged = any(not n in failing for n in states)  # a target staged its send: its helper was injected
         if got["removed"] or got["added"] != (["cp_symm_stage_send"] if staged else []):
             wrong.append(f"{step}: names added {got['added']}, removed {got['removed']}")
     assert not wrong, "\n".join(wrong)
-
-
-def test_the_second_pool_wrapper_failing_takes_the_first_back():
-    """0.5.10's context names its pool ``_mem_pool_ctx``: the fix replaces ``__init__`` and ``__enter__``; if the
-    second replacement fails, the first is undone and the pool fix is skipped."""
-    out = json.loads(last_line(run_python("0.5.10", f"""
-        import json
-        import {ALLOCATOR} as pa
-        import sglang_cp_symm as s
-        from sglang_cp_symm.engine import patching
-        from sglang_cp_symm.engine.settings import read_settings
-        s.unpatch()  # the .pth bootstrap (0.5.10) applied the plugin at the import above
-        cls = pa.SymmetricMemoryContext
-        clean = (cls.__dict__["__init__"], cls.__dict__["__enter__"])
-        calls = []
-        real_init = patching._routing_init
-        def first(*args):
-            calls.append("__init__")
-            return real_init(*args)
-        def second_fails(*args):
-            calls.append("__enter__")
-            raise RuntimeError("injected")
-        patching._routing_init, patching._reentering_enter = first, second_fails
-        status = s.patch(read_settings(), nccl="2.30.7")["targets"]["pool.attention_cp_registration"]
-        print(json.dumps([status, calls, (cls.__dict__["__init__"], cls.__dict__["__enter__"]) == clean]))
-    """, env={"SGLANG_CP_SYMM": "1", **QUIET})))
-    status, calls, restored = out
-    assert calls == ["__init__", "__enter__"] and restored
-    assert status["state"] == "skipped" and status["detail"] == "patching failed: RuntimeError: injected"
