@@ -43,6 +43,7 @@ PER_TEST = (
     "tests/test_bootstrap.py",
     "tests/engine/test_patch_failures.py",
     "tests/bench/test_stage_d.py",
+    "tests/engine/test_cp_openers.py",
 )
 
 #: Wall seconds of one test (the first key that prefixes its node id, parameters left out, wins), rounded from
@@ -63,6 +64,7 @@ COST_S = {
     "tests/test_bootstrap.py": 7,                                       # a fresh sglang interpreter or two
     "tests/engine/test_patch_failures.py": 8,
     "tests/engine/test_context_hooks.py": 9,
+    "tests/engine/test_cp_openers.py": 1,                               # one wheel's .py files read
     "tests/tools/test_doctor.py::test_on_a_racy_pinned_nccl": 1.5,      # three doctors forked
     "tests/tools/test_doctor.py": 3,
     "tests/engine/test_report.py": 2,
