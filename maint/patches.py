@@ -32,7 +32,7 @@ from sglang_cp_symm.engine.rewrite import REQUIRED_NAMES, STAGE_SEND_NAME, rewri
 from sglang_cp_symm.releases import Release
 from sglang_cp_symm.targets import (POOL_FIX, SYMMETRIC_CONTEXT_MODULE, TARGETS, Target, is_supported,
                                     needs_output_patch, targets_for)
-from sglang_cp_symm.tools.source_survey import (NEEDS_PATCH, UPSTREAM, find_function, injected_name_report,
+from maint.source_survey import (NEEDS_PATCH, UPSTREAM, find_function, injected_name_report,
                                                 module_path, target_state)
 
 ALLOCATOR_PATH = module_path(SYMMETRIC_CONTEXT_MODULE)

@@ -75,7 +75,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 from sglang_cp_symm.engine.race_guard import GUARDED_GROUPS
 from sglang_cp_symm.releases import Release
 from sglang_cp_symm.targets import ALLOCATION_SYMMETRIC_MODULE, SYMMETRIC_CONTEXT_MODULE, targets_for
-from sglang_cp_symm.tools.source_survey import module_path
+from maint.source_survey import module_path
 
 Reader = Callable[[str], Optional[str]]
 

@@ -139,7 +139,7 @@ def test_what_every_interpreter_runs_imports_next_to_nothing(module):
 def test_the_graph_was_read():
     """Guards the checks above against passing on an empty graph."""
     assert f"{PACKAGE}.engine.patching" in GRAPH[f"{PACKAGE}.engine.activation"]
-    assert f"{PACKAGE}.engine.rewrite" in GRAPH[f"{PACKAGE}.tools.source_survey"]
+    assert f"{PACKAGE}.engine.plan" in GRAPH[f"{PACKAGE}.tools.doctor"]
     assert len(MODULES) > 15
 
 

@@ -27,7 +27,7 @@ from sglang_cp_symm.engine.rewrite import (
 )
 from sglang_cp_symm.releases import Release
 from sglang_cp_symm.targets import TARGETS, targets_for
-from sglang_cp_symm.tools.source_survey import (
+from maint.source_survey import (
     find_function,
     function_source,
     injected_name_report,

@@ -43,7 +43,7 @@ def version_of(wheel: Path) -> str:
 
 def test_every_published_release_matches_the_register():
     from maint.patches import wheel_reader
-    from sglang_cp_symm.tools.source_survey import survey
+    from maint.source_survey import survey
     from sglang_cp_symm.targets import is_supported
     from sglang_cp_symm.releases import Release
 
@@ -142,7 +142,7 @@ def test_patched_source_tree_behaves_like_the_runtime_patch(tmp_path, release, s
 def test_every_published_release_has_the_places_the_warmup_and_watchdog_attach():
     """The register's hooks (targets.HOOKS): each needle in its module, on every supported wheel."""
     from maint.patches import wheel_reader
-    from sglang_cp_symm.tools.source_survey import module_path
+    from maint.source_survey import module_path
     from sglang_cp_symm.targets import HOOKS, is_supported
     from sglang_cp_symm.releases import Release
 

@@ -1,6 +1,7 @@
 """Survey every register target in a release's files (a wheel, unpacked or not), without importing sglang.
 
-Used by the release sweep over every published wheel and by the patch generator.
+Used by the release sweep over every published wheel and by the patch generator (maintainers' code: not in the
+wheel).
 Each target is read with the engine's own ``source_facts.target_state``, the same
 reading the plan makes of the installed source.
 """
@@ -12,8 +13,8 @@ from typing import Callable, Dict, Optional
 
 import builtins
 
-from ..engine.rewrite import INJECTABLE, ShapeMismatch, already_in_context, find_send_edit, injected_names
-from ..engine.source_facts import (  # noqa: F401  (the sweep and the patch generator read targets with these)
+from sglang_cp_symm.engine.rewrite import INJECTABLE, ShapeMismatch, already_in_context, find_send_edit, injected_names
+from sglang_cp_symm.engine.source_facts import (  # noqa: F401  (the sweep and the patch generator read targets with these)
     ABSENT,
     NEEDS_PATCH,
     UPSTREAM,
@@ -22,8 +23,8 @@ from ..engine.source_facts import (  # noqa: F401  (the sweep and the patch gene
     module_path,
     target_state,
 )
-from ..targets import TARGETS, Target
-from ..releases import Release
+from sglang_cp_symm.targets import TARGETS, Target
+from sglang_cp_symm.releases import Release
 
 
 def module_bindings(tree: ast.Module) -> set:
