@@ -43,12 +43,25 @@ import sys
 import tempfile
 
 #: What the base server imports before it forks the release servers: libraries of ``.venv``, the same for every
-#: release (one that fails to import is left out, and then imported by the child as before).
+#: release (one that fails to import is left out, and then imported by the child as before). The second group is
+#: what a check's first ``import sglang.srt.server_args`` or ``io_struct`` still imported from ``.venv`` with only
+#: the first group preloaded (``sys.modules`` before and after, 0.5.21: torch's inductor and functorch, which import
+#: networkx; IPython, from ``sglang.utils``; gguf, loguru, msgspec, starlette, ...): about 1 s of CPU in every such
+#: check (3.0 s -> 1.9 s a check on 0.5.21), for 2 s once in each pytest process.
 PRELOAD = ("torch", "torch.distributed", "numpy", "sympy", "openai", "aiohttp", "pydantic", "zmq", "requests",
-           "psutil", "triton")
-#: What a release's server imports from the release's environment (its pinned transformers and huggingface_hub).
+           "psutil", "triton",
+           "functorch.compile", "torch._inductor.compile_fx", "networkx", "IPython", "gguf", "loguru", "msgspec",
+           "orjson", "pybase64", "partial_json_parser", "starlette.routing", "starlette.responses",
+           "starlette.middleware", "zmq.asyncio", "anyio.abc", "multiprocessing.shared_memory")
+#: What a release's server imports from the release's environment (its pinned transformers and huggingface_hub, and
+#: what imports them: compressed_tensors, from sglang's quantization modules; the processing and auto modules
+#: ``model_config`` reaches). A name a release's transformers lacks is left out.
 RELEASE_PRELOAD = ("huggingface_hub", "transformers", "transformers.configuration_utils", "transformers.modeling_utils",
-                   "transformers.tokenization_utils_base", "transformers.masking_utils", "fastapi", "uvicorn")
+                   "transformers.tokenization_utils_base", "transformers.masking_utils", "fastapi", "uvicorn",
+                   "compressed_tensors", "compressed_tensors.quantization", "transformers.processing_utils",
+                   "transformers.modeling_layers", "transformers.feature_extraction_utils",
+                   "transformers.models.auto.processing_auto", "transformers.models.auto.tokenization_auto",
+                   "transformers.models.auto.image_processing_auto")
 
 SERVER_BODY = r'''
 def set_path(pythonpath):

@@ -53,7 +53,7 @@ PER_TEST = (
 #: ``DEFAULT_S``. Only the order of the units depends on these.
 COST_S = {
     "tests/test_readme.py::test_every_checked_block_of_readme_matches_what_produces_it": 63,
-    "tests/engine/test_warmup_bounded.py::test_a_healthy_warmup": 26,   # 2 s deadlines: stalls and aborts
+    "tests/engine/test_warmup_bounded.py::test_a_healthy_warmup": 15,   # 2 s deadlines: the stalls side by side
     "tests/bench/test_stage_d.py::test_dry_run": 16,
     "tests/engine/test_warmup_deadline.py": 2,                          # its stalled rank: 17 s
     "tests/engine/test_plan_agrees.py": 9,                              # the engine forked, the doctor fresh

@@ -7,7 +7,7 @@ decoding runs in-process over whole ranges. The library is opened the real way (
 ``tests/stubs/libnccl_stub.c`` because no real NCCL can be installed on this CPU machine (``NCCL_STUB_VERSION`` sets
 the code it writes, ``NCCL_STUB_STATUS`` the status it returns), built from this checkout's source for this module
 (``.envs/libnccl-stub.so`` is shared and may be older). The commands run as ``python -m sglang_cp_symm`` in
-fresh processes on a real release.
+processes of their own on a real release (forked from its fork server where they import the engine).
 """
 
 from __future__ import annotations
@@ -242,15 +242,15 @@ class TestLibraryPaths:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The commands, in fresh processes on a real release: no traceback, one line where the input was wrong.
+# The commands, in processes of their own on a real release: no traceback, one line where the input was wrong.
 
 RELEASE = "0.5.17"
 
 
-def command(args, env=None, release=RELEASE):
+def command(args, env=None, release=RELEASE, fresh=True):
     code = f"import runpy, sys; sys.argv = ['sglang-cp-symm', *{list(args)!r}]\n" \
            "runpy.run_module('sglang_cp_symm', run_name='__main__')"
-    return run_python(release, code, env=env, timeout=180)
+    return run_python(release, code, env=env, timeout=180, fresh=fresh)
 
 
 STUB = "<the stub>"  # replaced by ``stub_library`` where the command runs
@@ -270,7 +270,7 @@ def no_traceback(result, codes=(0,)):
         f"exit {result.returncode}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
 
 
-#: The commands that import torch or sglang (seconds each), started together by ``heavy`` and judged below.
+#: The commands that import torch or sglang (seconds each), run by ``heavy`` and judged below.
 HEAVY = {
     "negative code": (["doctor"], stub(code=-1), RELEASE),
     "non-zero status, --check": (["doctor", "--check"], stub(status=3), RELEASE),
@@ -281,14 +281,14 @@ HEAVY = {
 
 @pytest.fixture(scope="module")
 def heavy(stub_library):
-    """Each command of ``HEAVY`` in its own fresh process, run side by side to keep the file fast."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=max(2, min(len(HEAVY), os.cpu_count() or 2))) as pool:
-        futures = {name: pool.submit(command, args, {"SGLANG_CP_SYMM": "1", **env, "SGLANG_NCCL_SO_PATH":
-                                                     env["SGLANG_NCCL_SO_PATH"].replace(STUB, stub_library)}, release)
-                   for name, (args, env, release) in HEAVY.items()}
-        return {name: future.result() for name, future in futures.items()}
+    """Each command of ``HEAVY`` in a process of its own, forked from its release's fork server (tests/forkserver.py),
+    as tests/tools/test_doctor.py runs its doctors: what is checked is the command's answer to a bad NCCL input, not
+    the interpreter's start (NCCL opened only after torch is tests/test_bootstrap.py's, in a fresh interpreter), and
+    a fork costs about 1 s of CPU where a fresh interpreter that imports sglang costs 8."""
+    return {name: command(args, {"SGLANG_CP_SYMM": "1", **env,
+                                 "SGLANG_NCCL_SO_PATH": env["SGLANG_NCCL_SO_PATH"].replace(STUB, stub_library)},
+                          release, fresh=False)
+            for name, (args, env, release) in HEAVY.items()}
 
 
 class TestCommands:

@@ -47,8 +47,7 @@ args = h.server_args({args!r})
     return json.loads(last_line(run_here(release, code, env=dict(ON, **(env or {})), fresh=fresh)))
 
 
-@pytest.mark.parametrize("release", RELEASES)
-@pytest.mark.parametrize("extra,prompts,dp_ranks", [
+PLAN_CASES = [
     # chunk 8192: the full chunk, then where K/V (512 B a row per rank) and the hidden states (4 KiB) cross 1 MiB
     (dict(chunked_prefill_size=8192), [8192, 4096, 2048, 512, 256], 1),
     # chunk 8100 with pages of 64: the first chunk is cut to 8064, the second carries the full 8100
@@ -57,15 +56,32 @@ args = h.server_args({args!r})
     (dict(chunked_prefill_size=-1), [40953, 4096, 2048, 512, 256], 1),
     # DP attention 2: the server halves the chunk; one set of prompts per DP rank; a whole K/V head per rank
     (dict(chunked_prefill_size=8192, dp_size=2, enable_dp_attention=True), [4096, 2048, 1024, 512, 256], 2),
-])
-def test_plan_from_the_servers_own_resolved_arguments(release, extra, prompts, dp_ranks):
-    got = run(release, """
+]
+
+_plans: dict = {}
+
+
+def plans(release: str) -> list:
+    """The plan of every case of ``PLAN_CASES`` on one release, from one process (the plan is a pure function of
+    the resolved arguments: nothing is activated, so one case cannot leave state behind for the next)."""
+    if release not in _plans:
+        _plans[release] = run(release, f"""
 from sglang_cp_symm.engine.warmup import plan_for
 from sglang.srt.managers.io_struct import GenerateReqInput
-plan = plan_for(h.RecordingTokenizerManager(args), GenerateReqInput)
-h.emit({"prompts": plan.prompts, "dp": plan.dp_size, "cp": plan.cp_size, "route": plan.route_field})
-""", args=cp_args(release, **extra))
-    assert got == {"prompts": prompts, "dp": dp_ranks, "cp": 2, "route": "routed_dp_rank"}
+out = []
+for extra in {[cp_args(release, **extra) for extra, _, _ in PLAN_CASES]!r}:
+    plan = plan_for(h.RecordingTokenizerManager(h.server_args(extra)), GenerateReqInput)
+    out.append({{"prompts": plan.prompts, "dp": plan.dp_size, "cp": plan.cp_size, "route": plan.route_field}})
+h.emit(out)
+""", args=cp_args(release))
+    return _plans[release]
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize("case", range(len(PLAN_CASES)), ids=["chunk", "pages", "unchunked", "dp"])
+def test_plan_from_the_servers_own_resolved_arguments(release, case):
+    _, prompts, dp_ranks = PLAN_CASES[case]
+    assert plans(release)[case] == {"prompts": prompts, "dp": dp_ranks, "cp": 2, "route": "routed_dp_rank"}
 
 
 def test_override_sets_the_longest_prompt():

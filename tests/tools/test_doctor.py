@@ -1,4 +1,10 @@
-"""Stage B: ``sglang-cp-symm doctor`` against a real installed release, and without sglang."""
+"""Stage B: ``sglang-cp-symm doctor`` against a real installed release, and without sglang.
+
+The doctor runs in a fresh interpreter where what is checked is the library it reads (the release's pinned NCCL,
+read after its own ``import torch``): the report, the pins and the loaded NCCL, the NCCL settings, a fixed NCCL.
+Where what is checked is what it makes of its arguments (``--check`` on a given ``--nccl``, the sizing, the rank
+records, a bad input), it runs forked from the release's fork server (tests/forkserver.py: torch imported already,
+which the doctor imports first anyway), about 0.5 s of CPU instead of 3.5 s a doctor."""
 
 import json
 import subprocess
@@ -16,6 +22,11 @@ DOCTOR = "import sys; from sglang_cp_symm.__main__ import main; sys.exit(main(sy
 def doctor(release, *args, env=None, fresh=True):
     code = f"import sys; sys.argv[1:] = {list(args)!r}\n{DOCTOR}"
     return run_python(release, code, env=env, fresh=fresh)
+
+
+def forked(release, *args, env=None):
+    """The doctor in a process forked from the release's fork server (the module docstring says where)."""
+    return doctor(release, *args, env=env, fresh=False)
 
 
 def test_report_is_readable_and_json_is_valid_on_0_5_11():
@@ -37,16 +48,16 @@ def test_report_is_readable_and_json_is_valid_on_0_5_11():
     ("2.30.7", {"SGLANG_CP_SYMM": "maybe"}, 1),             # a bad switch value
 ])
 def test_check_exit_codes(nccl, env, code):
-    assert doctor("0.5.11", "doctor", "--check", "--nccl", nccl, env=env).returncode == code
+    assert forked("0.5.11", "doctor", "--check", "--nccl", nccl, env=env).returncode == code
 
 
 def test_check_fails_where_the_plugin_would_patch_nothing():
     # 0.5.23: everything upstream; with NCCL 2.28 nothing engages and the plugin changes nothing.
-    assert doctor("0.5.23", "doctor", "--check", "--nccl", "2.28.9", env={"SGLANG_CP_SYMM": "1"}).returncode == 1
+    assert forked("0.5.23", "doctor", "--check", "--nccl", "2.28.9", env={"SGLANG_CP_SYMM": "1"}).returncode == 1
 
 
 def test_sglang_plugins_filter_is_reported():
-    out = doctor("0.5.11", "doctor", env={"SGLANG_CP_SYMM": "1", "SGLANG_PLUGINS": "other"}).stdout
+    out = forked("0.5.11", "doctor", env={"SGLANG_CP_SYMM": "1", "SGLANG_PLUGINS": "other"}).stdout
     assert "SGLANG_PLUGINS does not list cp_symm" in out
 
 
@@ -58,7 +69,7 @@ def test_without_sglang_it_says_so():
 
 
 def test_sizing_of_the_warmup_and_the_pool():
-    out = doctor("0.5.12", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4",
+    out = forked("0.5.12", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4",
                  env={"SGLANG_CP_SYMM": "1"}).stdout
     for needle in ("longest forward   8192 tokens (chunked_prefill_size 8192 per DP rank, sglang's default",
                    "prompts           8192, then 4096, 2048, 512, 256 tokens",
@@ -68,7 +79,7 @@ def test_sizing_of_the_warmup_and_the_pool():
                    "waits at most 664 s",
                    "pre-allocation    large: the CP all-gathers need 0.04 GiB of the 4 GiB pre-allocated"):
         assert needle in out, out
-    data = json.loads(doctor("0.5.12", "doctor", "--json", "--model", "deepseek-v3.2", "--cp-size", "8", "--tp", "8",
+    data = json.loads(forked("0.5.12", "doctor", "--json", "--model", "deepseek-v3.2", "--cp-size", "8", "--tp", "8",
                              "--chunked-prefill-size", "131072", "--prealloc-gb", "1").stdout)
     sizing = data["sizing"]
     assert sizing["longest_prompt"] == 131072 and sizing["prealloc"]["state"] == "too-small"
@@ -81,14 +92,14 @@ def test_sizing_with_chunked_prefill_off_warns_once_and_a_cap_says_what_it_leave
     context, bounds the longest prompt (the table test checks the figure against the release's PrefillAdder)."""
     args = ("doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", "--chunked-prefill-size", "-1",
             "--page-size", "64", "--max-total-tokens", "40960")
-    out = doctor("0.5.12", *args, env={"SGLANG_CP_SYMM": "1"}).stdout
+    out = forked("0.5.12", *args, env={"SGLANG_CP_SYMM": "1"}).stdout
     assert ("longest forward   40894 tokens (the longest prompt the scheduler admits, KV admission: 40960 free "
             "tokens - 1 new token - 64 (one page, reserved per request from 0.5.11) - 1") in out, out
     assert "context 40960 from the model's max_position_embeddings" in out
     assert "CP buffers        199.7 MiB at most at once" in out and "no growth expected" in out  # 0.5.12: 4 GiB
     warnings = [line for line in out.splitlines() if "5.0x the 8192-token chunk" in line]
     assert len(warnings) == 1 and "SGLANG_CP_SYMM_WARMUP_TOKENS=<your longest prompt>" in warnings[0]
-    data = json.loads(doctor("0.5.12", *args, "--json", env={"SGLANG_CP_SYMM": "1",
+    data = json.loads(forked("0.5.12", *args, "--json", env={"SGLANG_CP_SYMM": "1",
                                                              "SGLANG_CP_SYMM_WARMUP_TOKENS": "16384",
                                                              "SGLANG_CP_SYMM_WARMUP_TIMEOUT": "900"}).stdout)
     sizing = data["sizing"]
@@ -98,7 +109,7 @@ def test_sizing_with_chunked_prefill_off_warns_once_and_a_cap_says_what_it_leave
     assert "forwards of 16385-40894 tokens need 119.7 MiB more CP buffers at once" in sizing["capped"]
     assert sizing["left_most_growths"] > 0 and sizing["left_most_bytes"] > sizing["left_bytes"]
     assert "the symmetric pre-allocation holds them" in sizing["capped"] and sizing["growth_bytes"] == 0
-    own = json.loads(doctor("0.5.11", *args, "--json", env={"SGLANG_CP_SYMM": "1",
+    own = json.loads(forked("0.5.11", *args, "--json", env={"SGLANG_CP_SYMM": "1",
                                                             "SGLANG_CP_SYMM_WARMUP_TOKENS": "16384"}).stdout)["sizing"]
     # 0.5.11: the CP group's own pool grows: k and v (8 MiB each) in one 20 MiB segment, hidden 64 MiB, small 2 MiB
     assert own["prealloc"]["state"] == "not-used-by-cp" and own["growth_bytes"] == (20 + 64 + 2) << 20
@@ -109,18 +120,18 @@ def test_sizing_with_chunked_prefill_off_warns_once_and_a_cap_says_what_it_leave
 
 def test_sizing_deadline_follows_sglangs_own_timeouts():
     base = ("doctor", "--json", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4")
-    prefill = json.loads(doctor("0.5.11", *base, "--disaggregation-mode", "prefill").stdout)["sizing"]["deadline"]
+    prefill = json.loads(forked("0.5.11", *base, "--disaggregation-mode", "prefill").stdout)["sizing"]["deadline"]
     assert prefill["seconds"] == 1800
-    slow = json.loads(doctor("0.5.11", *base, "--watchdog-timeout", "1000").stdout)["sizing"]["deadline"]
+    slow = json.loads(forked("0.5.11", *base, "--watchdog-timeout", "1000").stdout)["sizing"]["deadline"]
     assert slow["seconds"] == 1500 and "1.5 x --watchdog-timeout 1000 s" in slow["source"]
-    env = json.loads(doctor("0.5.11", *base, env={"SGLANG_WARMUP_TIMEOUT": "1200"}).stdout)["sizing"]["deadline"]
+    env = json.loads(forked("0.5.11", *base, env={"SGLANG_WARMUP_TIMEOUT": "1200"}).stdout)["sizing"]["deadline"]
     assert env["seconds"] == 1200 and env["source"] == "SGLANG_WARMUP_TIMEOUT=1200"
-    decode = doctor("0.5.11", "doctor", *base[2:], "--disaggregation-mode", "decode").stdout
+    decode = forked("0.5.11", "doctor", *base[2:], "--disaggregation-mode", "decode").stdout
     assert "none: a PD decode server runs no prefill" in decode
 
 
 def test_sizing_on_0_5_11_says_the_cp_pool_is_the_plugins_own_and_dp_attention_halves_the_chunk():
-    out = doctor("0.5.11", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", "--dp", "2",
+    out = forked("0.5.11", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", "--dp", "2",
                  "--enable-dp-attention", "--chunked-prefill-size", "8192", env={"SGLANG_CP_SYMM": "1"}).stdout
     assert "longest forward   4096 tokens (chunked_prefill_size 4096 per DP rank)" in out
     assert "prompts           4096, then 2048, 1024, 512, 256 tokens" in out
@@ -128,11 +139,11 @@ def test_sizing_on_0_5_11_says_the_cp_pool_is_the_plugins_own_and_dp_attention_h
 
 
 def test_bad_sizing_input_is_one_clear_message():
-    bad = doctor("0.5.11", "doctor", "--cp-size", "0")
+    bad = forked("0.5.11", "doctor", "--cp-size", "0")
     assert bad.returncode == 2 and "'0' is not a positive whole number" in bad.stderr
-    out = doctor("0.5.11", "doctor", "--cp-size", "2", "--model", "nope").stdout
+    out = forked("0.5.11", "doctor", "--cp-size", "2", "--model", "nope").stdout
     assert "sizing: --model 'nope' is neither a preset" in out
-    out = doctor("0.5.11", "doctor", "--cp-size", "2", "--chunked-prefill-size", "-1").stdout
+    out = forked("0.5.11", "doctor", "--cp-size", "2", "--chunked-prefill-size", "-1").stdout
     assert "chunked prefill is off (-1) and no context length is known" in out
 
 
@@ -153,12 +164,12 @@ for rank, segments, late in (("rank 0 (tp 0)", 3, 0), ("rank 1 (tp 1)", 4, 1)):
     wd.write_rank_record(dog)
 """
     assert run_python(None, write, env=env).returncode == 0
-    result = doctor("0.5.11", "doctor", "--ranks", run_dir, "--check", env={"SGLANG_CP_SYMM": "1"})
+    result = forked("0.5.11", "doctor", "--ranks", run_dir, "--check", env={"SGLANG_CP_SYMM": "1"})
     assert result.returncode == 1
     for needle in ("rank-0--tp-0-", "warm-up [8192, 910] in 1.25 s, 3 segment(s), 0 growth(s) after warm-up",
                    "ranks hold different numbers of symmetric pool segments", "pool growths after the warm-up"):
         assert needle in result.stdout, result.stdout
-    empty = doctor("0.5.11", "doctor", "--ranks", str(tmp_path / "none"), "--check", "--nccl", "2.30.7",
+    empty = forked("0.5.11", "doctor", "--ranks", str(tmp_path / "none"), "--check", "--nccl", "2.30.7",
                    env={"SGLANG_CP_SYMM": "1"})
     assert empty.returncode == 0 and "none recorded" in empty.stdout and "no rank records here" in empty.stdout
 
@@ -214,7 +225,7 @@ def test_on_a_racy_pinned_nccl_check_fails_whenever_symmetric_memory_is_on(relea
     from the release's fork server (torch already imported, as the doctor imports it before it reads the library):
     the fresh doctor reads the pinned NCCL in the tests above and in tests/test_bootstrap.py."""
     for env in ({"SGLANG_CP_SYMM": "1"}, {}):
-        result = doctor(release, "doctor", "--check", "--enable-symm-mem", env=env, fresh=False)
+        result = forked(release, "doctor", "--check", "--enable-symm-mem", env=env)
         assert result.returncode == 1, (env, result.stdout, result.stderr[-2000:])
         out = " ".join(result.stdout.split())
         for needle in ("TP all-reduce and reduce-scatter", "Hopper and Blackwell", "holds only the CP and DCP groups",
@@ -222,7 +233,7 @@ def test_on_a_racy_pinned_nccl_check_fails_whenever_symmetric_memory_is_on(relea
                        "sglang PR #37768, open"):
             assert needle in out, (needle, result.stdout)
         assert out.index('pip install "nvidia-nccl-cu13>=2.30.7"') < out.index("run without --enable-symm-mem")
-    quiet = doctor(release, "doctor", "--check", env={}, fresh=False)  # symmetric memory not said to be on, plugin off
+    quiet = forked(release, "doctor", "--check", env={})  # symmetric memory not said to be on, plugin off
     assert quiet.returncode == 0 and "if the server runs with --enable-symm-mem" in " ".join(quiet.stdout.split())
 
 
