@@ -285,10 +285,9 @@ def _opener(table: ContextTable, use: Callable, module: Any, names: tuple) -> Ca
     looked up (one frame lookup and one dict lookup). A watched context is handed out in a small wrapper whose
     ``__enter__``/``__exit__`` run sglang's and let the watchdog read its signal around them (switching the
     context's own class would make every attribute access of sglang's methods on it slower, see ``ROLE``)."""
-    roles, getframe, guarded, made = table.roles, sys._getframe, table.guarded, table.subclasses
+    roles, getframe, guarded, wrappers = table.roles, sys._getframe, table.guarded, table.subclasses
     ids = roles.ids
     known = [-1, None]  # [the role table's version, the module's role then]: the opener's own cache
-    last = [None, None, None]  # [context class, listener, its wrapper] of the last watched context
 
     def use_symmetric_memory(group_coordinator: Any, disabled: bool = False) -> Any:
         context = use(group_coordinator, disabled)
@@ -308,13 +307,11 @@ def _opener(table: ContextTable, use: Callable, module: Any, names: tuple) -> Ca
             router = table.router
             if router is not None and router.route(context) and router.reenters:
                 cls = context.__class__
-                context.__class__ = made.get((cls, "reenter")) or table.subclass(cls, "reenter")
+                context.__class__ = wrappers.get((cls, "reenter")) or table.subclass(cls, "reenter")
             listener = table.listener
             if role is WATCH and listener is not None and not getattr(context, "is_graph_capture", 0):
                 cls = context.__class__
-                if cls is not last[0] or listener is not last[1]:  # the wrapper of the last context, else the table's
-                    last[:] = cls, listener, table.subclass(cls, listener)
-                return last[2]((context,))
+                return (wrappers.get((cls, listener)) or table.subclass(cls, listener))((context,))
         except Exception as exc:
             _failed("opening", exc)
         return context

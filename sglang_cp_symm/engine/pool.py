@@ -105,54 +105,54 @@ class GroupPoolRouter:
     so every rank keeps the same answers.
     """
 
-    __slots__ = ("allocator_module", "shape", "getter", "pools", "_routes", "reenters")
+    __slots__ = ("allocator_module", "shape", "getter", "pools", "_answers", "_pool_ids", "reenters")
 
     def __init__(self, allocator_module: Any, shape: str, getter: str = "get_attention_cp_group",
                  pools: Optional[Dict[int, Any]] = None) -> None:
         self.allocator_module, self.shape, self.getter = allocator_module, shape, getter
         #: id(group) -> its pool: the plugin object's, shared by every router it makes and read by the watchdog
         self.pools: Dict[int, Any] = {} if pools is None else pools
-        #: id(group) -> (group, where its contexts go: the CP pool's ``MemPool.id`` on 0.5.11's shape, the pool
-        #: itself on 0.5.9-0.5.10's, None for a group without a pool of its own): the group kept alive by it
-        self._routes: Dict[int, tuple] = {}
+        self._answers: Dict[int, tuple] = {}  # id(group) -> (group, needs its own pool): the group kept alive
+        self._pool_ids: Dict[int, Any] = {}  # id(group) -> its pool's ``MemPool.id`` (0.5.11's shape), read once
         #: 0.5.9-0.5.10 rebuild the pool context on re-entry: a routed context must come back to the CP pool then
         self.reenters = shape == MEM_POOL_CTX_SHAPE
+
+    def needs_own_pool(self, group: Any) -> bool:
+        known = self._answers.get(id(group))
+        if known is not None and known[0] is group:
+            return known[1]
+        own = needs_own_pool(group, self.getter)
+        if gather_group(self.getter) is not None:
+            self._answers[id(group)] = (group, own)
+        return own
 
     def route(self, context: Any) -> bool:
         """Re-point ``context`` if it belongs to the CP group; True when it was.
 
-        One dict lookup once the group's answer is known (``_learn``). The context's own ``__enter__`` still sets
-        ``SGLANG_TMP_NCCL_COMM_VALUE`` to the CP communicator, which is the communicator ``nccl_alloc_plug``
-        registers new segments with.
+        The context's own ``__enter__`` still sets ``SGLANG_TMP_NCCL_COMM_VALUE`` to the CP
+        communicator, which is the communicator ``nccl_alloc_plug`` registers new segments with.
         """
         group = getattr(context, "group_coordinator", None)
-        known = self._routes.get(id(group))
-        if known is None or known[0] is not group:
-            known = self._learn(group)
-        target = known[1]
-        if target is None:
+        if group is None or not self.needs_own_pool(group):
             return False
         if self.shape == POOL_ID_SHAPE:
-            context._pool_id = target
-        else:
-            import torch
+            known = self._pool_ids.get(id(group))
+            if known is None:
+                allocator = getattr(self.allocator_module, "_allocator", None)
+                if allocator is None:
+                    return False
+                known = self._pool_ids[id(group)] = pool_for(group, allocator, self.pools).id  # one C++ call, once
+            context._pool_id = known
+            return True
+        allocator = getattr(self.allocator_module, "_allocator", None)
+        if allocator is None:
+            return False
+        own = pool_for(group, allocator, self.pools)
+        import torch
 
-            context._mem_pool_ctx = torch.cuda.use_mem_pool(target)
-            context._cp_symm_pool = target  # re-entry (after disable/restore) must come back here too
+        context._mem_pool_ctx = torch.cuda.use_mem_pool(own)
+        context._cp_symm_pool = own  # re-entry (after disable/restore) must come back here too
         return True
-
-    def _learn(self, group: Any) -> tuple:
-        """Where ``group``'s contexts go; kept once the CP group exists and the pool could be made."""
-        answer = (group, None)
-        if group is not None and needs_own_pool(group, self.getter):
-            allocator = getattr(self.allocator_module, "_allocator", None)
-            if allocator is None:
-                return answer  # sglang has not built its allocator yet: ask again at the next context
-            own = pool_for(group, allocator, self.pools)
-            answer = (group, own.id if self.shape == POOL_ID_SHAPE else own)  # ``MemPool.id``: one C++ call, once
-        if gather_group(self.getter) is not None:
-            self._routes[id(group)] = answer
-        return answer
 
 
 def reenter_group_pool(context: Any) -> None:
