@@ -22,7 +22,8 @@
    the plugin does not know. With the race guard engaged, its hooks go on the class: a TP
    context (its group is read, it routes) and a guarded DCP one opened elsewhere (sglang's
    enter and exit do not run) are measured the same way.
-Minimum over repeats for the per-call figures (the noise of a shared machine only adds).
+Minimum over repeats for the per-call figures (the noise of a shared machine only adds); the context figures
+interleave the plugin off and on in every repeat.
 """
 
 from __future__ import annotations
@@ -198,28 +199,37 @@ def context_hooks(repeat: int) -> dict:
 
     dog = PoolWatchdog(reserved=lambda: 0, pools=dict, stats=lambda pool: {"segments": 0, "bytes": 0})
 
-    def best(fn, number=20000):
-        return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+    def once(fn, number=20000):
+        return timeit.timeit(fn, number=number) / number * 1e6
 
-    bare = {"unknown opener": best(tp_all_reduce), "CP all-gather": best(cp_all_gather)}
-    bare.update({"TP, guard engaged": bare["unknown opener"], "CP group, guarded": best(dcp_gather)})
     table = dog.table  # the plugin object's ContextTable, shared by its watchdog and its race guard
-    table.listener = dog
-    unbind = table.bind(register, ["use_symmetric_memory"])
+    cases = {"unknown opener": tp_all_reduce, "CP all-gather": cp_all_gather, "TP, guard engaged": tp_all_reduce,
+             "CP group, guarded": dcp_gather}
+    bare = {name: [] for name in cases}
+    hooked = {name: [] for name in cases}
     dog.watch(cp_all_gather.__code__)
-    unhook = None
-    try:
-        hooked = {"unknown opener": best(tp_all_reduce), "CP all-gather": best(cp_all_gather)}
-        table.guarded.update({"attn_cp", "dcp"})  # the race guard engaged (its GPU check already answered)
-        unhook = table.hook_class(Context)  # ... and its class hooks on, for the groups' contexts opened elsewhere
-        hooked.update({"TP, guard engaged": best(tp_all_reduce), "CP group, guarded": best(dcp_gather)})
-    finally:
-        table.guarded.clear()
-        if unhook is not None:
-            unhook()
-        unbind()
-        table.listener = None
-        table.clear_roles(hooks.WATCH)
+    for _ in range(repeat):  # interleaved: each round times every case without the plugin, then with it
+        for name, fn in cases.items():
+            bare[name].append(once(fn))
+        table.listener = dog
+        unbind = table.bind(register, ["use_symmetric_memory"])
+        unhook = None
+        try:
+            for name in ("unknown opener", "CP all-gather"):
+                hooked[name].append(once(cases[name]))
+            table.guarded.update({"attn_cp", "dcp"})  # the race guard engaged (its GPU check already answered)
+            unhook = table.hook_class(Context)  # ... and its class hooks on, for the groups' contexts opened elsewhere
+            for name in ("TP, guard engaged", "CP group, guarded"):
+                hooked[name].append(once(cases[name]))
+        finally:
+            table.guarded.clear()
+            if unhook is not None:
+                unhook()
+            unbind()
+            table.listener = None
+    table.clear_roles(hooks.WATCH)
+    bare = {name: min(times) for name, times in bare.items()}
+    hooked = {name: min(times) for name, times in hooked.items()}
     return {name: {"bare_us": round(bare[name], 3), "hooked_us": round(hooked[name], 3),
                    "added_us": round(hooked[name] - bare[name], 3)} for name in bare}
 
