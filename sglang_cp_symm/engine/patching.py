@@ -25,7 +25,6 @@ mode stops the engine (``settings.strict_exit``).
 from __future__ import annotations
 
 import builtins
-import functools
 import importlib
 import inspect
 import sys
