@@ -102,11 +102,12 @@ def _plugin_and_contexts():
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
     from sglang_cp_symm.engine import activation
+    from sglang_cp_symm.engine.context_hooks import MARK
 
     plugin = activation.current()
     watchdog = plugin.watchdog
     opener = cp_utils.use_symmetric_memory
-    if not getattr(opener, "__sglang_cp_symm_hook__", False):
+    if not getattr(opener, MARK, False):
         raise SystemExit("the plugin bound no opener in cp_utils: nothing to measure")
 
     def tp_ctx():
@@ -142,17 +143,17 @@ def child_profile() -> dict:
     cls, watchdog, tp, cp, usm, opener = probe.cls, probe.watchdog, probe.tp, probe.cp, probe.usm, probe.opener
     table = probe.plugin.table
 
-    def opened_unwatched():  # the opener's work without the watchdog: role lookup, routing, the class switch
+    def built_by_the_opener():  # the opener's work before the ``with``: the role, the routing, the wrapper
         return opener(cp)
 
-    watchdog.watch(opened_unwatched.__code__)
+    watchdog.watch(built_by_the_opener.__code__)
     pieces = {
         "cp context, sglang's own (plugin off)": probe.cp_ctx_off,
         "cp context, the opener, watchdog off": lambda: (setattr(table, "listener", None), probe.cp_ctx(),
                                                          setattr(table, "listener", watchdog)),
         "cp context, the opener, watched": probe.cp_ctx,
         "building a cp context: sglang's use_symmetric_memory": lambda: usm(cp),
-        "building a cp context: the opener (watched role, class switch)": opened_unwatched,
+        "building a cp context: the opener (role, routing, the watched wrapper)": built_by_the_opener,
         "building a tp context: sglang's use_symmetric_memory": lambda: usm(tp),
         "sys._getframe(0).f_code": lambda: sys._getframe(0).f_code,
         "watchdog entered()+leaving(), watched, nothing grew": lambda: (watchdog.entered(), watchdog.leaving()),
@@ -171,7 +172,9 @@ def child_profile() -> dict:
 
 def _class_untouched(cls) -> bool:
     """sglang's ``SymmetricMemoryContext`` carries none of the plugin's functions (the race guard not engaged)."""
-    return not any(getattr(cls.__dict__.get(n), "__sglang_cp_symm_hook__", False) or
+    from sglang_cp_symm.engine.context_hooks import MARK
+
+    return not any(getattr(cls.__dict__.get(n), MARK, False) or
                    getattr(cls.__dict__.get(n), "__wrapped__", None) is not None
                    for n in ("__init__", "__enter__", "__exit__"))
 

@@ -11,8 +11,10 @@ and then looks at what it built. A context opened anywhere else is sglang's own,
 with nothing added: no frame, no lookup (issue 23; the costs are in
 docs/watchdog-cost.md).
 
-The opener looks up, once per context, the code object of the function that called
-it, and gives the context a role:
+The opener gives each context a role: the module's, where every function of the
+module that opens a context has the same one (``module_role``, read again only when
+the role table changes), else the one of the code object of the function that called
+it (one frame lookup):
 
 - ``GUARD`` (a CP or DCP all-gather on an NCCL whose symmetric kernels race, see
   ``race_guard``): the opener returns ``nullcontext()``, as sglang's own
@@ -21,15 +23,15 @@ it, and gives the context a role:
   context is ``GUARD`` by its opener (the register's CP all-gathers) or, while the
   guard is engaged, by its group: ``guarded`` names the groups (sglang's
   ``GroupCoordinator.unique_name`` before the ``:``) whose contexts never route.
-- ``WATCH`` (a CP all-gather of the register, or the send staging): the context's
-  class is switched to a subclass whose ``__enter__``/``__exit__`` run sglang's and
-  let the pool watchdog (``listener``) read its signal around them.
+- ``WATCH`` (a CP all-gather of the register, or the send staging): the context is
+  handed out in a one-element tuple wrapper whose ``__enter__``/``__exit__`` run
+  sglang's and let the pool watchdog (``listener``) read its signal around them.
 - no role (another function of a register module): sglang's context as it is.
 
 Where the CP pool fix is on (0.5.9-0.5.11, ``pool``), the opener also re-points a
 context of the CP group at that group's own pool (``router``); on 0.5.9-0.5.10 such a
-context gets the subclass too, whose ``__enter__`` comes back to the CP pool when the
-context is re-entered (``disable_/restore_symmetric_memory_context``).
+context's class is switched to a subclass whose ``__enter__`` comes back to the CP pool
+when the context is re-entered (``disable_/restore_symmetric_memory_context``).
 
 Contexts of the guarded groups opened outside the register's modules are held by
 hooks on the class itself (``hook_class``), put on only while the race guard is
@@ -59,7 +61,8 @@ WATCH, GUARD = "watch", "guard"
 #: every attribute access of sglang's own ``__enter__``/``__exit__`` on it take the slower path (on the H100, hooks
 #: that did so added 1.7 us to a context they did not know, docs/watchdog-cost.md run 1).
 ROLE = "_cp_symm_role"
-#: Marks the plugin's functions and classes (openers, subclasses, class hooks), so a second binding sees the first.
+#: Marks the plugin's functions and classes (openers, subclasses, wrappers, class hooks), so a second binding sees
+#: the first.
 MARK = "__sglang_cp_symm_hook__"
 
 
@@ -158,7 +161,7 @@ class ContextTable:
     # -- the openers ---------------------------------------------------------------------------------------------
     def bind(self, module: Any, names: List[str]) -> Callable[[], None]:
         """Rebind ``names`` of ``module`` (each bound to sglang's ``use_symmetric_memory``) to openers; returns the
-        undo. Several binders may hold one module (the patcher and the watchdog's installer): the openers stay until
+        undo. Several binders may hold one module (the patcher applying again while applied): the openers stay until
         the last lets go, and a name rebound by someone else since is left as it is."""
         entry = self.bound.get(module)
         if entry is None:
@@ -260,14 +263,12 @@ def openers_in(module: Any, names: tuple) -> set:
             fn = getattr(fn, "__func__", fn)
             if getattr(fn, "__globals__", None) is module.__dict__:
                 stack.append(fn.__code__)
-    while stack:
+    while stack:  # code objects nest as a tree: each is reached once
         code = stack.pop()
-        if code in found:
-            continue
         if any(name in code.co_names for name in names):
             found.add(code)
         stack.extend(c for c in code.co_consts if inspect.iscode(c))
-    return {code for code in found if any(name in code.co_names for name in names)}
+    return found
 
 
 def module_role(roles: RoleTable, openers: set) -> Optional[str]:

@@ -16,10 +16,9 @@ How, so that it costs almost nothing where nothing grows:
   watchdog says so in one line and reads the device memory in use instead
   (``cudaMemGetInfo``, about 6 us a reading on an H100, issue 23).
 - The register's modules open their contexts through the openers of ``context_hooks``,
-  which recognise a context opened by one of the register's CP all-gathers by the code
-  object of the function that opened it (one frame lookup and one dict lookup) and give
-  it a subclass of sglang's context whose entry reads the signal and whose exit reads it
-  again; only if it moved are the pools' snapshots taken to measure the growth, and the
+  which recognise a context opened by one of the register's CP all-gathers (by its
+  module, or by the code object of the function that opened it) and hand it out in a
+  wrapper whose entry reads the signal and whose exit reads it again; only if it moved are the pools' snapshots taken to measure the growth, and the
   growth is logged with that gather's file and line, before the original ``__exit__``
   runs (from 0.5.12 it registers new segments collectively, where a hang would start).
   sglang's class itself is left alone: any other context (the TP all-reduces, a few per
