@@ -107,12 +107,12 @@ WRAPPED_CALL = r"""
 import json, sys, timeit, torch
 sys.setrecursionlimit(10000)
 from sglang.srt.distributed import parallel_state as ps
-from sglang_cp_symm.tools.rehearsal import cpu_gather_group, install_cpu_all_gather
+from sglang_cp_symm.tools.rehearsal import Recorder, cpu_gather_group
 ps.init_distributed_environment(world_size=1, rank=0, distributed_init_method="tcp://127.0.0.1:%(port)d",
                                 local_rank=0, backend="gloo")
 ps._ATTN_CP = cpu_gather_group(ps, 1, 0)
 import sglang.srt.layers.utils.cp_utils as cp
-keep = install_cpu_all_gather({})
+keep = Recorder().install_all_gather()
 held = [cp.cp_all_gather_reorganized_into_tensor_kv_cache]  # in a list: the patch rebinds module-level copies
 import sglang_cp_symm
 sglang_cp_symm.patch(nccl="2.30.7")

@@ -35,7 +35,7 @@ def child_first_call(mode: str, max_tokens: int) -> dict:
     from gpu_pool_probe import setup
 
     torch, pa, cp_utils, tp, cp, tp_comm, cp_comm, usm = setup("plugin")
-    from sglang_cp_symm.engine.sizing import ModelShape, small_pool_tokens
+    from sglang_cp_symm.engine.allocator_model import ModelShape, small_pool_tokens
 
     fn = cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache
     stream = torch.cuda.current_stream()

@@ -1,10 +1,10 @@
 """Where a gather's buffers were: in which symmetric context (CPU) or which registered pool (GPU).
 
 CPU: there is no symmetric memory, so the rehearsal's stand-ins record it
-(``sglang_cp_symm.tools.rehearsal``): ``install_recording_context`` (sglang's ``SymmetricMemoryContext``
-replaced by a recorder that notes which group's context is open), ``install_cpu_all_gather`` (a CPU
+(``sglang_cp_symm.tools.rehearsal.Recorder``): ``install_context`` (sglang's ``SymmetricMemoryContext``
+replaced by a recorder that notes which group's context is open), ``install_all_gather`` (a CPU
 kernel for ``sglang::reg_all_gather_into_tensor`` that records the output and input it was handed) and
-``make_allocation_mode`` (every allocation, and the context open at that moment).
+``allocations`` (every allocation, and the context open at that moment).
 
 GPU: the real pools. A buffer lies in sglang's shared pool (``pynccl_allocator._mem_pool``) or in the
 plugin's CP pool (``sglang_cp_symm.engine.activation.current().cp_pools``), told by address range from the pools'
@@ -30,7 +30,7 @@ class CpuObserver:
         from sglang_cp_symm.tools import rehearsal
 
         self.rehearsal = rehearsal
-        self.records: Dict[str, Any] = {}
+        self.recorder = rehearsal.Recorder()
         self.real_context = None
         self.real_enabled = None
         self.keep_alive = None
@@ -39,8 +39,8 @@ class CpuObserver:
         from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
 
         self.real_context, self.real_enabled = pa.SymmetricMemoryContext, pa.is_symmetric_memory_enabled
-        self.keep_alive = self.rehearsal.install_cpu_all_gather(self.records)
-        self.rehearsal.install_recording_context()
+        self.keep_alive = self.recorder.install_all_gather()
+        self.recorder.install_context()
 
     def before_patch(self) -> None:
         """The plugin patches sglang's real context class (its pool fix), as in a real process."""
@@ -49,16 +49,16 @@ class CpuObserver:
         pa.SymmetricMemoryContext, pa.is_symmetric_memory_enabled = self.real_context, self.real_enabled
 
     def after_patch(self) -> None:
-        self.rehearsal.install_recording_context()
+        self.recorder.install_context()
 
     def call(self, fn, *args) -> Tuple[Any, dict]:
         record = self.rehearsal.CallRecord()
-        self.records["current"] = record
+        self.recorder.current = record
         try:
-            with self.rehearsal.make_allocation_mode(record):
+            with self.recorder.allocations(record):
                 out = fn(*args)
         finally:
-            self.records["current"] = None
+            self.recorder.current = None
         gather_out, gather_in = record.gathers[-1][:2] if record.gathers else (None, None)
         inside = [a for a in record.allocations if a.context is not None]
         seen = {

@@ -3,6 +3,7 @@
 ``Plugin`` holds, from its creation to the end of the process:
 
 - ``settings``: the switches it was applied with (``patch()`` may be given its own), while applied;
+- ``log``: its records held until sglang configures logging, and the warnings said once (``logs.PluginLog``);
 - ``patcher``: the plan, the patch records and the CP pool fix (``patching.Patcher``);
 - ``race_guard``: the groups and openers it holds (``race_guard.RaceGuard``);
 - ``warmup``: what this process's warm-up did (``warmup.WarmupState``);
@@ -35,9 +36,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from . import logs
 from .context_hooks import ContextTable
 from .hooks import HookInstaller
+from .logs import PluginLog
 from .nccl_policy import NcclVersion
 from .patching import Patcher
 from .race_guard import RaceGuard
@@ -53,7 +54,8 @@ class Plugin:
 
     def __init__(self) -> None:
         self.applied: Optional[Settings] = None
-        self.table = ContextTable()
+        self.log = PluginLog()
+        self.table = ContextTable(self.log)
         self.cp_pools: Dict[int, Any] = {}
         self.warmup = WarmupState()
         self.watchdog = PoolWatchdog(pools=self._pools, table=self.table)
@@ -95,7 +97,7 @@ class Plugin:
                 self.patcher.on_settled.append(self.announce)
 
     def announce(self) -> None:
-        logs.info(status_line(self))
+        self.log.info(status_line(self))
 
     def unapply(self) -> None:
         """Take back everything ``apply`` changed; a second call does nothing."""

@@ -52,7 +52,7 @@ import sys
 from contextlib import nullcontext
 from typing import Any, Callable, Dict, List, Optional
 
-from . import logs
+from .logs import PluginLog
 
 WATCH, GUARD = "watch", "guard"
 #: The attribute that keeps a guarded context's role (the race guard's class hooks). Read and written with
@@ -125,12 +125,14 @@ class ContextTable:
     - ``bound``: module -> [{name: sglang's function}, how many binders hold it];
     - ``hooked``: class -> [sglang's __enter__, sglang's __exit__, hook enter, hook exit];
     - ``subclasses``: (context class, "reenter" or a listener) -> the re-entering subclass, or the watched wrapper
-      calling that listener (``subclass``).
+      calling that listener (``subclass``);
+    - ``log``: the plugin's records (``logs.PluginLog``), where a failure at a context is reported once.
     """
 
-    __slots__ = ("roles", "guarded", "confirm", "listener", "router", "bound", "hooked", "subclasses")
+    __slots__ = ("roles", "guarded", "confirm", "listener", "router", "bound", "hooked", "subclasses", "log")
 
-    def __init__(self) -> None:
+    def __init__(self, log: Optional[PluginLog] = None) -> None:
+        self.log = PluginLog() if log is None else log
         self.roles: RoleTable = RoleTable()
         self.guarded: set = set()
         self.confirm: Optional[Callable[[], bool]] = None
@@ -155,7 +157,7 @@ class ContextTable:
         try:
             return True if check is None else bool(check())
         except Exception as exc:
-            _failed("guard check", exc)
+            _failed(self.log, "guard check", exc)
             return True
 
     # -- the openers ---------------------------------------------------------------------------------------------
@@ -198,7 +200,8 @@ class ContextTable:
         key = (cls, kind)
         made = self.subclasses.get(key)
         if made is None:
-            made = self.subclasses[key] = _reentering(cls) if kind == "reenter" else _watched(kind, cls)
+            made = self.subclasses[key] = (_reentering(cls, self.log) if kind == "reenter"
+                                           else _watched(kind, cls, self.log))
         return made
 
     # -- the class hooks of the race guard -----------------------------------------------------------------------
@@ -221,10 +224,10 @@ class ContextTable:
         return unhook
 
 
-def _failed(where: str, exc: BaseException) -> None:
-    logs.warning_once(f"context-hook-{where}", "sglang-cp-symm: the plugin's work at a symmetric context's %s "
-                      "failed (%s: %s); that context ran as sglang's own, and the plugin goes on without it "
-                      "(reported once)", where, type(exc).__name__, str(exc)[:200])
+def _failed(log: PluginLog, where: str, exc: BaseException) -> None:
+    log.warning_once(f"context-hook-{where}", "sglang-cp-symm: the plugin's work at a symmetric context's %s "
+                     "failed (%s: %s); that context ran as sglang's own, and the plugin goes on without it "
+                     "(reported once)", where, type(exc).__name__, str(exc)[:200])
 
 
 def same_signature(use: Callable) -> bool:
@@ -314,7 +317,7 @@ def _opener(table: ContextTable, use: Callable, module: Any, names: tuple) -> Ca
                 cls = context.__class__
                 return (wrappers.get((cls, listener)) or table.subclass(cls, listener))((context,))
         except Exception as exc:
-            _failed("opening", exc)
+            _failed(table.log, "opening", exc)
         return context
 
     use_symmetric_memory.__wrapped__ = use  # type: ignore[attr-defined]
@@ -322,7 +325,7 @@ def _opener(table: ContextTable, use: Callable, module: Any, names: tuple) -> Ca
     return use_symmetric_memory
 
 
-def _reentering(cls: type) -> type:
+def _reentering(cls: type, log: PluginLog) -> type:
     """``cls`` whose ``__enter__`` first comes back to the CP pool (0.5.9-0.5.10 rebuild the pool context on
     re-entry, after ``disable_/restore_symmetric_memory_context``): the class a routed context is switched to."""
     enter = _callable(cls, "__enter__")
@@ -332,15 +335,15 @@ def _reentering(cls: type) -> type:
         try:
             reenter_group_pool(self)
         except Exception as exc:  # sglang's own re-entry then rebuilds the context on its shared pool
-            logs.warning_once("pool-reenter", "sglang-cp-symm: a CP context re-entered sglang's shared pool: "
-                              "%s: %s (reported once)", type(exc).__name__, str(exc)[:200])
+            log.warning_once("pool-reenter", "sglang-cp-symm: a CP context re-entered sglang's shared pool: "
+                             "%s: %s (reported once)", type(exc).__name__, str(exc)[:200])
         return enter(self)
 
     return type(cls.__name__, (cls,), {"__enter__": __enter__, "__slots__": (), "__module__": cls.__module__,
                                        "__qualname__": cls.__qualname__, MARK: True})
 
 
-def _watched(listener: Listener, cls: type) -> type:
+def _watched(listener: Listener, cls: type, log: PluginLog) -> type:
     """A wrapper of a context of ``cls`` that ``listener`` (the watchdog) reads its signal around.
 
     A one-element tuple: built in C (no ``__init__`` frame), the context at ``[0]``; the listener's two methods
@@ -357,14 +360,14 @@ def _watched(listener: Listener, cls: type) -> type:
             try:
                 entered()
             except Exception as exc:
-                _failed("entry", exc)
+                _failed(log, "entry", exc)
             return result
 
         def __exit__(self, exc_type, exc_val, exc_tb):
             try:
                 leaving()  # the listener finds the gather's frame itself, only when it must
             except Exception as exc:
-                _failed("exit", exc)
+                _failed(log, "exit", exc)
             return leave(self[0], exc_type, exc_val, exc_tb)  # sglang's own: routing ends here, always
 
         def __getattr__(self, name: str) -> Any:  # anything else is the context's own
@@ -388,7 +391,7 @@ def _hook_class(table: ContextTable, cls: type) -> tuple:
                 setattr(self, ROLE, GUARD)
                 return self  # nothing routed into the pool: the group's buffers stay outside every window
         except Exception as exc:
-            _failed("entry", exc)
+            _failed(table.log, "entry", exc)
         return enter(self)
 
     def __exit__(self, exc_type, exc_val, exc_tb):

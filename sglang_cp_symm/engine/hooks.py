@@ -29,7 +29,6 @@ from typing import Any, Callable, Dict, List, Optional
 
 import wrapt
 
-from . import metrics
 from . import warmup as warmup_mod
 from .attributes import resolve, unwrap, wrap
 from .context_hooks import WATCH, ContextTable
@@ -110,7 +109,7 @@ class HookInstaller:
 
     async def first_request_guard(self, wrapped, instance, args, kwargs):
         """``TokenizerManager.generate_request``: the first request of this process waits for the warm-up, at most
-        its deadline and the time to stop it (``warmup_deadline.Deadline.bound_s``); then it goes on whatever the
+        its deadline and the time to stop it (``warmup_fanout.Deadline.bound_s``); then it goes on whatever the
         outcome, unless strict mode turned a failed warm-up into ``WarmupFailed``."""
         obj = args[0] if args else kwargs.get("obj")
         if not self.warmup.done and not warmup_mod.is_warmup_request(obj):
@@ -143,7 +142,7 @@ class HookInstaller:
                 self.statuses[hook.name] = WAITING
                 wrapt.register_post_import_hook(self._on_import, hook.module)
             if settings.watchdog:
-                metrics.install(self.watchdog)
+                self.watchdog.count_in_metrics()
                 for target in targets_for(release) if release is not None else ():
                     wrapt.register_post_import_hook(
                         lambda module, t=target, dog=self.watchdog: _watch_gather(dog, module, t), target.module)
@@ -182,7 +181,7 @@ class HookInstaller:
             self._wanted.clear()
             self.statuses.clear()
             self.details.clear()
-            metrics.uninstall(self.watchdog)
+            self.watchdog.stop_metrics()
 
     def describe(self) -> Dict[str, str]:
         """Each hook's state as the status shows it: the word, and ``skipped: <why>``."""

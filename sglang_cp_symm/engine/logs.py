@@ -23,11 +23,6 @@ from typing import Any, Callable, List
 LOGGER_NAME = "sglang.cp_symm"
 logger = logging.getLogger(LOGGER_NAME)
 
-_lock = threading.Lock()
-_held: List[logging.LogRecord] = []
-_restore: List[Callable[[], None]] = []
-_said_once: set = set()
-
 
 def _configured() -> bool:
     """True once some handler would receive this logger's records (sglang or the user configured logging)."""
@@ -41,48 +36,58 @@ def _configured() -> bool:
     return False
 
 
-def info(message: str, *args: Any) -> None:
-    """An INFO record; held until logging is configured when it is not yet (see the module docstring)."""
-    if _configured():
-        logger.info(message, *args)
-        return
-    record = logger.makeRecord(logger.name, logging.INFO, "(sglang-cp-symm)", 0, message, args, None)
-    with _lock:
-        _held.append(record)
-        if not _restore:
-            _watch_configuration()
+class PluginLog:
+    """The plugin's records of one process: those held until logging is configured, and the warnings already said.
 
+    Owned by the plugin object (``activation.Plugin.log``) and handed to the parts that report (the patcher, the
+    race guard and the context openers, through ``context_hooks.ContextTable.log``)."""
 
-def warning_once(key: str, message: str, *args: Any) -> None:
-    """One WARNING per process for ``key`` (a bad switch, a missing library): never repeated, never held."""
-    with _lock:
-        if key in _said_once:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: List[logging.LogRecord] = []
+        self._restore: List[Callable[[], None]] = []
+        self._said_once: set = set()
+
+    def info(self, message: str, *args: Any) -> None:
+        """An INFO record; held until logging is configured when it is not yet (see the module docstring)."""
+        if _configured():
+            logger.info(message, *args)
             return
-        _said_once.add(key)
-    logger.warning(message, *args)
+        record = logger.makeRecord(logger.name, logging.INFO, "(sglang-cp-symm)", 0, message, args, None)
+        with self._lock:
+            self._held.append(record)
+            if not self._restore:
+                self._watch_configuration()
 
+    def warning_once(self, key: str, message: str, *args: Any) -> None:
+        """One WARNING for ``key`` (a bad switch, a missing library): never repeated, never held."""
+        with self._lock:
+            if key in self._said_once:
+                return
+            self._said_once.add(key)
+        logger.warning(message, *args)
 
-def _release_held() -> None:
-    with _lock:
-        held, _held[:] = list(_held), []
-        for undo in _restore:
-            undo()
-        _restore.clear()
-    for record in held:
-        if logger.isEnabledFor(record.levelno):  # sglang's level decides, as for any record
-            logger.handle(record)
+    def _release_held(self) -> None:
+        with self._lock:
+            held, self._held[:] = list(self._held), []
+            for undo in self._restore:
+                undo()
+            self._restore.clear()
+        for record in held:
+            if logger.isEnabledFor(record.levelno):  # sglang's level decides, as for any record
+                logger.handle(record)
 
+    def _watch_configuration(self) -> None:
+        """Release the held records right after sglang configures logging (either way it does it)."""
+        for owner, name in ((logging, "basicConfig"), (logging.config, "dictConfig")):
+            original = getattr(owner, name)
 
-def _watch_configuration() -> None:
-    """Release the held records right after sglang configures logging (either way it does it)."""
-    for owner, name in ((logging, "basicConfig"), (logging.config, "dictConfig")):
-        original = getattr(owner, name)
+            def configured(*args: Any, __original=original, **kwargs: Any) -> Any:
+                result = __original(*args, **kwargs)
+                self._release_held()
+                return result
 
-        def configured(*args: Any, __original=original, **kwargs: Any) -> Any:
-            result = __original(*args, **kwargs)
-            _release_held()
-            return result
-
-        configured.__wrapped__ = original  # type: ignore[attr-defined]
-        setattr(owner, name, configured)
-        _restore.append(lambda o=owner, n=name, v=original, w=configured: getattr(o, n) is w and setattr(o, n, v))
+            configured.__wrapped__ = original  # type: ignore[attr-defined]
+            setattr(owner, name, configured)
+            self._restore.append(lambda o=owner, n=name, v=original, w=configured:
+                                 getattr(o, n) is w and setattr(o, n, v))

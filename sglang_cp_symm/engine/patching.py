@@ -31,11 +31,10 @@ import sys
 import textwrap
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import wrapt
 
-from . import logs
 from . import pool as group_pool
 from .attributes import REWRITTEN_MARK, resolve
 from .context_hooks import ContextTable
@@ -104,7 +103,6 @@ class Plan:
     output: bool
     send: bool
     context_names: frozenset
-    names: Dict[str, str] = field(default_factory=dict)  # name the inserted code reads -> where it resolves
     inject: Dict[str, Any] = field(default_factory=dict)  # names to add to the module, and their values
     notes: List[str] = field(default_factory=list)  # parts left out, and why
 
@@ -131,37 +129,34 @@ def _sglang_object(name: str) -> Any:
     return getattr(importlib.import_module(INJECTABLE[name]), name)
 
 
-def resolve_names(plan_names: Dict[str, str], module: Any) -> tuple:
-    """({name: where it resolves}, {name: value to inject}); ``where`` is "local", "module", "builtin",
-    "injected from M" or "missing: why"."""
-    where: Dict[str, str] = {}
+def resolve_names(plan_names: Dict[str, str], module: Any) -> Tuple[Dict[str, Any], List[str]]:
+    """Where each name the inserted code reads (``plan_names``: name -> "local" or not) resolves in ``module``:
+    ({name: sglang's object, to inject where the module does not bind it}, ["name (why it cannot resolve)"]).
+
+    A name the module binds must be the very object the inserted code means (sglang's, or the plugin's own
+    ``INJECTABLE``); an unbound one is injected from its home, or is a builtin."""
     inject: Dict[str, Any] = {}
+    missing: List[str] = []
     for name, kind in sorted(plan_names.items()):
         if kind == "local":
-            where[name] = "local"
             continue
         expected = None
         if name in INJECTABLE or name == "torch":
             try:
                 expected = _sglang_object(name)
             except Exception as exc:
-                where[name] = f"missing: {INJECTABLE.get(name, name)} cannot be imported ({type(exc).__name__})"
+                missing.append(f"{name} ({INJECTABLE.get(name, name)} cannot be imported ({type(exc).__name__}))")
                 continue
         if name in module.__dict__:
             value = module.__dict__[name]
             if expected is not None and value is not expected and getattr(value, "__wrapped__", None) is not expected:
-                where[name] = (f"missing: {module.__name__}.{name} is not "
-                               f"{INJECTABLE.get(name, 'the torch module')}'s object")
-            else:
-                where[name] = "module"
+                missing.append(f"{name} ({module.__name__}.{name} is not "
+                               f"{INJECTABLE.get(name, 'the torch module')}'s object)")
         elif expected is not None and name != "torch":
-            where[name] = f"injected from {INJECTABLE[name]}"
             inject[name] = expected
-        elif hasattr(builtins, name):
-            where[name] = "builtin"
-        else:
-            where[name] = f"missing: {module.__name__} does not define it"
-    return where, inject
+        elif not hasattr(builtins, name):
+            missing.append(f"{name} ({module.__name__} does not define it)")
+    return inject, missing
 
 
 def plan_target(target: Target, module: Any, output: bool, send: bool) -> Plan:
@@ -209,23 +204,10 @@ def plan_target(target: Target, module: Any, output: bool, send: bool) -> Plan:
         needed = injected_names(source, target, plan.output, plan.send, names)
     except ShapeMismatch as exc:
         raise Refused(SKIPPED, str(exc)) from None
-    plan.names, plan.inject = resolve_names(needed, module)
-    missing = [f"{n} ({w[len('missing: '):]})" for n, w in plan.names.items() if w.startswith("missing")]
+    plan.inject, missing = resolve_names(needed, module)
     if missing:
         raise Refused(SKIPPED, "the inserted code needs " + ", ".join(missing))
     return plan
-
-
-def injected_name_report(target: Target, release: Release, module: Any, send: bool = False) -> Dict[str, str]:
-    """For one target of ``release`` in its imported ``module``: each name the inserted code needs and where it
-    resolves ("local", "module", "builtin", "injected from M", "missing: why"), as patching would decide it.
-    {} when nothing would be inserted; {"refused": reason} where the target would not be patched. Whether the
-    output needs the edit is read from the function's source (``plan_target``), not from ``release``."""
-    try:
-        plan = plan_target(target, module, output=True, send=send)
-    except Refused as refused:
-        return {} if refused.state in (UPSTREAM, ABSENT) else {"refused": refused.detail}
-    return dict(plan.names)
 
 
 def compile_rewritten(original: Callable, target: Target, module: Any, output: bool = True, send: bool = False,
@@ -353,11 +335,11 @@ class Patcher:
             return plan
         self.race_guard.engage(plan.guard)
         for note in plan.notes:
-            logs.warning_once(f"plan-note-{note[:40]}", "sglang-cp-symm: %s", note)
+            self.table.log.warning_once(f"plan-note-{note[:40]}", "sglang-cp-symm: %s", note)
         if self.settings.enabled and plan.guard.engaged:
             self._set(GUARD_ENTRY, f"every context of the {', '.join(plan.guard.groups)} groups", GUARDED,
                       plan.guard.reason)
-            report_once(plan.guard)
+            report_once(plan.guard, self.table.log)
         for entry in plan.entries():
             status = self.statuses.get(entry.name)
             if status is not None and status.state == WAITING and entry.action == Action.NONE:
@@ -392,10 +374,10 @@ class Patcher:
                     try:
                         callback()
                     except Exception as exc:  # the status line or a hook: never the engine's import
-                        logs.warning_once(f"on-settled-{getattr(callback, '__qualname__', callback)}",
-                                          "sglang-cp-symm: %s failed after patching (%s: %s)",
-                                          getattr(callback, "__qualname__", "a callback"), type(exc).__name__,
-                                          str(exc)[:200])
+                        self.table.log.warning_once(
+                            f"on-settled-{getattr(callback, '__qualname__', callback)}",
+                            "sglang-cp-symm: %s failed after patching (%s: %s)",
+                            getattr(callback, "__qualname__", "a callback"), type(exc).__name__, str(exc)[:200])
 
     def _give_up(self, module: Any, detail: str) -> None:
         """Mark whatever still waits on ``module`` as skipped with ``detail``."""
@@ -430,8 +412,9 @@ class Patcher:
             try:
                 self._undo.append(self.table.bind(module, sorted(symmetric_context_names(module))))
             except Exception as exc:  # the module's contexts stay sglang's own: not watched, routed or guarded
-                logs.warning_once(f"bind-{module.__name__}", "sglang-cp-symm: the contexts %s opens are left as "
-                                  "sglang's own (%s: %s)", module.__name__, type(exc).__name__, str(exc)[:200])
+                self.table.log.warning_once(f"bind-{module.__name__}", "sglang-cp-symm: the contexts %s opens are "
+                                            "left as sglang's own (%s: %s)", module.__name__, type(exc).__name__,
+                                            str(exc)[:200])
         if module.__name__ == POOL_FIX.module:
             self._execute_pool(module, plan)
 

@@ -29,7 +29,7 @@ def activate(nccl: Optional[str] = None) -> bool:
     if settings.problems and settings.strict:  # the exit line names the problem: no warning before it
         raise strict_exit(settings.problems[0])
     for problem in settings.problems:
-        logs.warning_once(problem, "sglang-cp-symm: %s", problem)
+        logs.logger.warning("sglang-cp-symm: %s", problem)
     if not settings.enabled:
         return False
     try:  # wrapt and the engine side load only now, and only when the plugin is on
@@ -38,8 +38,8 @@ def activate(nccl: Optional[str] = None) -> bool:
         from .nccl_policy import given_version
     except Exception as exc:  # a partial install (wrapt missing or broken): one line, and sglang as it is
         cause = f"{type(exc).__name__}: {str(exc)[:200]}"
-        logs.warning_once("import", "sglang-cp-symm: cannot load (%s); nothing was changed. Reinstall it: "
-                          "pip install --force-reinstall sglang-cp-symm", cause)
+        logs.logger.warning("sglang-cp-symm: cannot load (%s); nothing was changed. Reinstall it: "
+                            "pip install --force-reinstall sglang-cp-symm", cause)
         if settings.strict:
             raise strict_exit(f"cannot load: {cause}") from None
         return False
@@ -56,7 +56,7 @@ def activate(nccl: Optional[str] = None) -> bool:
             outcome = "nothing was changed"
         except Exception:
             outcome = "part of it may be applied, see sglang_cp_symm.status()"
-        logs.warning_once("activation", "sglang-cp-symm: could not apply (%s); %s", cause, outcome)
+        logs.logger.warning("sglang-cp-symm: could not apply (%s); %s", cause, outcome)
         if settings.strict:
             raise strict_exit(f"could not apply: {cause}") from None
         return False

@@ -49,8 +49,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
-from . import context_hooks, logs
-from .logs import logger
+from . import context_hooks
+from .logs import PluginLog, logger
 from .nccl_policy import Decision, line_for, upgrade_command
 from ..releases import Release
 
@@ -177,11 +177,11 @@ class RaceGuard:
         return {**self.plan.describe(), "lifted": self.lifted, "openers": len(self.openers)}
 
 
-def report_once(plan: GuardPlan) -> None:
+def report_once(plan: GuardPlan, log: PluginLog) -> None:
     if plan.engaged:
-        logs.warning_once("race-guard", "sglang-cp-symm: race guard engaged: %s; fix: %s; note: %s",
-                          plan.reason, plan.fix, SHARED_TP_CAVEAT)
+        log.warning_once("race-guard", "sglang-cp-symm: race guard engaged: %s; fix: %s; note: %s",
+                         plan.reason, plan.fix, SHARED_TP_CAVEAT)
     if plan.defeated_by:
-        logs.warning_once("race-guard-defeated", "sglang-cp-symm: %s: CP and DCP all-gathers can still run NCCL's "
-                          "racy symmetric kernels; unset it", plan.defeated_by)
+        log.warning_once("race-guard-defeated", "sglang-cp-symm: %s: CP and DCP all-gathers can still run NCCL's "
+                         "racy symmetric kernels; unset it", plan.defeated_by)
 

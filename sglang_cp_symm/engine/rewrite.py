@@ -76,6 +76,7 @@ from __future__ import annotations
 import ast
 import copy
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from . import send_staging
@@ -109,12 +110,12 @@ __all__ = [
 
 #: Names the inserted code may use that sglang (or the plugin) defines, and where: ``patching`` injects them
 #: into the target module when it lacks them (0.5.10's cp_utils imports neither of the first two).
-REQUIRED_NAMES = {
+REQUIRED_NAMES = MappingProxyType({
     SYMMETRIC_CONTEXT_NAME: SYMMETRIC_CONTEXT_MODULE,
     ALLOCATION_SYMMETRIC_NAME: ALLOCATION_SYMMETRIC_MODULE,
-}
+})
 #: Every name the inserted code may use that the plugin can provide where a module lacks it, and its home.
-INJECTABLE = {**REQUIRED_NAMES, STAGE_SEND_NAME: send_staging.__name__}
+INJECTABLE = MappingProxyType({**REQUIRED_NAMES, STAGE_SEND_NAME: send_staging.__name__})
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,11 @@ communicator of the group that uses it.
 
 What runs, per DP rank and in this order (``plan_for``):
 1. one prompt whose prefill holds the largest forward the scheduler would run for
-   one request on this server (``sizing.longest_forward``: the chunk per DP rank,
+   one request on this server (``scheduler_rules.longest_forward``: the chunk per DP rank,
    or with chunking off the longest prompt it both accepts and admits; the ranks'
    KV pools are asked for first, through sglang's ``get_internal_state``);
 2. a few short prompts, one at each length where a gathered buffer crosses the
-   allocator's 1 MiB "small" limit (``sizing.small_pool_tokens``, from the served
+   allocator's 1 MiB "small" limit (``allocator_model.small_pool_tokens``, from the served
    model's config): the small segments reach their peak, which the long prompt
    never touches.
 Each has random token ids (no radix-cache hit shortens it) and ``max_new_tokens=1``.
@@ -56,21 +56,18 @@ import random
 import time
 from typing import Any, Awaitable, Callable, List, Optional
 
-from .sizing import (
-    LongestForward,
-    PoolSizing,
-    SizingError,
-    attention_tp_size,
-    capped_words,
-    far_above_message,
-    longest_forward,
-    pool_words,
-    shape_from_config,
-    size_pool,
-    small_pool_tokens,
+from .allocator_model import PoolSizing, capped_words, pool_words, shape_from_config, size_pool, small_pool_tokens
+from .scheduler_rules import LongestForward, SizingError, attention_tp_size, far_above_message, longest_forward
+from .warmup_fanout import (
+    Deadline,
+    FanOutError,
+    RankFailed,
+    WarmupTimeout,
+    run_ranks,
+    send_markers,
+    sglang_warmup_timeout,
+    warmup_deadline,
 )
-from .warmup_deadline import Deadline, sglang_warmup_timeout, warmup_deadline
-from .warmup_fanout import FanOutError, RankFailed, WarmupTimeout, run_ranks, send_markers
 from .watchdog import WARMUP, PoolWatchdog, write_rank_record
 from .logs import logger
 
@@ -161,9 +158,9 @@ class WarmupPlan:
     gather_bytes: Optional[dict] = None
     left_bytes: Optional[int] = None  # capped: how much the CP buffers' peak still rises (the least growth left)
     left_most: Optional[tuple] = None  # capped: (bytes, growths) left at most, lengths arriving in rising order
-    prealloc: Optional[dict] = None  # sizing.prealloc_verdict for the scheduler's largest forward
+    prealloc: Optional[dict] = None  # allocator_model.prealloc_verdict for the scheduler's largest forward
     growth_bytes: Optional[int] = None  # what the warm-up is expected to add to the pool (0: the pre-allocation holds it)
-    sizing: Optional[PoolSizing] = None  # all of the above, as ``sizing.size_pool`` assembled it
+    sizing: Optional[PoolSizing] = None  # all of the above, as ``allocator_model.size_pool`` assembled it
 
     @property
     def tokens(self) -> int:
@@ -211,7 +208,7 @@ def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int]
     """The warm-up's prompts and fan-out, from the running server's own resolved arguments.
 
     ``pool_tokens``: one DP rank's KV pool as its scheduler reported it (``reported_pool_tokens``);
-    without it the pool is inferred from ``max_req_input_len`` (``sizing.longest_admitted_prompt``).
+    without it the pool is inferred from ``max_req_input_len`` (``scheduler_rules.longest_admitted_prompt``).
     """
     from ..releases import installed_sglang
 

@@ -39,6 +39,14 @@ warm-up request's arrival on this rank to its completion marker), ``serving``
 ``serving`` are the ones that matter; each is logged at WARNING and, where
 sglang's metrics are on, counted in ``sglang_cp_symm_pool_growths_total``.
 
+The Prometheus counter: sglang runs prometheus_client in multiprocess mode and sets
+``PROMETHEUS_MULTIPROC_DIR`` before it starts its children (``set_prometheus_multiproc_dir``
+in ``utils/common.py``; importing prometheus_client earlier breaks that mode). So the
+counter is created only in a process that already has the variable, that is a
+scheduler sglang spawned with ``--enable-metrics``; it then appears on the server's
+``/metrics`` as ``sglang_cp_symm_pool_growths_total{phase="start"|"warm-up"|"serving"}``
+(``PoolWatchdog.count_in_metrics``).
+
 Each rank also writes its record (``write_rank_record``) to a folder per server
 launch; ``compare_ranks`` reads them all and names uneven segment counts, the
 precursor of the registration hang, since no single rank can see it alone.
@@ -156,6 +164,26 @@ def pool_segments_and_bytes(pool: Any) -> Dict[str, int]:
     return {"segments": stats["segments"], "bytes": stats["reserved_bytes"]}
 
 
+#: The Prometheus counter of pool growths, by phase (``GrowthCounter``).
+METRIC = "sglang_cp_symm_pool_growths"
+
+
+class GrowthCounter:
+    """A growth callback: one Prometheus counter, labelled by phase.
+
+    Made once per watchdog and kept on it (``PoolWatchdog.metric``), across ``uninstall``/``install``:
+    prometheus_client refuses a second counter of the same name in one process, and the plugin object
+    (one per process) holds the one watchdog that counts."""
+
+    __slots__ = ("counter",)
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+
+    def __call__(self, event: Any) -> None:
+        self.counter.labels(phase=event.phase).inc()
+
+
 class PoolWatchdog:
     """Per-process record of pool growths. The three probes are parameters: CPU tests pass their own.
 
@@ -169,7 +197,7 @@ class PoolWatchdog:
         self._reserved, self._pools, self._stats = reserved, pools, stats  # _reserved: the signal's reading
         self.table = context_hooks.ContextTable() if table is None else table
         self.report_dir: Optional[str] = None  # the applied settings' folder for the rank records, while applied
-        self.metric: Any = None  # the Prometheus counter's callback (``metrics``), made once for this watchdog
+        self.metric: Optional[GrowthCounter] = None  # the Prometheus counter, made once for this watchdog
         self._device_reading = reserved  # the fallback signal: device memory in use
         self._lock = threading.RLock()  # the first counter reading may come while the lock is held
         self.phase = START
@@ -452,6 +480,27 @@ class PoolWatchdog:
         return (f"sglang-cp-symm: {self.rank}: warm-up of {len(r.prompts)} prompt(s) "
                 f"({', '.join(map(str, r.prompts))} tokens) took {r.seconds:.2f} s; symmetric pools before: "
                 f"{fmt(r.before)}; after: {fmt(r.after)}; {r.growths} growth(s)")
+
+    # -- the Prometheus counter (see the module docstring) ------------------------------------
+    def count_in_metrics(self) -> bool:
+        """Count the growths in a Prometheus counter; False where sglang's metrics are off."""
+        if self.metric is None:
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                return False
+            try:
+                from prometheus_client import Counter
+            except ImportError:
+                return False
+            self.metric = GrowthCounter(Counter(METRIC, "Symmetric-memory pool growths seen by sglang-cp-symm, by "
+                                                "phase (start, warm-up, serving); serving should stay 0", ["phase"]))
+        if self.metric not in self.on_growth:
+            self.on_growth.append(self.metric)
+        return True
+
+    def stop_metrics(self) -> None:
+        """Stop counting; the counter stays registered, as prometheus_client cannot drop it safely."""
+        if self.metric is not None and self.metric in self.on_growth:
+            self.on_growth.remove(self.metric)
 
     def describe(self) -> dict:
         return {"rank": self.rank, "rank_info": self.rank_info, "phase": self.phase, "signal": self.signal,

@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from ..engine.sizing import PRESETS
+from .model_presets import PRESETS
 
 
 def _status(args) -> int:

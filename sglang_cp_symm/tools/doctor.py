@@ -22,21 +22,18 @@ from ..engine.nccl_policy import NcclVersion, given_version, line_for, upgrade_c
 from ..engine.plan import Facts, Plan, State, gather_facts, make_plan, outcome as plan_outcome
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                Settings, read_settings)
-from ..engine.sizing import (
+from ..engine.allocator_model import capped_words, pool_words, shape_from_config, size_pool
+from .model_presets import load_config
+from ..engine.scheduler_rules import (
     REFERENCE_CHUNK,
     SizingError,
     attention_tp_size,
-    capped_words,
     context_from_config,
     far_above_message,
-    load_config,
     longest_forward,
     per_dp_chunk,
-    pool_words,
-    shape_from_config,
-    size_pool,
 )
-from ..engine.warmup_deadline import warmup_deadline
+from ..engine.warmup_fanout import warmup_deadline
 from ..pins import pin_for
 from ..releases import Build, distribution_version, installed_build
 
@@ -132,7 +129,7 @@ def sglang_warmup_timeout_from_env() -> Optional[float]:
 def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> dict:
     """The warm-up sglang-cp-symm will run and the pool the CP all-gathers need, for one set of server arguments.
 
-    The same functions as the running warm-up (``sizing.longest_forward``, ``sizing.size_pool``,
+    The same functions as the running warm-up (``scheduler_rules.longest_forward``, ``allocator_model.size_pool``,
     ``warmup_deadline``), given the command line's values instead of the server's resolved ones; ``send``: the
     plan stages the send buffers too.
     """

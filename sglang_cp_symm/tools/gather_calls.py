@@ -22,17 +22,25 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
 import inspect
 import random
 import re
 import textwrap
 from dataclasses import dataclass, field, fields, is_dataclass
-from types import SimpleNamespace
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from types import MappingProxyType, SimpleNamespace
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
 
-#: Some releases (0.5.6-0.5.9) assert that a stream is passed; the CPU path of the gather never uses it.
-NO_STREAM = SimpleNamespace(note="CPU rehearsal: no CUDA streams")
+
+class NoStream(NamedTuple):
+    """What is passed where some releases (0.5.6-0.5.9) assert that a stream is given; the CPU path of the
+    gather never uses it."""
+
+    note: str = "CPU rehearsal: no CUDA streams"
+
+
+NO_STREAM = NoStream()
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -203,23 +211,19 @@ def cuda_looking(x):
     return x.as_subclass(cuda_looking_class())
 
 
-_CUDA_LOOKING = None
-
-
+@functools.lru_cache(maxsize=1)
 def cuda_looking_class():
     """zigzag (0.5.14+) opens its symmetric context only ``if x.is_cuda`` (zigzag.py 0.5.17:457-461). On CPU a
-    tensor subclass that reports ``is_cuda`` lets the rehearsal see that context; every op still runs on CPU."""
-    global _CUDA_LOOKING
-    if _CUDA_LOOKING is None:
-        import torch
+    tensor subclass that reports ``is_cuda`` lets the rehearsal see that context; every op still runs on CPU.
+    Made once (torch imported only here), so that every call's tensors share one class."""
+    import torch
 
-        class CudaLooking(torch.Tensor):
-            @property
-            def is_cuda(self):  # noqa: D401 - mirrors torch.Tensor.is_cuda
-                return True
+    class CudaLooking(torch.Tensor):
+        @property
+        def is_cuda(self):  # noqa: D401 - mirrors torch.Tensor.is_cuda
+            return True
 
-        _CUDA_LOOKING = CudaLooking
-    return _CUDA_LOOKING
+    return CudaLooking
 
 
 def plain(t):
@@ -414,7 +418,7 @@ def _interleave_gather(tf: TargetFunction, plan: Plan) -> List[Call]:
                  lambda f, a=(local,): f(*a), full)]
 
 
-RECIPES: Dict[str, Callable[[TargetFunction, Plan], List[Call]]] = {
+RECIPES: "MappingProxyType[str, Callable[[TargetFunction, Plan], List[Call]]]" = MappingProxyType({
     "cp_attn_tp_all_gather_reorganazied_into_tensor": _reorganized,
     "cp_all_gather_reorganized_into_tensor": _reorganized,
     "cp_all_gather_reorganized_into_tensor_kv_cache": _reorganized,
@@ -422,7 +426,7 @@ RECIPES: Dict[str, Callable[[TargetFunction, Plan], List[Call]]] = {
     "ZigzagCPStrategy._all_gather_reorganized": _zigzag,
     "InterleaveCPStrategy._gather_interleaved_tensor": _interleave,
     "attn_cp_interleave_gather": _interleave_gather,
-}
+})
 
 
 def recipe_for(target) -> Callable[[TargetFunction, Plan], List[Call]]:

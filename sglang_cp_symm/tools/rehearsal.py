@@ -16,8 +16,8 @@ the NCCL the release pins, on with send staging, and with policies that engage i
 
 Two things cannot exist without a GPU, and are replaced, only they:
 - sglang's ``SymmetricMemoryContext`` needs a CUDA ``MemPool`` and an NCCL
-  communicator. ``RecordingContext`` stands in: it records which group's
-  context is open (and, like torch, refuses to nest on one pool).
+  communicator. A recording context stands in: it records which group's
+  context is open (and, like torch, refuses to nest on one pool), per ``Recorder``.
 - the custom op ``sglang::reg_all_gather_into_tensor`` has a CUDA kernel only;
   a CPU kernel calls the group's own ``_all_gather_into_tensor`` (gloo) and
   records the output and input tensors it was handed.
@@ -50,35 +50,9 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .gather_calls import NO_STREAM, NoRecipe, calls_for, locate, round_robin_switches, switched  # noqa: F401
+from .gather_calls import calls_for, locate, round_robin_switches, switched
 
 # -- observation -------------------------------------------------------------------------
-
-_state = threading.local()
-
-
-def _open_group() -> Optional[str]:
-    stack = getattr(_state, "stack", None)
-    return stack[-1] if stack else None
-
-
-class RecordingContext:
-    """Stand-in for sglang's ``SymmetricMemoryContext`` on CPU (see module docstring)."""
-
-    def __init__(self, group_coordinator: Any, *args: Any, **kwargs: Any):
-        self.group_coordinator = group_coordinator  # as sglang's class keeps it (the race guard reads its name)
-        self.group_name = getattr(group_coordinator, "unique_name", None) or repr(group_coordinator)
-
-    def __enter__(self):
-        stack = _state.__dict__.setdefault("stack", [])
-        if stack:
-            raise RuntimeError("beginAllocateToPool: already recording to mempool_id (nested symmetric context)")
-        stack.append(self.group_name)
-        return self
-
-    def __exit__(self, *exc):
-        _state.stack.pop()
-        return False
 
 
 @dataclass
@@ -99,62 +73,101 @@ def _storage_ptr(t) -> int:
     return t.untyped_storage().data_ptr()
 
 
-def make_allocation_mode(record: CallRecord):
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
+def _recording_context(opened: threading.local) -> type:
+    """A stand-in for sglang's ``SymmetricMemoryContext`` on CPU (see the module docstring) that keeps the group
+    of the context open in each thread on ``opened``."""
 
-    class AllocationRecorder(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            inputs = {
-                _storage_ptr(t)
-                for t in tree_flatten((args, kwargs or {}))[0]
-                if isinstance(t, torch.Tensor)
-            }
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() and _storage_ptr(t) not in inputs:
-                    record.allocations.append(
-                        Allocation(str(func), _storage_ptr(t), t.untyped_storage().nbytes(), _open_group())
-                    )
-            return out
+    class RecordingContext:
+        def __init__(self, group_coordinator: Any, *args: Any, **kwargs: Any):
+            self.group_coordinator = group_coordinator  # as sglang's class keeps it (the race guard reads its name)
+            self.group_name = getattr(group_coordinator, "unique_name", None) or repr(group_coordinator)
 
-    return AllocationRecorder()
+        def __enter__(self):
+            stack = opened.__dict__.setdefault("stack", [])
+            if stack:
+                raise RuntimeError("beginAllocateToPool: already recording to mempool_id (nested symmetric context)")
+            stack.append(self.group_name)
+            return self
+
+        def __exit__(self, *exc):
+            opened.stack.pop()
+            return False
+
+    return RecordingContext
+
+
+class Recorder:
+    """What one rehearsal process observes: which group's symmetric context is open in each thread, and the call
+    being recorded (``current``: its allocations and the gathers it made).
+
+    ``install_context`` and ``install_all_gather`` put the two stand-ins in (see the module docstring);
+    ``allocations(record)`` records every tensor allocated under it."""
+
+    def __init__(self) -> None:
+        self._opened = threading.local()
+        self.context_class = _recording_context(self._opened)
+        self.current: Optional[CallRecord] = None
+
+    def open_group(self) -> Optional[str]:
+        stack = getattr(self._opened, "stack", None)
+        return stack[-1] if stack else None
+
+    def allocations(self, record: CallRecord):
+        """A dispatch mode that adds every tensor allocated under it to ``record``, with the context then open."""
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        open_group = self.open_group
+
+        class AllocationRecorder(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                inputs = {
+                    _storage_ptr(t)
+                    for t in tree_flatten((args, kwargs or {}))[0]
+                    if isinstance(t, torch.Tensor)
+                }
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() and _storage_ptr(t) not in inputs:
+                        record.allocations.append(
+                            Allocation(str(func), _storage_ptr(t), t.untyped_storage().nbytes(), open_group())
+                        )
+                return out
+
+        return AllocationRecorder()
+
+    def install_context(self) -> None:
+        """sglang's symmetric context replaced by the recording one, and symmetric memory reported on (no GPU here).
+        Where the race guard is engaged, its hooks go on the stand-in as they went on sglang's class."""
+        from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
+
+        from ..engine.activation import current
+
+        pa.SymmetricMemoryContext = self.context_class
+        pa.is_symmetric_memory_enabled = lambda: True
+        applied = current()
+        if applied is not None:
+            applied.race_guard.hook_class(self.context_class)
+
+    def install_all_gather(self):
+        """A CPU kernel for ``sglang::reg_all_gather_into_tensor`` (gloo, adding what it is handed to ``current``);
+        returns the op library, which must be kept alive while it is used."""
+        import torch
+        from sglang.srt.distributed import parallel_state as ps
+
+        lib = torch.library.Library("sglang", "IMPL")
+
+        def all_gather_cpu(output, input, group_name):
+            if self.current is not None:
+                self.current.gathers.append((_storage_ptr(output), _storage_ptr(input), self.open_group()))
+            ps._groups[group_name]()._all_gather_into_tensor(output, input)
+
+        lib.impl("reg_all_gather_into_tensor", all_gather_cpu, "CPU")
+        return lib
 
 
 # -- the stand-ins -----------------------------------------------------------------------
-
-
-def install_recording_context() -> None:
-    """sglang's symmetric context replaced by ``RecordingContext``, and symmetric memory reported on (no GPU here).
-    Where the race guard is engaged, its hooks go on the stand-in as they went on sglang's class."""
-    from sglang.srt.distributed.device_communicators import pynccl_allocator as pa
-
-    from ..engine.activation import current
-
-    pa.SymmetricMemoryContext = RecordingContext
-    pa.is_symmetric_memory_enabled = lambda: True
-    applied = current()
-    if applied is not None:
-        applied.race_guard.hook_class(RecordingContext)
-
-
-def install_cpu_all_gather(records: Dict[str, CallRecord]):
-    """A CPU kernel for ``sglang::reg_all_gather_into_tensor`` (gloo, recording what it is handed); returns the
-    op library, which must be kept alive while it is used."""
-    import torch
-    from sglang.srt.distributed import parallel_state as ps
-
-    lib = torch.library.Library("sglang", "IMPL")
-
-    def all_gather_cpu(output, input, group_name):
-        current = records.get("current")
-        if current is not None:
-            current.gathers.append((_storage_ptr(output), _storage_ptr(input), _open_group()))
-        ps._groups[group_name]()._all_gather_into_tensor(output, input)
-
-    lib.impl("reg_all_gather_into_tensor", all_gather_cpu, "CPU")
-    return lib
 
 
 def cpu_gather_group(ps, world: int, rank: int, group_ranks: Optional[List[List[int]]] = None,
@@ -223,7 +236,7 @@ def dcp_gather(ps, world: int, rank: int, name: str):
     return gather, cpu_gather_group(ps, world, rank, [list(range(s, s + 2)) for s in range(0, world, 2)], name)
 
 
-def run_dcp(dcp, rank: int) -> dict:
+def run_dcp(dcp, rank: int, recorder: Recorder) -> dict:
     """One DCP q all-gather on this rank: its result against the true gather, and every allocation with the
     context open at the time (the guard must leave none of them in a DCP context)."""
     import torch
@@ -241,7 +254,7 @@ def run_dcp(dcp, rank: int) -> dict:
                 torch.arange(24, dtype=torch.float32).view(3, 4, 2) - 1000 * r)
 
     mine, record = q(rank), CallRecord()
-    with make_allocation_mode(record):
+    with recorder.allocations(record):
         q_nope, q_pe = gather(*mine)
     first = rank - group.rank_in_group
     peers = [q(first + i) for i in range(group.world_size)]
@@ -455,8 +468,8 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
             ranks = [list(range(size))] + ([list(range(size, world))] if size < world else [])
             groups[size] = cpu_gather_group(ps, world, rank, ranks)
         dcp = dcp_gather(ps, world, rank, dcp_name) if dcp_name and world % 2 == 0 else None
-        records: Dict[str, CallRecord] = {}
-        keep_alive = install_cpu_all_gather(records)
+        recorder = Recorder()
+        keep_alive = recorder.install_all_gather()
         real_context = pa.SymmetricMemoryContext
         by_name = {t.name: t for t in targets}
         located = {t.name: locate(t, importlib.import_module(t.module)) for t in targets}
@@ -477,7 +490,7 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
             if config.enabled:
                 status = sglang_cp_symm.patch(_settings_for(config), nccl=config.nccl)
             report["status"][config.name] = status
-            install_recording_context()
+            recorder.install_context()
             current = {name: tf.current() for name, tf in located.items()}
             codes = {fn.__code__: name for name, fn in current.items() if hasattr(fn, "__code__")}
             report["functions"][config.name] = {
@@ -489,17 +502,17 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
                 install_cp_group(groups[size], rank, size)
                 for call in size_calls:
                     record = CallRecord()
-                    records["current"] = record
+                    recorder.current = record
                     error = None
                     result = None
                     try:
-                        with switched(homes, call.switches), tracer, make_allocation_mode(record):
+                        with switched(homes, call.switches), tracer, recorder.allocations(record):
                             result = call.invoke(current[call.target])
                     except Exception as exc:  # noqa: BLE001 - reported per call, with its traceback
                         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-600:]
                         error += "\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])[-1500:]
                     finally:
-                        records["current"] = None
+                        recorder.current = None
                     entry = report["calls"].setdefault(call.key, {
                         "key": call.key, "target": call.target, "branch": call.branch, "cp": call.cp,
                         "lengths": call.lengths, "dtype": call.dtype, "expected_gathers": call.gathers,
@@ -513,7 +526,7 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
                     entry["runs"][config.name] = _observe(record, result, call.expected, off_results.get(call.key))
                 torch.distributed.barrier(group=groups[size].cpu_group)
             if dcp is not None:
-                report.setdefault("dcp", {})[config.name] = run_dcp(dcp, rank)
+                report.setdefault("dcp", {})[config.name] = run_dcp(dcp, rank, recorder)
             report["lines"][config.name] = {name: sorted(lines) for name, lines in tracer.lines.items()}
             if config.enabled:
                 sglang_cp_symm.unpatch()

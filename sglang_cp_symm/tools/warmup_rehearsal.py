@@ -100,7 +100,7 @@ class ReleaseScheduler:
         self.max_prefill = int(resolved(args, "max_prefill_tokens", 16384))
         self.pool = pool_tokens_of(args) if pool_tokens is None else int(pool_tokens)
         if max_req_input_len is None:
-            from sglang_cp_symm.engine.sizing import max_req_input_len_of
+            from sglang_cp_symm.engine.scheduler_rules import max_req_input_len_of
 
             max_req_input_len = max_req_input_len_of(context_len, self.pool)
         self.max_req_input_len = int(max_req_input_len)
@@ -262,7 +262,7 @@ class RecordingTokenizerManager:
                  stall_rank: Optional[int] = None, dead_rank: Optional[int] = None) -> None:
         from sglang.srt.configs.model_config import ModelConfig
 
-        from ..engine.sizing import max_req_input_len_of
+        from ..engine.scheduler_rules import max_req_input_len_of
         from ..engine.warmup import dp_ranks_of
 
         self.server_args = AsOnCuda(args, enable_symm_mem)

@@ -5,12 +5,12 @@ MODE is the warm-up run before the sweep:
 - ``none``: no warm-up;
 - ``max``: one gather of the longest prompt (the issue's floor);
 - ``full``: what ``warmup.plan_for`` sends: the longest prompt, then the short lengths of
-  ``sizing.small_pool_tokens`` for this shape.
+  ``allocator_model.small_pool_tokens`` for this shape.
 Then the sweep: one call of the patched KV-cache all-gather for every length from 1 to
 MAX_TOKENS (DeepSeek-style latent KV rows, 576 bf16 elements), as the serving phase.
 
 ``python tests/engine/gpu_warmup_probe.py off CONTEXT_LEN [CAP]``: chunked prefill off on a
-server of that context length, planned by the plugin's own code (``sizing.longest_forward``
+server of that context length, planned by the plugin's own code (``scheduler_rules.longest_forward``
 with this release's rules, ``warmup.plan_line``, the far-above warning; ``CAP`` plays
 ``SGLANG_CP_SYMM_WARMUP_TOKENS``), then measured: the pool growth the warm-up's prompts
 cause (bytes, segments, the watchdog's count) next to the bytes the plan said its CP
@@ -43,7 +43,7 @@ def main(mode: str, max_tokens: int) -> dict:
 
     from sglang_cp_symm.engine import activation
     from sglang_cp_symm.engine import pool as cp_pools
-    from sglang_cp_symm.engine.sizing import ModelShape, small_pool_tokens
+    from sglang_cp_symm.engine.allocator_model import ModelShape, small_pool_tokens
     from sglang_cp_symm.engine.watchdog import SERVING, START, WARMUP
 
     plugin = activation.current()  # the plugin object: its hook installer, watchdog and CP pools
@@ -139,11 +139,19 @@ def plan_chunking_off(context_len: int, cap=None, page_size: int = 1):
     runs no scheduler), for the latent-KV gather of this probe, CP 1."""
     import dataclasses
 
-    from sglang_cp_symm.engine.sizing import (ModelShape, capped_growth_bound, cp_need, expected_growth,
-                                              growth_left_by_cap, longest_forward, prealloc_verdict,
-                                              small_pool_tokens, warmup_reservation)
+    from sglang_cp_symm.engine.allocator_model import (
+        ModelShape,
+        capped_growth_bound,
+        cp_need,
+        expected_growth,
+        growth_left_by_cap,
+        prealloc_verdict,
+        small_pool_tokens,
+        warmup_reservation,
+    )
+    from sglang_cp_symm.engine.scheduler_rules import longest_forward
     from sglang_cp_symm.engine.warmup import WarmupPlan, far_above_warning, plan_line
-    from sglang_cp_symm.engine.warmup_deadline import warmup_deadline
+    from sglang_cp_symm.engine.warmup_fanout import warmup_deadline
     from sglang_cp_symm.releases import installed_sglang
 
     release = installed_sglang()

@@ -3,7 +3,7 @@ wheel 0.5.6-0.5.23 (post releases too), environment or not.
 
 tests/engine/test_longest_forward.py runs the scheduling code itself where a release environment exists; this reads
 every wheel (ci/fetch-wheels.sh, .cache/wheels) with ``ast`` and checks, per release, each rule that
-``engine/sizing.py``, ``engine/warmup_deadline.py`` and ``engine/warmup_fanout.py`` cite:
+``engine/scheduler_rules.py``, ``engine/allocator_model.py`` and ``engine/warmup_fanout.py`` cite:
 - the KV admission of ``PrefillAdder.add_one_req`` adds a page per request from 0.5.11 on (``+ self.page_size``,
   from 0.5.21 ``+ self.per_req_token_overhead``, which is the page unless the KV cache is sharded) and not before:
   ``sizing.PAGE_RESERVED_FROM``;
@@ -22,8 +22,8 @@ import re
 import pytest
 
 from conftest import ROOT
-from sglang_cp_symm.engine.sizing import PAGE_RESERVED_FROM
-from sglang_cp_symm.engine.warmup_deadline import SGLANG_PREFILL_WARMUP_BUDGET_S, SGLANG_WARMUP_BUDGET_S, \
+from sglang_cp_symm.engine.scheduler_rules import PAGE_RESERVED_FROM
+from sglang_cp_symm.engine.warmup_fanout import SGLANG_PREFILL_WARMUP_BUDGET_S, SGLANG_WARMUP_BUDGET_S, \
     SGLANG_WATCHDOG_TIMEOUT_S
 from sglang_cp_symm.releases import Release
 

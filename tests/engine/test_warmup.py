@@ -276,10 +276,9 @@ h.emit({"hooks": on["hooks"], "line": on["watchdog"]["phase"], "restored": befor
 def test_the_watchdogs_counter_reaches_sglangs_metrics(tmp_path):
     """prometheus_client in multiprocess mode, as sglang runs it with --enable-metrics."""
     result = run_python(None, """
-from sglang_cp_symm.engine import metrics
 from sglang_cp_symm.engine.watchdog import Growth, PoolWatchdog
 dog = PoolWatchdog(reserved=lambda: 0, pools=dict, stats=dict)
-assert metrics.install(dog) and metrics.install(dog) and dog.on_growth.count(dog.metric) == 1
+assert dog.count_in_metrics() and dog.count_in_metrics() and dog.on_growth.count(dog.metric) == 1
 for phase in ("warm-up", "serving", "serving"):
     for callback in dog.on_growth:
         callback(Growth(phase, 2 << 20, 0, 1, "here", 0.0))
@@ -297,8 +296,7 @@ print([line for line in text.splitlines() if line.startswith("sglang_cp_symm_poo
 
 def test_no_metrics_without_sglangs_multiprocess_folder():
     out = last_line(run_python(None, """
-from sglang_cp_symm.engine import metrics
 from sglang_cp_symm.engine.watchdog import PoolWatchdog
-print(metrics.install(PoolWatchdog(reserved=lambda: 0, pools=dict, stats=dict)))
+print(PoolWatchdog(reserved=lambda: 0, pools=dict, stats=dict).count_in_metrics())
 """))
     assert out == "False"

@@ -166,7 +166,7 @@ def results(release: str) -> dict:
 
 
 def bound_s() -> float:
-    from sglang_cp_symm.engine.warmup_deadline import warmup_deadline
+    from sglang_cp_symm.engine.warmup_fanout import warmup_deadline
 
     return warmup_deadline(DEADLINE_S).bound_s
 

@@ -1,6 +1,6 @@
 """Stage A: the warm-up's deadline, from SGLANG_CP_SYMM_WARMUP_TIMEOUT or sglang's own timeouts (pure functions).
 
-The figures are sglang's (sglang_cp_symm/engine/warmup_deadline.py cites where): its own warm-up request budget,
+The figures are sglang's (sglang_cp_symm/engine/warmup_fanout.py cites where): its own warm-up request budget,
 ``SGLANG_WARMUP_TIMEOUT`` or 600 s (1800 s on a PD prefill server), never below 1.5 x ``--watchdog-timeout``.
 The bound on the start that follows from it is observed, not re-derived: on a real release's named warm-up runner,
 with one DP rank that never answers (stage B, the last release of the proof set).
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PROOF_RELEASES, ROOT, last_line, run_python
-from sglang_cp_symm.engine import warmup_deadline as wd
+from sglang_cp_symm.engine import warmup_fanout as wd
 from sglang_cp_symm.engine.settings import read_settings
 
 
