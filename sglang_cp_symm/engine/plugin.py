@@ -28,9 +28,9 @@ def activate(nccl: Optional[str] = None) -> bool:
     settings = read_settings()
     if settings.problems and settings.strict:  # the exit line names the problem: no warning before it
         raise strict_exit(settings.problems[0])
-    for problem in settings.problems:
-        logs.logger.warning("sglang-cp-symm: %s", problem)
-    if not settings.enabled:
+    if not settings.enabled:  # nothing of the engine side is imported: each activation says its problems itself
+        for problem in settings.problems:
+            logs.logger.warning("sglang-cp-symm: %s", problem)
         return False
     try:  # wrapt and the engine side load only now, and only when the plugin is on
         from ..releases import installed_build
@@ -38,11 +38,16 @@ def activate(nccl: Optional[str] = None) -> bool:
         from .nccl_policy import given_version
     except Exception as exc:  # a partial install (wrapt missing or broken): one line, and sglang as it is
         cause = f"{type(exc).__name__}: {str(exc)[:200]}"
+        for problem in settings.problems:
+            logs.logger.warning("sglang-cp-symm: %s", problem)
         logs.logger.warning("sglang-cp-symm: cannot load (%s); nothing was changed. Reinstall it: "
                             "pip install --force-reinstall sglang-cp-symm", cause)
         if settings.strict:
             raise strict_exit(f"cannot load: {cause}") from None
         return False
+    log = activation.plugin().log  # the process's: a second activation (bootstrap, then a command) says nothing again
+    for problem in settings.problems:
+        log.warning_once(problem, "sglang-cp-symm: %s", problem)
     try:
         build = installed_build()
         activation.apply(settings, None if build is None else build.release,
@@ -56,7 +61,7 @@ def activate(nccl: Optional[str] = None) -> bool:
             outcome = "nothing was changed"
         except Exception:
             outcome = "part of it may be applied, see sglang_cp_symm.status()"
-        logs.logger.warning("sglang-cp-symm: could not apply (%s); %s", cause, outcome)
+        log.warning_once("activation", "sglang-cp-symm: could not apply (%s); %s", cause, outcome)
         if settings.strict:
             raise strict_exit(f"could not apply: {cause}") from None
         return False
