@@ -124,12 +124,12 @@ class ContextTable:
     - ``router``: the CP pool fix's ``pool.GroupPoolRouter`` (None where the fix is not on);
     - ``bound``: module -> [{name: sglang's function}, how many binders hold it];
     - ``hooked``: class -> [sglang's __enter__, sglang's __exit__, hook enter, hook exit];
-    - ``subclasses``: (context class, "reenter" or a listener) -> the re-entering subclass, or the watched wrapper
-      calling that listener (``subclass``);
+    - ``context_types``: (context class, "reenter" or a listener) -> what an opener hands a context out as: the
+      re-entering subclass, or the watched wrapper calling that listener (``context_type``);
     - ``log``: the plugin's records (``logs.PluginLog``), where a failure at a context is reported once.
     """
 
-    __slots__ = ("roles", "guarded", "confirm", "listener", "router", "bound", "hooked", "subclasses", "log")
+    __slots__ = ("roles", "guarded", "confirm", "listener", "router", "bound", "hooked", "context_types", "log")
 
     def __init__(self, log: Optional[PluginLog] = None) -> None:
         self.log = PluginLog() if log is None else log
@@ -140,7 +140,7 @@ class ContextTable:
         self.router: Any = None
         self.bound: Dict[Any, list] = {}
         self.hooked: Dict[type, list] = {}
-        self.subclasses: Dict[tuple, type] = {}
+        self.context_types: Dict[tuple, type] = {}
 
     def set_role(self, code: Any, role: str) -> None:
         """Give the contexts that ``code`` opens a role; ``GUARD`` wins over ``WATCH``."""
@@ -193,15 +193,15 @@ class ContextTable:
 
         return unbind
 
-    def subclass(self, cls: type, kind: Any) -> type:
+    def context_type(self, cls: type, kind: Any) -> type:
         """What a context of an opener is given (made once per class and kind): for ``"reenter"``, the subclass a
         routed 0.5.9-0.5.10 context is switched to; for a listener, the wrapper a watched context is handed out in,
         calling that listener."""
         key = (cls, kind)
-        made = self.subclasses.get(key)
+        made = self.context_types.get(key)
         if made is None:
-            made = self.subclasses[key] = (_reentering(cls, self.log) if kind == "reenter"
-                                           else _watched(kind, cls, self.log))
+            made = self.context_types[key] = (_reentering(cls, self.log) if kind == "reenter"
+                                              else _watched(kind, cls, self.log))
         return made
 
     # -- the class hooks of the race guard -----------------------------------------------------------------------
@@ -289,7 +289,7 @@ def _opener(table: ContextTable, use: Callable, module: Any, names: tuple) -> Ca
     looked up (one frame lookup and one dict lookup). A watched context is handed out in a small wrapper whose
     ``__enter__``/``__exit__`` run sglang's and let the watchdog read its signal around them (switching the
     context's own class would make every attribute access of sglang's methods on it slower, see ``ROLE``)."""
-    roles, getframe, guarded, wrappers = table.roles, sys._getframe, table.guarded, table.subclasses
+    roles, getframe, guarded, wrappers = table.roles, sys._getframe, table.guarded, table.context_types
     ids = roles.ids
     known = [-1, None]  # [the role table's version, the module's role then]: the opener's own cache
 
@@ -311,11 +311,11 @@ def _opener(table: ContextTable, use: Callable, module: Any, names: tuple) -> Ca
             router = table.router
             if router is not None and router.route(context) and router.reenters:
                 cls = context.__class__
-                context.__class__ = wrappers.get((cls, "reenter")) or table.subclass(cls, "reenter")
+                context.__class__ = wrappers.get((cls, "reenter")) or table.context_type(cls, "reenter")
             listener = table.listener
             if role is WATCH and listener is not None and not getattr(context, "is_graph_capture", 0):
                 cls = context.__class__
-                return (wrappers.get((cls, listener)) or table.subclass(cls, listener))((context,))
+                return (wrappers.get((cls, listener)) or table.context_type(cls, listener))((context,))
         except Exception as exc:
             _failed(table.log, "opening", exc)
         return context

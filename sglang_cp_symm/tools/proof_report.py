@@ -158,7 +158,7 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
             lines.append(f"  {config} {target}: " + "; ".join(f"{n}: {t}" for n, t in rows[:6]))
     else:
         lines.append("every line of every target ran, original and patched, in every configuration: yes"
-                     + (f" (not run: only statements that raise on invalid input)" if raise_only else ""))
+                     + (" (not run: only statements that raise on invalid input)" if raise_only else ""))
     if errors:
         first = next(runs[n]["error"] for row in calls for runs in row["ranks"].values() for n in names
                      if "error" in runs.get(n, {}))

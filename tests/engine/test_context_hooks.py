@@ -169,7 +169,7 @@ REENTRY = SETUP + """
         raise RuntimeError("re-entry broke")
 
     pool.reenter_group_pool = broken
-    routed = ch.ContextTable().subclass(cls, "reenter")  # the class the opener gives a routed 0.5.10 CP context
+    routed = ch.ContextTable().context_type(cls, "reenter")  # the class the opener gives a routed 0.5.10 CP context
 
     def gather():
         ctx = use_symmetric_memory(GROUP)
