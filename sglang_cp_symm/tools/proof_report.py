@@ -70,11 +70,23 @@ def _state_text(targets: dict) -> str:
 
 
 def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
-    """(text, ok) for one ``rehearsal.prove`` result."""
-    from .rehearsal import coverage, merged_calls
+    """(text, ok) for one ``rehearsal.prove`` result: what ran, the table of calls, and the verdicts."""
+    from .rehearsal import merged_calls
 
-    lines: List[str] = []
+    unfinished = _unfinished(result)
+    if unfinished:
+        return "\n".join(unfinished), False
+    configs = [c for c in result["configs"] if show_configs is None or c["name"] in show_configs]
+    names = [c["name"] for c in configs]
+    calls = merged_calls(result)
+    verdicts, ok = _verdicts(result, calls, names)
+    return "\n".join(_configurations(result, configs, calls) + _table(result, calls, names) + verdicts), ok
+
+
+def _unfinished(result: dict) -> List[str]:
+    """The lines for a rehearsal that ran nothing, or did not finish on every rank; [] when it finished."""
     release = result.get("release")
+    lines: List[str] = []
     if "ranks" not in result or result.get("error") and not result.get("ranks"):
         lines.append(f"sglang {release or '(not installed)'}: nothing was run")
         for module, outcome in sorted(result.get("imports", {}).items()):
@@ -82,7 +94,7 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
                 lines.append(f"  {module}: {outcome}")
         if result.get("error") and not any(o != "imported" for o in result.get("imports", {}).values()):
             lines.append(f"  {result['error']}")
-        return "\n".join(lines), False
+        return lines
     failed = {rank: report["error"] for rank, report in result["ranks"].items() if "error" in report}
     if failed or "0" not in result["ranks"]:  # a rank that raised or never answered: its last line, no traceback
         lines.append(f"sglang {release}: the rehearsal did not finish; nothing below is a verdict")
@@ -91,17 +103,16 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
             lines.append(f"  rank {rank}: {last[0].strip()[:300]}")
         if result.get("error") and not failed:
             lines.append(f"  {result['error'][:300]}")
-        return "\n".join(lines), False
+    return lines
+
+
+def _configurations(result: dict, configs: List[dict], calls: List[dict]) -> List[str]:
+    """What ran: the release, the groups, the calls, and each configuration with what the plugin did in it."""
     rank0 = result["ranks"]["0"]
-    configs = [c for c in result["configs"] if show_configs is None or c["name"] in show_configs]
-    names = [c["name"] for c in configs]
-    calls = merged_calls(result)
-    n_calls = len(calls)
     rank_calls = sum(len(c["ranks"]) for c in calls)
-    lines.append(f"sglang {release}: the release's own CP all-gathers on {result['world']} CPU processes (gloo), "
-                 f"CP groups of {', '.join(map(str, result['sizes']))} ranks; {n_calls} calls ({rank_calls} rank-calls) "
-                 f"in each configuration")
-    lines.append("configurations:")
+    lines = [f"sglang {result.get('release')}: the release's own CP all-gathers on {result['world']} CPU processes "
+             f"(gloo), CP groups of {', '.join(map(str, result['sizes']))} ranks; {len(calls)} calls ({rank_calls} "
+             "rank-calls) in each configuration", "configurations:"]
     for c in configs:
         status = rank0["status"].get(c["name"])
         lines.append(f"  {c['name']:<15} {c['label']}")
@@ -109,20 +120,22 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
             lines.append(f"  {'':<15} targets: {_state_text(status['targets'])}")
             if status.get("nccl"):
                 lines.append(f"  {'':<15} NCCL policy: {status['nccl']['reason']}")
+    return lines
+
+
+def _table(result: dict, calls: List[dict], names: List[str]) -> List[str]:
+    """One row per target and branch: an example's shares, and where its buffers were in each configuration."""
     width_t = max(len("target"), *(len(c["target"]) for c in calls))
     width_b = max(len("branch"), *(len(c["branch"]) for c in calls))
     width_s = 14
-    cells = {}
     groups: Dict[tuple, List[dict]] = {}
     for call in calls:
         groups.setdefault((call["target"], call["branch"]), []).append(call)
-    for key, rows in groups.items():
-        cells[key] = [_cell(rows, name) for name in names]
+    cells = {key: [_cell(rows, name) for name in names] for key, rows in groups.items()}
     widths = [max(len(name), *(len(cells[k][i]) for k in cells)) for i, name in enumerate(names)]
-    lines.append("")
     header = f"  {'target':<{width_t}}  {'branch':<{width_b}}  {'shares':<{width_s}}  " + "  ".join(
         f"{n:<{w}}" for n, w in zip(names, widths))
-    lines.append(header.rstrip())
+    lines = ["", header.rstrip()]
     example_cp = 3 if 3 in result["sizes"] else result["sizes"][0]
     for (target, branch), rows in groups.items():
         example = next((r for r in rows if r["cp"] == example_cp), rows[0])
@@ -134,20 +147,26 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
         lines.append("  moved into the context by the plugin (not there with it off):")
         lines.extend(moved)
     lines.append(LEGEND.format(sizes=", ".join(map(str, result["sizes"])), example=example_cp))
-    lines.append("")
-    ok = True
-    errors = sum(1 for row in calls for runs in row["ranks"].values() for n in names if "error" in runs.get(n, {}))
-    wrong = sum(1 for row in calls for runs in row["ranks"].values() for n in names
-                if "error" not in runs.get(n, {"error": 1}) and not (
-                    runs[n]["correct"] and runs[n]["same_as_off"] in (None, True)))
-    other = sum(1 for row in calls for runs in row["ranks"].values() for n in names if "error" not in runs.get(n, {})
+    return lines + [""]
+
+
+def _verdicts(result: dict, calls: List[dict], names: List[str]) -> tuple:
+    """(lines, ok): results identical, nothing else inside the context, every line of every target ran."""
+    from .rehearsal import coverage
+
+    runs_of = [(runs, n) for row in calls for runs in row["ranks"].values() for n in names]
+    errors = sum(1 for runs, n in runs_of if "error" in runs.get(n, {}))
+    wrong = sum(1 for runs, n in runs_of if "error" not in runs.get(n, {"error": 1}) and not (
+        runs[n]["correct"] and runs[n]["same_as_off"] in (None, True)))
+    other = sum(1 for runs, n in runs_of if "error" not in runs.get(n, {})
                 for a in runs[n]["inside"] if not (a["is_output"] or a["is_input"]))
     uneven = sum(1 for row in calls if len(set(row["lengths"])) > 1)
-    ok &= not errors and not wrong and not other
-    lines.append(f"results bit-identical to sglang's own and to the full tensor: "
-                 f"{'yes' if not wrong and not errors else f'NO ({wrong} wrong, {errors} raised)'}"
-                 f" ({rank_calls} rank-calls x {len(names)} configurations; {uneven} of {n_calls} calls on uneven shares)")
-    lines.append(f"anything but the output and the send buffer inside the context: {'no' if not other else f'YES ({other})'}")
+    rank_calls = sum(len(c["ranks"]) for c in calls)
+    ok = not errors and not wrong and not other
+    lines = [f"results bit-identical to sglang's own and to the full tensor: "
+             f"{'yes' if not wrong and not errors else f'NO ({wrong} wrong, {errors} raised)'}"
+             f" ({rank_calls} rank-calls x {len(names)} configurations; {uneven} of {len(calls)} calls on uneven shares)",
+             f"anything but the output and the send buffer inside the context: {'no' if not other else f'YES ({other})'}"]
     cov = coverage(result)
     missing = [(c, t, i["missing"]) for c, ts in cov.items() if c in names for t, i in ts.items() if i["missing"]]
     raise_only = max((i["not_run_raise_only"] for c, ts in cov.items() for i in ts.values()), default=0)
@@ -160,13 +179,12 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
         lines.append("every line of every target ran, original and patched, in every configuration: yes"
                      + (" (not run: only statements that raise on invalid input)" if raise_only else ""))
     if errors:
-        first = next(runs[n]["error"] for row in calls for runs in row["ranks"].values() for n in names
-                     if "error" in runs.get(n, {}))
+        first = next(runs[n]["error"] for runs, n in runs_of if "error" in runs.get(n, {}))
         lines.append("first error: " + first.strip().splitlines()[0])
     if result.get("error"):
         ok = False
         lines.append(f"error: {result['error'][:2000]}")
-    return "\n".join(lines), ok
+    return lines, ok
 
 
 def run_demo(world: int = 4, rounds: int = 1, send: bool = True, nccl: Optional[str] = None,
