@@ -36,6 +36,22 @@ def _configured() -> bool:
     return False
 
 
+#: Set on a ``basicConfig``/``dictConfig`` wrapper of a ``PluginLog`` once it has released its records.
+RELEASED = "__sglang_cp_symm_released__"
+
+
+def _unwrap_released(owner: Any, name: str, wrapper: Callable) -> None:
+    """Mark ``wrapper`` released and, where it is the one installed, put back what it wrapped, past any other
+    released wrapper under it (two logs in one process, as tests make: the inner one releases first)."""
+    setattr(wrapper, RELEASED, True)
+    if getattr(owner, name) is not wrapper:
+        return
+    value = wrapper.__wrapped__
+    while getattr(value, RELEASED, False):
+        value = value.__wrapped__
+    setattr(owner, name, value)
+
+
 class PluginLog:
     """The plugin's records of one process: those held until logging is configured, and the warnings already said.
 
@@ -89,5 +105,4 @@ class PluginLog:
 
             configured.__wrapped__ = original  # type: ignore[attr-defined]
             setattr(owner, name, configured)
-            self._restore.append(lambda o=owner, n=name, v=original, w=configured:
-                                 getattr(o, n) is w and setattr(o, n, v))
+            self._restore.append(lambda o=owner, n=name, w=configured: _unwrap_released(o, n, w))

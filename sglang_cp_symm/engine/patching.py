@@ -159,8 +159,10 @@ def resolve_names(plan_names: Dict[str, str], module: Any) -> Tuple[Dict[str, An
     return inject, missing
 
 
-def plan_target(target: Target, module: Any, output: bool, send: bool) -> Plan:
-    """Every check patching makes before it changes anything; raises ``Refused`` with the state to report."""
+def plan_target(target: Target, module: Any, output: bool, send: bool,
+                compiled: Optional[Dict[tuple, Any]] = None) -> Plan:
+    """Every check patching makes before it changes anything; raises ``Refused`` with the state to report.
+    ``compiled``: the module compiles the source proof may reuse (``rebuild.build_code``)."""
     try:
         owner, attr, current = resolve(module, target.function)
     except (AttributeError, KeyError):
@@ -184,7 +186,7 @@ def plan_target(target: Target, module: Any, output: bool, send: bool) -> Plan:
         raise Refused(SKIPPED, f"its source is not available ({exc})") from None
     source = textwrap.dedent("".join(lines))
     try:
-        prove_source(original, source, first_line)
+        prove_source(original, source, first_line, compiled)
     except (RebuildError, SyntaxError) as exc:
         raise Refused(SKIPPED, str(exc)) from None
     names = symmetric_context_names(module)
@@ -393,6 +395,7 @@ class Patcher:
         """Execute the plan's entries whose module this is."""
         plan = self._plan_now()
         register_module = False
+        compiled: Dict[tuple, Any] = {}  # the module's unedited compile, which every target's source proof shares
         for target in targets_for(self.release):
             if target.module != module.__name__:
                 continue
@@ -404,7 +407,7 @@ class Patcher:
             if entry.action == Action.GUARD:
                 self._guard_target(target, module)
             elif entry.action == Action.PATCH:
-                self.patch_target(target, module, entry.output, entry.send)
+                self.patch_target(target, module, entry.output, entry.send, compiled)
             else:
                 self._set(target.name, target.dotted, entry.state, entry.detail)
         if register_module:  # the contexts this module opens are where the plugin acts, whatever the plan did to
@@ -446,10 +449,12 @@ class Patcher:
         else:
             self._set(POOL_FIX.name, status.where, entry.state, entry.detail)
 
-    def patch_target(self, target: Target, module: Any, output: bool, send: bool) -> TargetStatus:
-        """Patch one target of ``module`` (or refuse, leaving it as it was); returns its status."""
+    def patch_target(self, target: Target, module: Any, output: bool, send: bool,
+                     compiled: Optional[Dict[tuple, Any]] = None) -> TargetStatus:
+        """Patch one target of ``module`` (or refuse, leaving it as it was); returns its status. ``compiled``: the
+        module compiles its source proof may share with the module's other targets (``rebuild.build_code``)."""
         try:
-            plan = plan_target(target, module, output, send)
+            plan = plan_target(target, module, output, send, compiled)
         except Refused as refused:
             self._set(target.name, target.dotted, refused.state, refused.detail)
             return self.statuses[target.name]

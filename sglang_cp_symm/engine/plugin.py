@@ -45,10 +45,11 @@ def activate(nccl: Optional[str] = None) -> bool:
         if settings.strict:
             raise strict_exit(f"cannot load: {cause}") from None
         return False
-    log = activation.plugin().log  # the process's: a second activation (bootstrap, then a command) says nothing again
-    for problem in settings.problems:
-        log.warning_once(problem, "sglang-cp-symm: %s", problem)
+    log = None
     try:
+        log = activation.plugin().log  # the process's: a second activation (bootstrap, then a command) is quiet
+        for problem in settings.problems:
+            log.warning_once(problem, "sglang-cp-symm: %s", problem)
         build = installed_build()
         activation.apply(settings, None if build is None else build.release,
                          None if nccl is None else given_version(nccl), build=build)
@@ -61,7 +62,10 @@ def activate(nccl: Optional[str] = None) -> bool:
             outcome = "nothing was changed"
         except Exception:
             outcome = "part of it may be applied, see sglang_cp_symm.status()"
-        log.warning_once("activation", "sglang-cp-symm: could not apply (%s); %s", cause, outcome)
+        if log is not None:
+            log.warning_once("activation", "sglang-cp-symm: could not apply (%s); %s", cause, outcome)
+        else:  # the plugin object itself could not be made
+            logs.logger.warning("sglang-cp-symm: could not apply (%s); %s", cause, outcome)
         if settings.strict:
             raise strict_exit(f"could not apply: {cause}") from None
         return False

@@ -171,7 +171,7 @@ METRIC = "sglang_cp_symm_pool_growths"
 class GrowthCounter:
     """A growth callback: one Prometheus counter, labelled by phase.
 
-    Made once per watchdog and kept on it (``PoolWatchdog.metric``), across ``uninstall``/``install``:
+    Made once per watchdog and kept on it (``PoolWatchdog.metric``), across ``stop_metrics``/``count_in_metrics``:
     prometheus_client refuses a second counter of the same name in one process, and the plugin object
     (one per process) holds the one watchdog that counts."""
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import functools
 import importlib
 import inspect
 import random
@@ -206,16 +205,10 @@ def uneven_lengths(rng: random.Random, total: int, cp: int) -> List[int]:
     return lengths
 
 
-def cuda_looking(x):
-    """``x`` as a tensor that answers ``is_cuda`` with True (see ``CudaLooking``)."""
-    return x.as_subclass(cuda_looking_class())
-
-
-@functools.lru_cache(maxsize=1)
-def cuda_looking_class():
+def cuda_looking_class() -> type:
     """zigzag (0.5.14+) opens its symmetric context only ``if x.is_cuda`` (zigzag.py 0.5.17:457-461). On CPU a
     tensor subclass that reports ``is_cuda`` lets the rehearsal see that context; every op still runs on CPU.
-    Made once (torch imported only here), so that every call's tensors share one class."""
+    Made once per ``Plan`` (torch imported only here), so that the calls of one CP size share one class."""
     import torch
 
     class CudaLooking(torch.Tensor):
@@ -244,6 +237,7 @@ class Plan:
     seed: int
     rng: random.Random
     counter: int = 0
+    cuda_looking: type = field(default_factory=cuda_looking_class)  # tensors that answer ``is_cuda`` with True
 
     def next_seed(self) -> int:
         self.counter += 1
@@ -361,7 +355,7 @@ def _zigzag(tf: TargetFunction, plan: Plan) -> List[Call]:
                                   max_rank_len=[longest] * cp)
         else:
             meta = build_metadata(meta_cls, per_rank_actual_token=lengths, max_rank_len=[longest] * cp)
-        x = cuda_looking(local) if cuda else local
+        x = local.as_subclass(plan.cuda_looking) if cuda else local
         fb = SimpleNamespace(attn_cp_metadata=meta)
         args = (strategy, x, fb, NO_STREAM) if with_stream else (strategy, x, fb)
         calls.append(Call(tf.name, branch, cp, lengths, dtype, lambda f, a=args: plain(f(*a)), full, plain_cpu=not cuda))

@@ -15,14 +15,14 @@ from ..engine.scheduler_rules import SizingError
 #: Shapes of models whose CP prefill sglang documents, from their published config.json.
 PRESETS = MappingProxyType({
     # deepseek-ai/DeepSeek-V3.2-Exp: hidden 7168, kv_lora_rank 512, qk_rope_head_dim 64, index_head_dim 128.
-    "deepseek-v3.2": {"hidden_size": 7168, "kv_lora_rank": 512, "qk_rope_head_dim": 64, "index_head_dim": 128,
-                      "num_attention_heads": 128},
+    "deepseek-v3.2": MappingProxyType({"hidden_size": 7168, "kv_lora_rank": 512, "qk_rope_head_dim": 64,
+                                       "index_head_dim": 128, "num_attention_heads": 128}),
     # Qwen/Qwen3-30B-A3B: hidden 2048, 4 KV heads of 128, context 40960.
-    "qwen3-30b-a3b": {"hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
-                      "max_position_embeddings": 40960},
+    "qwen3-30b-a3b": MappingProxyType({"hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 4,
+                                       "head_dim": 128, "max_position_embeddings": 40960}),
     # Qwen/Qwen3-235B-A22B: hidden 4096, 4 KV heads of 128, context 40960.
-    "qwen3-235b-a22b": {"hidden_size": 4096, "num_attention_heads": 64, "num_key_value_heads": 4, "head_dim": 128,
-                        "max_position_embeddings": 40960},
+    "qwen3-235b-a22b": MappingProxyType({"hidden_size": 4096, "num_attention_heads": 64, "num_key_value_heads": 4,
+                                         "head_dim": 128, "max_position_embeddings": 40960}),
 })
 
 

@@ -440,6 +440,28 @@ def _observe(record: CallRecord, result, expected, off_result) -> dict:
     }
 
 
+def _run_call(call: Any, fn: Any, recorder: Recorder, homes: Dict[str, list], tracer: LineTracer) -> tuple:
+    """(its record, its result, None) for one call of ``fn`` as ``call`` says, or (record, None, the error with the
+    last frames of its traceback)."""
+    record = CallRecord()
+    recorder.current = record
+    try:
+        with switched(homes, call.switches), tracer, recorder.allocations(record):
+            return record, call.invoke(fn), None
+    except Exception as exc:  # noqa: BLE001 - reported per call, with its traceback
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-600:]
+        return record, None, error + "\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])[-1500:]
+    finally:
+        recorder.current = None
+
+
+def _call_entry(call: Any) -> dict:
+    """What the report keeps of one call, before its runs in each configuration."""
+    return {"key": call.key, "target": call.target, "branch": call.branch, "cp": call.cp, "lengths": call.lengths,
+            "dtype": call.dtype, "expected_gathers": call.gathers, "expected_rows": int(call.expected.shape[0]),
+            "plain_cpu": call.plain_cpu, "runs": {}}
+
+
 def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Config], seed: int, rounds: int,
             only: Optional[List[str]], queue, dcp_name: Optional[str] = None) -> None:
     started = time.monotonic()
@@ -501,23 +523,8 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
                 report["groups"][str(size)] = groups[size].unique_name
                 install_cp_group(groups[size], rank, size)
                 for call in size_calls:
-                    record = CallRecord()
-                    recorder.current = record
-                    error = None
-                    result = None
-                    try:
-                        with switched(homes, call.switches), tracer, recorder.allocations(record):
-                            result = call.invoke(current[call.target])
-                    except Exception as exc:  # noqa: BLE001 - reported per call, with its traceback
-                        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()[-600:]
-                        error += "\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])[-1500:]
-                    finally:
-                        recorder.current = None
-                    entry = report["calls"].setdefault(call.key, {
-                        "key": call.key, "target": call.target, "branch": call.branch, "cp": call.cp,
-                        "lengths": call.lengths, "dtype": call.dtype, "expected_gathers": call.gathers,
-                        "expected_rows": int(call.expected.shape[0]), "plain_cpu": call.plain_cpu,
-                        "runs": {}})
+                    record, result, error = _run_call(call, current[call.target], recorder, homes, tracer)
+                    entry = report["calls"].setdefault(call.key, _call_entry(call))
                     if error is not None:
                         entry["runs"][config.name] = {"error": error}
                         continue

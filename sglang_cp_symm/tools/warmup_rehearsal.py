@@ -26,18 +26,26 @@ import inspect
 from array import array
 from typing import Any, Dict, List, Optional
 
-from ..engine.warmup import resolved_arg  # the server's arguments, read as the warm-up reads them
-
 #: The KV pool of a rank when the server arguments set none (``--max-total-tokens``): far above any context here,
 #: as the memory profile of a large GPU gives.
 PROFILED_POOL_TOKENS = 1 << 20
 
 
+def resolved(args: Any, name: str, default: Any = None) -> Any:
+    """A resolved server argument (``resolved_dict()`` from 0.5.19, the field before). Not the warm-up's own
+    reader (``warmup.resolved_arg``) on purpose: ``ReleaseScheduler`` is what the warm-up's plan is checked against
+    (tests/engine/test_longest_forward.py), so it reads the arguments on its own, and strictly (an error in
+    ``resolved_dict()`` raises here)."""
+    values = args.resolved_dict() if hasattr(args, "resolved_dict") else {}
+    value = values.get(name) if name in values else getattr(args, name, None)
+    return default if value is None else value
+
+
 def pool_tokens_of(args: Any) -> int:
     """One DP rank's KV pool in tokens: ``--max-total-tokens`` (else ``PROFILED_POOL_TOKENS``), in whole pages, as
     the pool configurator rounds it (``pool_configurator.py`` 0.5.11 lines 174-180)."""
-    page = int(resolved_arg(args, "page_size", 1) or 1)
-    wanted = resolved_arg(args, "max_total_tokens", None) or PROFILED_POOL_TOKENS
+    page = int(resolved(args, "page_size", 1) or 1)
+    wanted = resolved(args, "max_total_tokens", None) or PROFILED_POOL_TOKENS
     return int(wanted) // page * page
 
 
@@ -89,17 +97,17 @@ class ReleaseScheduler:
 
         self.torch, self.sp, self.Req, self.SamplingParams = torch, schedule_policy, Req, SamplingParams
         self.validate = validate_input_length
-        chunk = resolved_arg(args, "chunked_prefill_size", -1)
+        chunk = resolved(args, "chunked_prefill_size", -1)
         self.chunk = int(chunk) if chunk and int(chunk) > 0 else None
-        self.page = int(resolved_arg(args, "page_size", 1) or 1)
-        self.max_prefill = int(resolved_arg(args, "max_prefill_tokens", 16384))
+        self.page = int(resolved(args, "page_size", 1) or 1)
+        self.max_prefill = int(resolved(args, "max_prefill_tokens", 16384))
         self.pool = pool_tokens_of(args) if pool_tokens is None else int(pool_tokens)
         if max_req_input_len is None:
             from sglang_cp_symm.engine.scheduler_rules import max_req_input_len_of
 
             max_req_input_len = max_req_input_len_of(context_len, self.pool)
         self.max_req_input_len = int(max_req_input_len)
-        self.cp = int(resolved_arg(args, "attn_cp_size", 1) or 1)
+        self.cp = int(resolved(args, "attn_cp_size", 1) or 1)
         setter = getattr(sa, "set_global_server_args_for_scheduler", None)
         if setter is not None:  # 0.5.23's PrefillAdder reads the published configuration
             setter(args)

@@ -6,7 +6,7 @@ every wheel (ci/fetch-wheels.sh, .cache/wheels) with ``ast`` and checks, per rel
 ``engine/scheduler_rules.py``, ``engine/allocator_model.py`` and ``engine/warmup_fanout.py`` cite:
 - the KV admission of ``PrefillAdder.add_one_req`` adds a page per request from 0.5.11 on (``+ self.page_size``,
   from 0.5.21 ``+ self.per_req_token_overhead``, which is the page unless the KV cache is sharded) and not before:
-  ``sizing.PAGE_RESERVED_FROM``;
+  ``scheduler_rules.PAGE_RESERVED_FROM``;
 - ``max_req_input_len = max_req_len - 5`` with ``max_req_len = min(context_len - 1, pool - 1)`` (tp_worker.py), and the
   scheduler refuses ``len(origin_input_ids) >= max_req_input_len`` (``validate_input_length``);
 - the first request of a batch is admitted whatever ``max_prefill_tokens`` (``len(self.can_run_list) != 0``);

@@ -7,7 +7,7 @@
   release could backport it): the pool fix stands down;
 - with send staging on, on the real modules of every release environment here, every
   target is patched and every name its inserted code reads resolves in its module
-  (``patching.injected_name_report``; the source-level report covers every wheel in
+  (``patching.plan_target``, the checks patching makes; the source-level report covers every wheel in
   test_rewrite_acceptance.py).
 """
 

@@ -169,7 +169,7 @@ def test_shapes_of_the_documented_models():
 
 
 def test_shape_from_a_config_file_and_the_errors(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"text_config": presets.PRESETS["qwen3-235b-a22b"]}))
+    (tmp_path / "config.json").write_text(json.dumps({"text_config": dict(presets.PRESETS["qwen3-235b-a22b"])}))
     assert presets.load_shape(str(tmp_path)).gathers["hidden_states"] == 4096 * 2
     with pytest.raises(rules.SizingError, match="neither a preset"):
         presets.load_shape(str(tmp_path / "missing"))
