@@ -156,24 +156,9 @@ def torch_built_with() -> Optional[NcclVersion]:
     return None if version is None or implausible(version) else version
 
 
-def sm90_or_later() -> Tuple[bool, str]:
-    """Whether the GPU is Hopper or later; assumed so unless CUDA is already up.
-
-    Never initialises CUDA (a scheduler must pick its device first) and never imports torch.
-    """
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_initialized():
-            major, _ = torch.cuda.get_device_capability()
-            return major >= 9, f"compute capability {major}.x"
-    except Exception:
-        pass
-    return True, "assumed sm90+ (CUDA not initialised yet)"
-
-
 def known_capability() -> Optional[Tuple[int, int]]:
     """The GPU's compute capability where CUDA is already up in this process, else None (then the plan assumes
-    sm90+). Never initialises CUDA and never imports torch, like ``sm90_or_later``."""
+    sm90+). Never initialises CUDA (a scheduler must pick its device first) and never imports torch."""
     torch = sys.modules.get("torch")
     try:
         if torch is not None and torch.cuda.is_initialized():
@@ -182,3 +167,11 @@ def known_capability() -> Optional[Tuple[int, int]]:
     except Exception:
         pass
     return None
+
+
+def sm90_or_later() -> Tuple[bool, str]:
+    """Whether the GPU is Hopper or later (``known_capability``), and why; assumed so unless CUDA is already up."""
+    capability = known_capability()
+    if capability is None:
+        return True, "assumed sm90+ (CUDA not initialised yet)"
+    return capability[0] >= 9, f"compute capability {capability[0]}.x"

@@ -111,39 +111,16 @@ def set_aside_switches(command: str, instead: str) -> list:
 
 
 def import_register_modules() -> dict:
-    """Import every module the register names for this release, as a scheduler would; {module: what happened}.
-
-    A module that is not in the release is "not present"; one that is there but
-    raises while it imports is "failed to import: <error>", never confused with the first.
-    """
-    import importlib
-    import importlib.util
-
+    """Import every module the register names for this release, as a scheduler would; {module: what happened}
+    (``rehearsal.import_modules``)."""
     from ..engine.activation import current
     from ..targets import POOL_FIX, targets_for
+    from .rehearsal import import_modules
 
     applied = current()
     if applied is None or applied.patcher.release is None:
         return {}
-    modules = sorted({t.module for t in targets_for(applied.patcher.release)} | {POOL_FIX.module})
-    outcome = {}
-    for module in modules:
-        try:
-            present = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError) as exc:  # a parent package failed to import
-            outcome[module] = f"failed to import: {type(exc).__name__}: {str(exc)[:200]}"
-            continue
-        if not present:
-            outcome[module] = "not present"
-            continue
-        try:
-            importlib.import_module(module)
-            outcome[module] = "imported"
-        except SystemExit:
-            raise
-        except BaseException as exc:
-            outcome[module] = f"failed to import: {type(exc).__name__}: {str(exc)[:200]}"
-    return outcome
+    return import_modules(sorted({t.module for t in targets_for(applied.patcher.release)} | {POOL_FIX.module}))
 
 
 def _demo(args) -> int:

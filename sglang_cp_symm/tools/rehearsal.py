@@ -272,7 +272,8 @@ HARNESS_MODULES = ("sglang.srt.distributed.parallel_state", "sglang.srt.layers.d
 
 
 def import_modules(names) -> Dict[str, str]:
-    """{module: "imported" | "not present" | "failed to import: <error>"} (a failure is never confused with absence)."""
+    """{module: "imported" | "not present" | "failed to import: <error>"} (a failure is never confused with absence).
+    ``SystemExit`` goes on: strict mode stops the engine's import, and this command with it."""
     outcome = {}
     for name in names:
         try:
@@ -286,6 +287,8 @@ def import_modules(names) -> Dict[str, str]:
         try:
             importlib.import_module(name)
             outcome[name] = "imported"
+        except SystemExit:
+            raise
         except BaseException as exc:  # noqa: BLE001 - any failure of a release's import is the finding
             outcome[name] = f"failed to import: {type(exc).__name__}: {str(exc)[:300]}"
     return outcome
