@@ -91,7 +91,8 @@ def shape_from_config(config: dict, kv_dtype: str = "bf16", attn_tp_size: int = 
             per_rank = max(1, heads // max(1, attn_tp_size))
             gathers["k"] = gathers["v"] = per_rank * head_dim * kv
     except (KeyError, TypeError, ValueError) as exc:
-        raise SizingError(f"cannot read the attention shape from the model config ({type(exc).__name__}: {exc})") from None
+        raise SizingError("cannot read the attention shape from the model config "
+                          f"({type(exc).__name__}: {exc})") from None
     gathers["hidden_states"] = hidden * 2
     return ModelShape(name or str(cfg.get("model_type") or "model"), gathers)
 

@@ -184,15 +184,8 @@ def algo_effect(env: Mapping[str, str], nccl: Optional[Sequence[int]]) -> Effect
     return Effect("NCCL_ALGO", value, PARAMETERS[-1].when_set)
 
 
-def symmetric_off(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The setting that keeps every symmetric kernel off, as one line, or None."""
-    for effect in effects(environ):
-        if effect.symmetric_off:
-            return effect.line()
-    return None
-
-
-def guard_defeated(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """The setting that lets symmetric kernels run outside windows (the guard cannot hold), as one line, or None."""
-    lines = [e.line() for e in effects(environ) if e.defeats_guard]
-    return "; ".join(lines) or None
+def settings_that(found: Sequence[Effect], flag: str) -> Optional[str]:
+    """The settings among ``found`` (``effects``) that have ``flag`` as one line, or None: ``"symmetric_off"``
+    (every symmetric kernel off: nothing to guard) or ``"defeats_guard"`` (symmetric kernels outside windows:
+    the guard cannot hold). What the plan hands the race guard."""
+    return "; ".join(e.line() for e in found if getattr(e, flag)) or None

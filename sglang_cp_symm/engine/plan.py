@@ -255,8 +255,9 @@ def make_plan(facts: Facts) -> Plan:
         return Plan(facts, problem=f"release not in the register ({FIRST_SUPPORTED}..{LAST_SUPPORTED}); "
                                    "upgrade sglang-cp-symm or pin a supported sglang")
     decision = decide(facts.nccl, settings.send, settings.allow_nccl_race, facts.sm90)
-    guard = plan_guard(decision, release, settings.allow_nccl_race, _first_line(facts, "symmetric_off"),
-                       _first_line(facts, "defeats_guard"))
+    guard = plan_guard(decision, release, settings.allow_nccl_race,
+                       nccl_env.settings_that(facts.nccl_env, "symmetric_off"),
+                       nccl_env.settings_that(facts.nccl_env, "defeats_guard"))
     if guard.engaged and not facts.sm90:
         guard = GuardPlan(False, f"not needed: GPU {facts.gpu[0]}.{facts.gpu[1]} is below sm90 (no programmatic "
                                  "launch)")
@@ -356,11 +357,6 @@ def outcome(entries: Iterable[Tuple[str, State, str]], guard_reason: Optional[st
 
 def _with(entry: TargetPlan, **changes) -> TargetPlan:
     return replace(entry, **changes)
-
-
-def _first_line(facts: Facts, flag: str) -> Optional[str]:
-    lines = [effect.line() for effect in facts.nccl_env if getattr(effect, flag)]
-    return "; ".join(lines) or None
 
 
 def read_sources(release: Optional[Release], read: Callable[[str], Optional[str]] = module_text

@@ -80,9 +80,9 @@ def test_the_last_entry_for_allgather_wins():
 
 
 def test_the_guard_inputs_ignore_nccl_algo():
-    """symmetric_off / guard_defeated feed the race guard (2.28-2.30, where NCCL_ALGO does nothing to it)."""
-    env = {"NCCL_ALGO": "NVLS"}
-    assert nccl_env.symmetric_off(env) is None and nccl_env.guard_defeated(env) is None
+    """What the plan hands the race guard (``settings_that``; 2.28-2.30, where NCCL_ALGO does nothing to it)."""
+    found = nccl_env.effects({"NCCL_ALGO": "NVLS"})
+    assert nccl_env.settings_that(found, "symmetric_off") is None and nccl_env.settings_that(found, "defeats_guard") is None
 
 
 @pytest.mark.release

@@ -51,11 +51,13 @@ def test_no_dcp_group_before_the_release_that_has_decode_cp():
     ({"NCCL_SYM_KERNEL": "AllGather_LL"}, None, "NCCL_SYM_KERNEL=AllGather_LL"),
     ({"NCCL_ALGO": "NVLS"}, None, None)])
 def test_the_nccl_settings_that_turn_symmetric_kernels_off_or_defeat_the_guard(env, off, defeated):
-    assert (nccl_env.symmetric_off(env) or "").startswith(off or "") and bool(nccl_env.symmetric_off(env)) == bool(off)
-    assert (nccl_env.guard_defeated(env) or "").startswith(defeated or "")
-    assert bool(nccl_env.guard_defeated(env)) == bool(defeated)
-    plan = plan_guard(decide(NcclVersion.parse("2.29.7"), False, False), R("0.5.18"), False,
-                      nccl_env.symmetric_off(env), nccl_env.guard_defeated(env))
+    found = nccl_env.effects(env)
+    symmetric_off, defeated_by = (nccl_env.settings_that(found, "symmetric_off"),
+                                  nccl_env.settings_that(found, "defeats_guard"))
+    assert (symmetric_off or "").startswith(off or "") and bool(symmetric_off) == bool(off)
+    assert (defeated_by or "").startswith(defeated or "") and bool(defeated_by) == bool(defeated)
+    plan = plan_guard(decide(NcclVersion.parse("2.29.7"), False, False), R("0.5.18"), False, symmetric_off,
+                      defeated_by)
     assert plan.engaged is (off is None)
     assert (plan.defeated_by is not None) is bool(defeated)
 
