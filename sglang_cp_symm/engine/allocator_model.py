@@ -244,6 +244,25 @@ def expected_growth(reservation_bytes: int, verdict: Optional[dict]) -> int:
     return 0 if verdict is not None and verdict.get("state") in PREALLOC_HOLDS else reservation_bytes
 
 
+#: The variable sglang reads its symmetric pre-allocation from (``environ.py``: ``EnvInt(-1)``, 0.5.9-0.5.23).
+PREALLOC_VARIABLE = "SGLANG_SYMM_MEM_PREALLOC_GB_SIZE"
+
+
+def prealloc_gib_from(raw: Optional[str]) -> int:
+    """The GiB sglang pre-allocates with symmetric memory on, from ``SGLANG_SYMM_MEM_PREALLOC_GB_SIZE`` as the
+    environment holds it (``raw``), by sglang's own rule (the same in 0.5.9-0.5.23): unset, the server arguments
+    set 4 (``server_args.py`` 0.5.11 lines 1490-1491); set, ``int(raw)``, or sglang's default -1 where ``int``
+    refuses it (``EnvField.get``, ``environ.py`` 0.5.11 lines 62-72); 0 or less pre-allocates nothing
+    (``prealloc_symmetric_memory_pool``, ``model_runner.py`` 0.5.11 line 3411). The engine and the doctor both
+    read it here."""
+    if raw is None:
+        return DEFAULT_PREALLOC_GIB
+    try:
+        return int(raw)
+    except ValueError:
+        return -1
+
+
 def prealloc_verdict(release, prealloc_gib: Optional[float], need_bytes: int, plugin_on: bool) -> dict:
     """Is ``SGLANG_SYMM_MEM_PREALLOC_GB_SIZE`` right for the CP all-gathers of one maximum request?
 

@@ -36,6 +36,9 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 #: the first NCCL whose single tuning pass lets NCCL_ALGO switch symmetric kernels off (module docstring)
 ALGO_RULE_FROM = (2, 31, 0)
+#: the first NCCL that runs symmetric kernels on buffers outside windows, where a setting asks (module docstring:
+#: ``NCCL_SYM_NOWIN_ENABLE`` is new in 2.29, and ``NCCL_SYM_KERNEL`` skips the fallback from 2.29)
+OUTSIDE_WINDOWS_FROM = (2, 29, 0)
 #: NCCL's function names (src/init.cc:52 at dev) and legacy algorithms (src/init.cc:53-54)
 FUNCTIONS = ("broadcast", "reduce", "allgather", "reducescatter", "allreduce")
 ALGORITHMS = ("tree", "ring", "collnetdirect", "collnetchain", "nvls", "nvlstree", "pat")
@@ -93,9 +96,10 @@ def effects(environ: Optional[Mapping[str, str]] = None, nccl: Optional[Sequence
             found.append(algo_effect(env, nccl))
         elif value in parameter.default_values:
             found.append(Effect(parameter.name, value, parameter.when_default))
-        else:
+        else:  # an unread NCCL may be 2.29+: the guard is then taken as defeated
+            outside = nccl is None or tuple(nccl)[:3] >= OUTSIDE_WINDOWS_FROM
             found.append(Effect(parameter.name, value, parameter.when_set, parameter.symmetric_off,
-                                parameter.defeats_guard))
+                                parameter.defeats_guard and outside))
     return found
 
 

@@ -50,10 +50,6 @@ from .source_facts import (
 from ..releases import Release
 from ..targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, Target, is_supported, targets_for
 
-#: NCCL 2.29 is the first line where NCCL_SYM_NOWIN_ENABLE / a forced NCCL_SYM_KERNEL run symmetric kernels on
-#: buffers outside windows (``nccl_env``'s docstring has the source lines).
-NOWIN_FROM = NcclVersion(2, 29, 0)
-
 
 class State(str, Enum):
     """What the engine reports for a target (a ``str``, so JSON and logs show the word)."""
@@ -194,9 +190,9 @@ def _kernel(facts: Facts, output_registered: bool, send_registered: bool) -> Opt
 
 
 def _outside_windows(facts: Facts) -> bool:
-    """NCCL 2.29+ with a setting that runs LL symmetric kernels on buffers outside any window (``nccl_env``)."""
-    return (facts.nccl is not None and facts.nccl >= NOWIN_FROM
-            and any(effect.defeats_guard for effect in facts.nccl_env))
+    """A known NCCL (2.29+, ``nccl_env.effects`` decides) with a setting that runs LL symmetric kernels on buffers
+    outside any window."""
+    return facts.nccl is not None and any(effect.defeats_guard for effect in facts.nccl_env)
 
 
 def _racy(facts: Facts) -> bool:

@@ -52,11 +52,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import random
 import time
 from typing import Any, Awaitable, Callable, List, Optional
 
-from .allocator_model import PoolSizing, capped_words, pool_words, shape_from_config, size_pool, small_pool_tokens
+from .allocator_model import (
+    PREALLOC_VARIABLE,
+    PoolSizing,
+    capped_words,
+    pool_words,
+    prealloc_gib_from,
+    shape_from_config,
+    size_pool,
+    small_pool_tokens,
+)
 from .scheduler_rules import LongestForward, SizingError, attention_tp_size, far_above_message, longest_forward
 from .warmup_fanout import (
     Deadline,
@@ -226,22 +236,11 @@ def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int]
                       int(model_config.vocab_size), forward.source, forward, pool_tokens, pool_source)
     if shape is None:
         return plan
-    sized = size_pool(forward, cp, shape, send, release, sglang_prealloc_gib(), plugin_on=True)
+    sized = size_pool(forward, cp, shape, send, release, prealloc_gib_from(os.environ.get(PREALLOC_VARIABLE)),
+                      plugin_on=True)
     return dataclasses.replace(plan, need_bytes=sized.need_bytes, gather_bytes=sized.gather_bytes,
                                left_bytes=sized.left_bytes, left_most=sized.left_most, prealloc=sized.prealloc,
                                growth_bytes=sized.growth_bytes, sizing=sized)
-
-
-def sglang_prealloc_gib() -> Optional[float]:
-    """``SGLANG_SYMM_MEM_PREALLOC_GB_SIZE`` as sglang holds it (0.5.9+; its server arguments set 4 when symmetric
-    memory is on and the variable is unset); None where unset or unreadable (``prealloc_verdict`` then takes 4)."""
-    try:
-        from sglang.srt.environ import envs
-
-        value = float(envs.SGLANG_SYMM_MEM_PREALLOC_GB_SIZE.get())
-    except Exception:  # before 0.5.9 there is no pre-allocation (prealloc_verdict says so by the release)
-        return None
-    return None if value < 0 else value
 
 
 #: The longest the warm-up waits for the ranks to report their KV pools (a tenth of the deadline when shorter).
@@ -361,20 +360,34 @@ def failure_message(plan: Optional[WarmupPlan], exc: BaseException, deadline: Op
             f"watchdog reports each growth. {fix}; SGLANG_CP_SYMM_WARMUP=0 turns the warm-up off.")
 
 
-def skip_reason(settings: Any, server_args: Any, tokenizer_manager: Any, disaggregation_mode: str) -> Optional[str]:
-    if not settings.enabled:
+def switched_off(enabled: bool, warmup_on: bool, enable_symm_mem: bool) -> Optional[str]:
+    """Why the switches skip the warm-up, or None: the plugin, ``SGLANG_CP_SYMM_WARMUP``, ``--enable-symm-mem``.
+    The doctor says it next to the warm-up it sizes; the engine skips on it (``skip_reason``)."""
+    if not enabled:
         return "the plugin is off"
-    if not settings.warmup:
+    if not warmup_on:
         return "SGLANG_CP_SYMM_WARMUP is off"
-    if not resolved_arg(server_args, "enable_symm_mem", False):
+    if not enable_symm_mem:
         return "--enable-symm-mem is off: there is no symmetric pool to fill"
-    if disaggregation_mode == "decode":
+    return None
+
+
+def nothing_to_warm(disaggregation_mode: Any, generation: bool, cp_size: int) -> Optional[str]:
+    """Why a server of this shape has no CP prefill to warm, or None (the doctor and the engine alike)."""
+    if str(disaggregation_mode) == "decode":
         return "a PD decode server runs no prefill"
-    if not getattr(tokenizer_manager, "is_generation", True):
+    if not generation:
         return "the model is not a generation model"
-    if cp_size_of(server_args) <= 1:
+    if cp_size <= 1:
         return "attention context parallelism is off (attn_cp_size 1): no CP all-gather to warm"
     return None
+
+
+def skip_reason(settings: Any, server_args: Any, tokenizer_manager: Any, disaggregation_mode: str) -> Optional[str]:
+    """Why this server's warm-up is skipped, or None: the switches first, then the server's shape."""
+    return (switched_off(settings.enabled, settings.warmup, bool(resolved_arg(server_args, "enable_symm_mem", False)))
+            or nothing_to_warm(disaggregation_mode, getattr(tokenizer_manager, "is_generation", True),
+                               cp_size_of(server_args)))
 
 
 async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any, state: WarmupState, settings: Any,

@@ -22,8 +22,14 @@ from ..engine.nccl_policy import NcclVersion, given_version, line_for, upgrade_c
 from ..engine.plan import Facts, Plan, State, gather_facts, make_plan, outcome as plan_outcome
 from ..engine.settings import (ALLOW_NCCL_RACE, ENABLE, SEND, STRICT, WARMUP, WARMUP_TIMEOUT, WARMUP_TOKENS, WATCHDOG,
                                Settings, read_settings)
-from ..engine.allocator_model import capped_words, pool_words, shape_from_config, size_pool
-from .model_presets import load_config
+from ..engine.allocator_model import (
+    PREALLOC_VARIABLE,
+    capped_words,
+    pool_words,
+    prealloc_gib_from,
+    shape_from_config,
+    size_pool,
+)
 from ..engine.scheduler_rules import (
     REFERENCE_CHUNK,
     SizingError,
@@ -33,9 +39,11 @@ from ..engine.scheduler_rules import (
     longest_forward,
     per_dp_chunk,
 )
+from ..engine.warmup import nothing_to_warm, switched_off
 from ..engine.warmup_fanout import warmup_deadline
 from ..pins import pin_for
 from ..releases import Build, distribution_version, installed_build
+from .model_presets import load_config
 
 ENTRY_POINT = "cp_symm"
 #: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
@@ -108,15 +116,6 @@ class ServeShape:
         return self.cp_size > 1 or self.chunked_prefill_size is not None or self.model is not None
 
 
-def prealloc_from_env() -> Optional[float]:
-    raw = os.environ.get("SGLANG_SYMM_MEM_PREALLOC_GB_SIZE")
-    try:
-        value = float(raw) if raw not in (None, "") else None
-    except ValueError:
-        return None
-    return None if value is not None and value < 0 else value  # -1: unset, sglang's default applies
-
-
 def sglang_warmup_timeout_from_env() -> Optional[float]:
     """``SGLANG_WARMUP_TIMEOUT`` as sglang parses it (a float; unset or unreadable: None, sglang's default)."""
     raw = os.environ.get("SGLANG_WARMUP_TIMEOUT")
@@ -134,12 +133,13 @@ def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> d
     plan stages the send buffers too.
     """
     out: dict = {"given": asdict(shape)}
-    if shape.cp_size <= 1:
-        out["warmup"] = "none: attention context parallelism is off (--attn-cp-size 1)"
+    nothing = nothing_to_warm(shape.disaggregation_mode, True, shape.cp_size)
+    if nothing:
+        out["warmup"] = f"none: {nothing}"
         return out
-    if str(shape.disaggregation_mode) == "decode":
-        out["warmup"] = "none: a PD decode server runs no prefill"
-        return out
+    skipped = switched_off(settings.enabled, settings.warmup, shape.enable_symm_mem)
+    if skipped:  # the figures below are still what it would send with the switch on
+        out["skipped"] = skipped
     config = None
     if shape.model is not None:
         try:
@@ -178,7 +178,8 @@ def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> d
     except SizingError as exc:
         out["error"] = str(exc)
         return out
-    prealloc = shape.prealloc_gib if shape.prealloc_gib is not None else prealloc_from_env()
+    prealloc = (shape.prealloc_gib if shape.prealloc_gib is not None
+                else prealloc_gib_from(os.environ.get(PREALLOC_VARIABLE)))
     sized = size_pool(forward, shape.cp_size, model, send, release, prealloc, settings.enabled)
     out["short_prompts"] = list(sized.short_prompts)
     out["prompts"] = [forward.prompt] + out["short_prompts"]
@@ -501,6 +502,8 @@ def _render_sizing(sizing: Optional[dict]) -> list:
         source = f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {fwd['scheduler_tokens']}, {source}"
     context = (f"; context {sizing['context_length']} from {sizing['context_source']}"
                if sizing.get("context_source") and fwd["chunk"] <= 0 else "")
+    if sizing.get("skipped"):
+        lines.append(f"    skipped           {sizing['skipped']}: the engine sends none of this; with it on:")
     lines.append(f"    longest forward   {fwd['tokens']} tokens ({source}{context})")
     if "note" in sizing:
         lines.append(f"    {sizing['note']}")

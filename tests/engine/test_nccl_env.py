@@ -98,3 +98,13 @@ def test_the_doctor_applies_the_rule_of_the_nccl_it_loads(version, needle):
     code = "import sys; sys.argv[1:] = ['doctor']; from sglang_cp_symm.__main__ import main; sys.exit(main(['doctor']))"
     out = run_python("0.5.11", code, env={"SGLANG_CP_SYMM": "1", "NCCL_ALGO": "NVLS", **nccl(version)}).stdout
     assert needle in out, out
+
+
+@pytest.mark.parametrize("nccl,defeats", [((2, 28, 9), False), ((2, 29, 7), True), ((2, 30, 7), True), (None, True)])
+def test_a_forced_kernel_defeats_the_guard_from_2_29_on_and_where_nccl_is_unknown(nccl, defeats):
+    """On 2.28 ``NCCL_SYM_KERNEL`` only narrows the choice among registered buffers and ``NCCL_SYM_NOWIN_ENABLE``
+    does not exist (the module docstring's source lines): the guard holds there. An NCCL that was not read may be
+    2.29+, so the guard is then taken as defeated."""
+    for env in ({"NCCL_SYM_KERNEL": "AllGather_ST"}, {"NCCL_SYM_NOWIN_ENABLE": "1"}):
+        found = nccl_env.effects(env, nccl)
+        assert (nccl_env.settings_that(found, "defeats_guard") is not None) is defeats, (env, found)

@@ -235,3 +235,19 @@ def test_prealloc_verdict(release, gib, need, plugin, state):
     assert verdict["state"] == state
     if state == "too-small":
         assert "SGLANG_SYMM_MEM_PREALLOC_GB_SIZE=" in verdict["message"]
+
+
+@pytest.mark.parametrize("raw,gib", [
+    (None, 4),  # unset: sglang's server arguments set 4
+    ("8", 8), (" 2 ", 2), ("+3", 3),  # int() as sglang's EnvInt parses it
+    ("0", 0), ("-1", -1), ("", -1),  # set: no default of 4 any more
+    ("2.5", -1), ("1e1", -1), ("four", -1),  # int() refuses: sglang takes its default -1
+])
+def test_the_preallocation_is_read_by_sglangs_rule(raw, gib):
+    """``SGLANG_SYMM_MEM_PREALLOC_GB_SIZE`` as sglang reads it (``EnvInt(-1)``; 4 only when unset; nothing at 0 or
+    below), for the engine and the doctor alike; the verdict follows (0.5.12+: the pre-allocation serves the CP
+    buffers)."""
+    assert alloc.prealloc_gib_from(raw) == gib
+    verdict = alloc.prealloc_verdict(Release.parse("0.5.12"), alloc.prealloc_gib_from(raw), 2 << 30, True)
+    assert (verdict["state"] == "off") is (gib <= 0), verdict
+    assert (verdict["state"] == "too-small") is (0 < gib < 2), verdict

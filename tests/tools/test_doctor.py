@@ -130,6 +130,22 @@ def test_sizing_deadline_follows_sglangs_own_timeouts():
     assert "none: a PD decode server runs no prefill" in decode
 
 
+@pytest.mark.parametrize("flags,env,skipped", [
+    (("--enable-symm-mem",), {"SGLANG_CP_SYMM": "1"}, None),
+    ((), {"SGLANG_CP_SYMM": "1"}, "--enable-symm-mem is off: there is no symmetric pool to fill"),
+    (("--enable-symm-mem",), {"SGLANG_CP_SYMM": "1", "SGLANG_CP_SYMM_WARMUP": "0"}, "SGLANG_CP_SYMM_WARMUP is off"),
+    (("--enable-symm-mem",), {}, "the plugin is off"),
+])
+def test_the_sizing_says_when_the_engine_would_skip_the_warmup(flags, env, skipped):
+    """The doctor skips for the reasons the engine does (``warmup.switched_off``), and still shows the figures."""
+    args = ("doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", *flags)
+    sizing = json.loads(forked("0.5.12", *args, "--json", env=env).stdout)["sizing"]
+    assert sizing.get("skipped") == skipped and sizing["longest_prompt"] == 8192
+    line = [row for row in forked("0.5.12", *args, env=env).stdout.splitlines() if "skipped  " in row]
+    assert line == ([] if skipped is None else [f"    skipped           {skipped}: the engine sends none of this; "
+                                                 "with it on:"])
+
+
 def test_sizing_on_0_5_11_says_the_cp_pool_is_the_plugins_own_and_dp_attention_halves_the_chunk():
     out = forked("0.5.11", "doctor", "--model", "qwen3-30b-a3b", "--cp-size", "2", "--tp", "4", "--dp", "2",
                  "--enable-dp-attention", "--chunked-prefill-size", "8192", env={"SGLANG_CP_SYMM": "1"}).stdout
