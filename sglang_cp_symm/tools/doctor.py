@@ -57,10 +57,11 @@ def _entry_point() -> dict:
     except TypeError:  # pragma: no cover - Python < 3.10
         eps = metadata.entry_points().get("sglang.srt.plugins", [])
     ours = [ep for ep in eps if ep.name == ENTRY_POINT]
-    wanted = os.environ.get("SGLANG_PLUGINS", "")
+    wanted = os.environ.get("SGLANG_PLUGINS", "")  # as sglang's load_plugins reads it (plugins/__init__.py 0.5.23
+    # lines 51-55): any non-empty value is an allow-list, " , " an empty one that loads no plugin at all
     names = [n.strip() for n in wanted.split(",") if n.strip()]
     return {"discoverable": bool(ours), "value": ours[0].value if ours else None,
-            "SGLANG_PLUGINS": wanted or None, "filtered_out": bool(names) and ENTRY_POINT not in names}
+            "SGLANG_PLUGINS": wanted or None, "filtered_out": bool(wanted) and ENTRY_POINT not in names}
 
 
 def _bootstrap_installed() -> bool:

@@ -56,9 +56,12 @@ def test_check_fails_where_the_plugin_would_patch_nothing():
     assert forked("0.5.23", "doctor", "--check", "--nccl", "2.28.9", env={"SGLANG_CP_SYMM": "1"}).returncode == 1
 
 
-def test_sglang_plugins_filter_is_reported():
-    out = forked("0.5.11", "doctor", env={"SGLANG_CP_SYMM": "1", "SGLANG_PLUGINS": "other"}).stdout
-    assert "SGLANG_PLUGINS does not list cp_symm" in out
+@pytest.mark.parametrize("value,filtered", [("other", True), (" , ", True), ("other, cp_symm", False), ("", False)])
+def test_sglang_plugins_filter_is_reported(value, filtered):
+    """As sglang's ``load_plugins`` reads ``SGLANG_PLUGINS``: any non-empty value is an allow-list (" , " an empty
+    one); an empty value filters nothing."""
+    out = forked("0.5.11", "doctor", env={"SGLANG_CP_SYMM": "1", "SGLANG_PLUGINS": value}).stdout
+    assert ("SGLANG_PLUGINS does not list cp_symm" in out) is filtered, out
 
 
 def test_without_sglang_it_says_so():
