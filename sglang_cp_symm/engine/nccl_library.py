@@ -169,9 +169,16 @@ def known_capability() -> Optional[Tuple[int, int]]:
     return None
 
 
+def hopper_or_later(capability: Optional[Tuple[int, int]]) -> bool:
+    """Compute capability 9.0 or more (Hopper, Blackwell), where NCCL launches symmetric kernels with programmatic
+    stream serialization (``nccl_policy``'s docstring) and the race lives; an unknown GPU is taken as one."""
+    return capability is None or capability[0] >= 9
+
+
 def sm90_or_later() -> Tuple[bool, str]:
-    """Whether the GPU is Hopper or later (``known_capability``), and why; assumed so unless CUDA is already up."""
+    """Whether this process's GPU is Hopper or later (``known_capability``), and why; assumed so unless CUDA is
+    already up."""
     capability = known_capability()
     if capability is None:
         return True, "assumed sm90+ (CUDA not initialised yet)"
-    return capability[0] >= 9, f"compute capability {capability[0]}.x"
+    return hopper_or_later(capability), f"compute capability {capability[0]}.x"

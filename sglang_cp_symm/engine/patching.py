@@ -40,7 +40,7 @@ from .attributes import REWRITTEN_MARK, resolve
 from .context_hooks import ContextTable
 from .logs import logger
 from .nccl_policy import Decision, NcclVersion
-from .plan import Action, Plan as ProcessPlan, State, TargetPlan, gather_facts, make_plan
+from .plan import Action, Plan as ProcessPlan, State, TargetPlan, gather_facts, make_plan, state_words
 from .race_guard import RaceGuard, report_once
 from .rebuild import RebuildError, prove_source, rebuilt_function
 from .rewrite import (
@@ -76,9 +76,7 @@ class TargetStatus:
     planned: Optional[TargetPlan] = None
 
     def __str__(self) -> str:
-        if self.state in (SKIPPED, HELD) or (self.state == GUARDED and self.detail):
-            return f"{self.state}: {self.detail}"
-        return f"{self.state} ({self.detail})" if self.state == PATCHED and self.detail else self.state
+        return state_words(self.state, self.detail)
 
 
 class Refused(Exception):

@@ -67,6 +67,16 @@ class State(str, Enum):
         return self.value
 
 
+def state_words(state: State, detail: str) -> str:
+    """A target's state as the status line, ``status()`` and the doctor show it: ``patched (output)``,
+    ``held back: why``, ``upstream`` (the plan's entry and the patcher's record alike)."""
+    if state in (State.SKIPPED, State.HELD) or (state == State.GUARDED and detail):
+        return f"{state}: {detail}"
+    if state == State.PATCHED and detail:
+        return f"{state} ({detail})"
+    return str(state)
+
+
 class Action(str, Enum):
     """What the engine does when the target's module is imported."""
 
@@ -96,7 +106,7 @@ class Facts:
     @property
     def sm90(self) -> bool:
         """Hopper or newer (Hopper and Blackwell): the race is keyed on compute capability >= 9.0."""
-        return self.gpu is None or self.gpu[0] >= 9
+        return nccl_library.hopper_or_later(self.gpu)
 
     def source(self, name: str) -> SourceFact:
         return dict(self.sources).get(name, SourceFact(SOURCE_ABSENT, "not read"))
@@ -122,12 +132,7 @@ class TargetPlan:
 
     @property
     def words(self) -> str:
-        """The state as the status line shows it: ``patched (output)``, ``held back: why``, ``upstream``."""
-        if self.state in (State.SKIPPED, State.HELD) or (self.state == State.GUARDED and self.detail):
-            return f"{self.state}: {self.detail}"
-        if self.state == State.PATCHED and self.detail:
-            return f"{self.state} ({self.detail})"
-        return str(self.state)
+        return state_words(self.state, self.detail)
 
     def verdict(self) -> dict:
         """The columns the doctor shows and ``status()`` reports, compared by the agreement test."""
