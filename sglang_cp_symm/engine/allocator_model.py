@@ -57,7 +57,7 @@ class ModelShape:
 
 
 _DTYPE_BYTES = MappingProxyType({"auto": 2, "bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "half": 2, "fp8": 1,
-                "fp8_e4m3": 1, "fp8_e5m2": 1, "fp4_e2m1": 1, "fp32": 4, "float32": 4})
+                                 "fp8_e4m3": 1, "fp8_e5m2": 1, "fp4_e2m1": 1, "fp32": 4, "float32": 4})
 
 
 def dtype_bytes(name: str) -> int:
