@@ -265,6 +265,7 @@ def prealloc_gib_from(raw: Optional[str]) -> int:
 
 def prealloc_verdict(release, prealloc_gib: Optional[float], need_bytes: int, plugin_on: bool) -> dict:
     """Is ``SGLANG_SYMM_MEM_PREALLOC_GB_SIZE`` right for the CP all-gathers of one maximum request?
+    ``prealloc_gib``: what sglang pre-allocates (``prealloc_gib_from``), None where the variable is unset.
 
     Which pool the CP buffers use depends on the release: before 0.5.9 there is no
     pre-allocation; on 0.5.9-0.5.11 with the plugin the CP buffers come from the CP
@@ -279,7 +280,7 @@ def prealloc_verdict(release, prealloc_gib: Optional[float], need_bytes: int, pl
     if release is not None and release < Release.parse("0.5.9"):
         return {"state": "no-prealloc", "message": f"sglang {release} pre-allocates no symmetric memory: the pool "
                 f"grows on first use (about {need} for the CP all-gathers); keep the warm-up on"}
-    size = DEFAULT_PREALLOC_GIB if prealloc_gib is None else prealloc_gib
+    size = prealloc_gib_from(None) if prealloc_gib is None else prealloc_gib  # None: the variable unset
     if size <= 0:
         return {"state": "off", "message": "SGLANG_SYMM_MEM_PREALLOC_GB_SIZE <= 0 turns the pre-allocation off: "
                 f"the CP all-gathers grow the pool by about {need}; keep the warm-up on"}
