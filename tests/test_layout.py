@@ -197,7 +197,7 @@ IMMUTABLE_CALLS = {"frozenset", "tuple", "str", "bytes", "int", "float", "bool",
 
 
 #: Decorators that keep what a module-level function returned: state, though no name holds it.
-CACHE_DECORATORS = frozenset({"lru_cache", "cache", "cached_property"})
+CACHE_DECORATORS = frozenset({"lru_cache", "cache"})
 
 
 def module_level_statements(body):
