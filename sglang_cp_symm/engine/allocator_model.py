@@ -238,12 +238,6 @@ def warmup_reservation(forward_tokens: int, short_prompts: List[int], cp_size: i
     return longest + small * SMALL_SEGMENT_BYTES
 
 
-def expected_growth(reservation_bytes: int, verdict: Optional[dict]) -> int:
-    """The symmetric-pool bytes the warm-up is expected to add (``warmup_reservation``), unless the pre-allocation
-    holds its buffers."""
-    return 0 if verdict is not None and verdict.get("state") in PREALLOC_HOLDS else reservation_bytes
-
-
 #: The variable sglang reads its symmetric pre-allocation from (``environ.py``: ``EnvInt(-1)``, 0.5.9-0.5.23).
 PREALLOC_VARIABLE = "SGLANG_SYMM_MEM_PREALLOC_GB_SIZE"
 
@@ -317,6 +311,14 @@ class PoolSizing:
         return self.prealloc.get("state") in PREALLOC_HOLDS
 
 
+def sizing_fields(sizing: Optional[PoolSizing]) -> dict:
+    """The sizing's figures as the warm-up's record and the doctor's JSON both give them (None: unsized)."""
+    most = sizing.left_most if sizing else (None, None)
+    return {"need_bytes": sizing and sizing.need_bytes, "gather_bytes": sizing and dict(sizing.gather_bytes),
+            "left_bytes": sizing and sizing.left_bytes, "left_most_bytes": most[0], "left_most_growths": most[1],
+            "prealloc": sizing and sizing.prealloc, "growth_bytes": sizing and sizing.growth_bytes}
+
+
 def size_pool(forward: LongestForward, cp_size: int, shape: ModelShape, send: bool, release,
               prealloc_gib: Optional[float], plugin_on: bool) -> PoolSizing:
     """The pool the CP all-gathers of ``forward`` need, the short prompts that fill the small segments, and what
@@ -325,9 +327,10 @@ def size_pool(forward: LongestForward, cp_size: int, shape: ModelShape, send: bo
     short = small_pool_tokens(shape, cp_size, forward.tokens)
     left = growth_left_by_cap(forward, cp_size, shape, send)
     verdict = prealloc_verdict(release, prealloc_gib, need.total(send) + left, plugin_on)
-    reserved = warmup_reservation(forward.tokens, short, cp_size, shape, send)
+    # the warm-up adds its reservation to the pool, unless the pre-allocation holds its buffers
+    growth = 0 if verdict["state"] in PREALLOC_HOLDS else warmup_reservation(forward.tokens, short, cp_size, shape, send)
     return PoolSizing(tuple(short), need.total(send), dict(need.per_gather), left,
-                      capped_growth_bound(forward, cp_size, shape, send), verdict, expected_growth(reserved, verdict))
+                      capped_growth_bound(forward, cp_size, shape, send), verdict, growth)
 
 
 def pool_words(sizing: PoolSizing) -> str:

@@ -24,8 +24,8 @@ Read in NCCL's source at each tag (``NCCL_PARAM(Name, "X", default)`` is read fr
   alone; ``parseList``, cost_model.cc:32-100) only the algorithms it lists and the symmetric kernels
   ``NCCL_SYM_KERNEL`` names stay on (cost_model.cc:350-359). 2.31.2 and 2.32.x carry that parser
   (its string ``NCCL_SYM_KERNEL set by environment to``, cost_model.cc:330, is in their
-  ``libnccl.so.2``; the audit). ``allgather_symmetric_off`` applies the rule to AllGather, the CP
-  all-gather's collective: with it, buffers in the pool engage no symmetric kernel.
+  ``libnccl.so.2``; the audit). ``algo_effect`` applies the rule to AllGather, the CP all-gather's
+  collective: with it, buffers in the pool engage no symmetric kernel.
 """
 
 from __future__ import annotations
@@ -144,29 +144,6 @@ def allgather_kernels_named(value: str) -> bool:
     return mode == "only" and any(n.startswith("allgather_") for n in listed)
 
 
-def allgather_symmetric_off(environ: Optional[Mapping[str, str]] = None,
-                            nccl: Optional[Sequence[int]] = None) -> Optional[str]:
-    """On NCCL 2.31+, the setting that leaves AllGather no symmetric kernel, as one line, or None.
-
-    None also where ``nccl`` is unknown or older than 2.31 (the rule is 2.31's).
-    """
-    env = os.environ if environ is None else environ
-    if nccl is None or tuple(nccl)[:3] < ALGO_RULE_FROM:
-        return None
-    algo = (env.get("NCCL_ALGO") or "").strip()
-    kernels = (env.get("NCCL_SYM_KERNEL") or "").strip()
-    if not algo:
-        return None
-    covered, _, _, error = parse_list(algo, FUNCTION, ALGORITHMS)
-    if error or not covered:
-        return None
-    if kernels and allgather_kernels_named(kernels):
-        return None
-    return (f"NCCL_ALGO={algo[:40]}: NCCL 2.31+ gives AllGather no symmetric kernel when NCCL_ALGO covers it "
-            "(src/tuning/cost_model.cc:315-317, 350-359 at dev); name the kernels in NCCL_SYM_KERNEL "
-            "(e.g. AllGather_ST) or unset NCCL_ALGO")
-
-
 def algo_effect(env: Mapping[str, str], nccl: Optional[Sequence[int]]) -> Effect:
     value = (env.get("NCCL_ALGO") or "").strip()
     covered, _, _, error = parse_list(value, FUNCTION, ALGORITHMS) if value else (False, None, set(), None)
@@ -174,12 +151,13 @@ def algo_effect(env: Mapping[str, str], nccl: Optional[Sequence[int]]) -> Effect
         return Effect("NCCL_ALGO", value, f"NCCL rejects this value ({error}): communicators fail to start")
     if not value:
         return Effect("NCCL_ALGO", value, "empty: NCCL's default choice")
-    off = allgather_symmetric_off(env, nccl)
-    if off:
+    rule_applies = nccl is not None and tuple(nccl)[:3] >= ALGO_RULE_FROM
+    kernels = (env.get("NCCL_SYM_KERNEL") or "").strip()
+    if rule_applies and covered and not (kernels and allgather_kernels_named(kernels)):
         return Effect("NCCL_ALGO", value, "legacy algorithms only for AllGather: on this NCCL (2.31+) AllGather has "
                       "no symmetric kernel, so CP buffers in the pool engage none; name them in NCCL_SYM_KERNEL "
                       "or unset NCCL_ALGO", allgather_off=True)
-    if nccl is not None and tuple(nccl)[:3] >= ALGO_RULE_FROM:
+    if rule_applies:
         why = ("NCCL_SYM_KERNEL names AllGather kernels, which stay on" if covered
                else "it does not cover AllGather, whose symmetric kernels stay on")
         return Effect("NCCL_ALGO", value, f"legacy algorithms of the functions it covers; {why}")

@@ -180,6 +180,15 @@ class LongestForward:
                 "chunk": self.chunk, "source": self.source, "capped": self.capped, "note": self.note}
 
 
+def whence_words(forward: dict, source: Optional[str] = None) -> str:
+    """Where the longest forward's figure came from, as the warm-up's plan line, the status line and the doctor
+    say it (``forward``: ``LongestForward.describe()``; ``source``: its source with the doctor's additions)."""
+    source = forward.get("source") if source is None else source
+    if not forward.get("capped"):
+        return source
+    return f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {forward.get('scheduler_tokens')}, {source}"
+
+
 def longest_forward(chunked_prefill_size: Optional[int], page_size: int = 1, max_req_input_len: Optional[int] = None,
                     context_len: Optional[int] = None, pool_tokens: Optional[int] = None, release=None,
                     override: Optional[int] = None) -> LongestForward:

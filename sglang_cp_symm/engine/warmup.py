@@ -65,9 +65,16 @@ from .allocator_model import (
     prealloc_gib_from,
     shape_from_config,
     size_pool,
-    small_pool_tokens,
+    sizing_fields,
 )
-from .scheduler_rules import LongestForward, SizingError, attention_tp_size, far_above_message, longest_forward
+from .scheduler_rules import (
+    LongestForward,
+    SizingError,
+    attention_tp_size,
+    far_above_message,
+    longest_forward,
+    whence_words,
+)
 from .warmup_fanout import (
     Deadline,
     FanOutError,
@@ -160,17 +167,10 @@ class WarmupPlan:
     cp_size: int
     route_field: Optional[str]  # GenerateReqInput's DP routing field: routed_dp_rank (0.5.11+) or data_parallel_rank
     vocab_size: int
-    source: str  # where the longest forward's figure came from
-    forward: Optional[LongestForward] = None
+    forward: LongestForward
     pool_tokens: Optional[int] = None  # one DP rank's KV pool, as its scheduler reported it
     pool_source: str = ""
-    need_bytes: Optional[int] = None  # symmetric-pool bytes the CP buffers of the longest forward hold at once
-    gather_bytes: Optional[dict] = None
-    left_bytes: Optional[int] = None  # capped: how much the CP buffers' peak still rises (the least growth left)
-    left_most: Optional[tuple] = None  # capped: (bytes, growths) left at most, lengths arriving in rising order
-    prealloc: Optional[dict] = None  # allocator_model.prealloc_verdict for the scheduler's largest forward
-    growth_bytes: Optional[int] = None  # what the warm-up is expected to add to the pool (0: the pre-allocation holds it)
-    sizing: Optional[PoolSizing] = None  # all of the above, as ``allocator_model.size_pool`` assembled it
+    sizing: Optional[PoolSizing] = None  # the pool it fills (``allocator_model.size_pool``); None: model unread
 
     @property
     def tokens(self) -> int:
@@ -178,12 +178,8 @@ class WarmupPlan:
 
     def describe(self) -> dict:
         return {"prompts": list(self.prompts), "dp_size": self.dp_size, "cp_size": self.cp_size,
-                "longest_forward": self.forward.describe() if self.forward else None,
-                "pool_tokens": self.pool_tokens, "pool_source": self.pool_source, "need_bytes": self.need_bytes,
-                "gather_bytes": self.gather_bytes, "left_bytes": self.left_bytes,
-                "left_most_bytes": self.left_most[0] if self.left_most else None,
-                "left_most_growths": self.left_most[1] if self.left_most else None,
-                "prealloc": self.prealloc, "growth_bytes": self.growth_bytes}
+                "longest_forward": self.forward.describe(), "pool_tokens": self.pool_tokens,
+                "pool_source": self.pool_source, **sizing_fields(self.sizing)}
 
 
 def _route_field(request_class: Any) -> Optional[str]:
@@ -231,16 +227,11 @@ def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int]
                               getattr(tokenizer_manager, "max_req_input_len", None),
                               getattr(model_config, "context_len", None), pool_tokens, release, override)
     shape = _model_shape(tokenizer_manager, server_args, cp)
-    short = list(small_pool_tokens(shape, cp, forward.tokens)) if shape is not None else []
-    plan = WarmupPlan([forward.prompt] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
-                      int(model_config.vocab_size), forward.source, forward, pool_tokens, pool_source)
-    if shape is None:
-        return plan
-    sized = size_pool(forward, cp, shape, send, release, prealloc_gib_from(os.environ.get(PREALLOC_VARIABLE)),
-                      plugin_on=True)
-    return dataclasses.replace(plan, need_bytes=sized.need_bytes, gather_bytes=sized.gather_bytes,
-                               left_bytes=sized.left_bytes, left_most=sized.left_most, prealloc=sized.prealloc,
-                               growth_bytes=sized.growth_bytes, sizing=sized)
+    sized = None if shape is None else size_pool(
+        forward, cp, shape, send, release, prealloc_gib_from(os.environ.get(PREALLOC_VARIABLE)), plugin_on=True)
+    short = list(sized.short_prompts) if sized else []  # the model's config unread: no short prompts
+    return WarmupPlan([forward.prompt] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
+                      int(model_config.vocab_size), forward, pool_tokens, pool_source, sized)
 
 
 #: The longest the warm-up waits for the ranks to report their KV pools (a tenth of the deadline when shorter).
@@ -300,13 +291,8 @@ def _mib(value: int) -> str:
 def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
     """The INFO line logged before the first warm-up request: what will run, whence, what it costs, how long."""
     fwd = plan.forward
-    longest = fwd.tokens if fwd else plan.tokens
-    if fwd is not None and fwd.capped:
-        head = (f"longest forward {longest} tokens (capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: "
-                f"{fwd.scheduler_tokens}, {fwd.source})")
-    else:
-        head = f"longest forward {longest} tokens ({plan.source})"
-    if plan.prompts[0] != longest:
+    head = f"longest forward {fwd.tokens} tokens ({whence_words(fwd.describe())})"
+    if plan.prompts[0] != fwd.tokens:
         head += f" in a {plan.prompts[0]}-token prompt"
     short = f", then {', '.join(map(str, plan.prompts[1:]))} tokens" if len(plan.prompts) > 1 else ""
     if plan.sizing is not None:
@@ -318,8 +304,7 @@ def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
             f"KV pool {plan.pool_tokens if plan.pool_tokens else 'unknown'}: {plan.pool_source or 'not asked'}); "
             f"{cost}; deadline {deadline.seconds:g} s ({deadline.source}), the start waits at most "
             f"{deadline.bound_s:g} s")
-    capped = capped_words(fwd, plan.sizing, watchdog_on) if fwd is not None else None
-    for extra in (capped, fwd.note if fwd is not None else ""):
+    for extra in (capped_words(fwd, plan.sizing, watchdog_on), fwd.note):
         if extra:
             line += f"; {extra}"
     return line
@@ -327,7 +312,7 @@ def plan_line(plan: WarmupPlan, deadline: Deadline, watchdog_on: bool) -> str:
 
 def far_above_warning(plan: WarmupPlan) -> Optional[str]:
     """One WARNING when chunking is off and the longest forward is far above the chunk a server would use."""
-    message = far_above_message(plan.forward) if plan.forward is not None else None
+    message = far_above_message(plan.forward)
     return f"sglang-cp-symm: {message}" if message else None
 
 
@@ -511,9 +496,7 @@ def status_words(settings: Any, result: dict) -> str:
                 f"deadline {limit})")
     fwd = plan.get("longest_forward") or {}
     need = plan.get("need_bytes")
-    whence = (f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {fwd.get('scheduler_tokens')}, "
-              f"{fwd.get('source')}" if fwd.get("capped") else fwd.get("source"))
-    figures = (f"longest forward {fwd.get('tokens')} tokens ({whence})"
+    figures = (f"longest forward {fwd.get('tokens')} tokens ({whence_words(fwd)})"
                + (f", CP buffers {_mib(need)}" if need is not None else "")
                + (f", pool growth expected {_mib(plan['growth_bytes'])}" if plan.get("growth_bytes") is not None else "")
                + (f", {_mib(plan['left_bytes'])}-{_mib(plan['left_most_bytes'] or plan['left_bytes'])} of growth "

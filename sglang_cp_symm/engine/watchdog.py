@@ -164,24 +164,8 @@ def pool_segments_and_bytes(pool: Any) -> Dict[str, int]:
     return {"segments": stats["segments"], "bytes": stats["reserved_bytes"]}
 
 
-#: The Prometheus counter of pool growths, by phase (``GrowthCounter``).
+#: The Prometheus counter of pool growths, by phase (``PoolWatchdog.count_in_metrics``).
 METRIC = "sglang_cp_symm_pool_growths"
-
-
-class GrowthCounter:
-    """A growth callback: one Prometheus counter, labelled by phase.
-
-    Made once per watchdog and kept on it (``PoolWatchdog.metric``), across ``stop_metrics``/``count_in_metrics``:
-    prometheus_client refuses a second counter of the same name in one process, and the plugin object
-    (one per process) holds the one watchdog that counts."""
-
-    __slots__ = ("counter",)
-
-    def __init__(self, counter: Any) -> None:
-        self.counter = counter
-
-    def __call__(self, event: Any) -> None:
-        self.counter.labels(phase=event.phase).inc()
 
 
 class PoolWatchdog:
@@ -197,7 +181,9 @@ class PoolWatchdog:
         self._reserved, self._pools, self._stats = reserved, pools, stats  # _reserved: the signal's reading
         self.table = context_hooks.ContextTable() if table is None else table
         self.report_dir: Optional[str] = None  # the applied settings' folder for the rank records, while applied
-        self.metric: Optional[GrowthCounter] = None  # the Prometheus counter, made once for this watchdog
+        # The growth callback that counts in Prometheus, made once and kept across stop_metrics/count_in_metrics:
+        # prometheus_client refuses a second counter of one name in a process, and this is its one watchdog.
+        self.metric: Optional[Callable[[Any], None]] = None
         self._device_reading = reserved  # the fallback signal: device memory in use
         self._lock = threading.RLock()  # the first counter reading may come while the lock is held
         self.phase = START
@@ -491,8 +477,9 @@ class PoolWatchdog:
                 from prometheus_client import Counter
             except ImportError:
                 return False
-            self.metric = GrowthCounter(Counter(METRIC, "Symmetric-memory pool growths seen by sglang-cp-symm, by "
-                                                "phase (start, warm-up, serving); serving should stay 0", ["phase"]))
+            counter = Counter(METRIC, "Symmetric-memory pool growths seen by sglang-cp-symm, by phase (start, "
+                              "warm-up, serving); serving should stay 0", ["phase"])
+            self.metric = lambda event: counter.labels(phase=event.phase).inc()
         if self.metric not in self.on_growth:
             self.on_growth.append(self.metric)
         return True

@@ -29,6 +29,7 @@ from ..engine.allocator_model import (
     prealloc_gib_from,
     shape_from_config,
     size_pool,
+    sizing_fields,
 )
 from ..engine.scheduler_rules import (
     REFERENCE_CHUNK,
@@ -38,6 +39,7 @@ from ..engine.scheduler_rules import (
     far_above_message,
     longest_forward,
     per_dp_chunk,
+    whence_words,
 )
 from ..engine.warmup import nothing_to_warm, switched_off
 from ..engine.warmup_fanout import warmup_deadline
@@ -185,12 +187,7 @@ def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> d
     out["short_prompts"] = list(sized.short_prompts)
     out["prompts"] = [forward.prompt] + out["short_prompts"]
     out["row_bytes"] = dict(model.gathers)
-    out["gather_bytes"] = sized.gather_bytes
-    out["need_bytes"] = sized.need_bytes
-    out["left_bytes"] = sized.left_bytes
-    out["left_most_bytes"], out["left_most_growths"] = sized.left_most
-    out["prealloc"] = sized.prealloc
-    out["growth_bytes"] = sized.growth_bytes
+    out.update(sizing_fields(sized))
     out["pool_words"] = pool_words(sized)
     capped = capped_words(forward, sized, settings.watchdog)
     if capped:
@@ -484,10 +481,6 @@ def _warmup_switch_details(settings: dict) -> str:
     return f" ({', '.join(details)})" if details else ""
 
 
-def _mib(value: int) -> str:
-    return f"{value / 2**20:.1f} MiB"
-
-
 def _render_sizing(sizing: Optional[dict]) -> list:
     if not sizing:
         return []
@@ -498,9 +491,7 @@ def _render_sizing(sizing: Optional[dict]) -> list:
         return lines + [f"    cannot size: {sizing['error']}"]
     fwd = sizing["longest_forward"]
     default = ", sglang's default on an H100 or H200" if sizing["chunk_is_default"] and fwd["chunk"] > 0 else ""
-    source = fwd["source"] + default
-    if fwd["capped"]:
-        source = f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {fwd['scheduler_tokens']}, {source}"
+    source = whence_words(fwd, fwd["source"] + default)
     context = (f"; context {sizing['context_length']} from {sizing['context_source']}"
                if sizing.get("context_source") and fwd["chunk"] <= 0 else "")
     if sizing.get("skipped"):

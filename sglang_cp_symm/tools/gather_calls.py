@@ -29,17 +29,11 @@ import re
 import textwrap
 from dataclasses import dataclass, field, fields, is_dataclass
 from types import MappingProxyType, SimpleNamespace
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 
-class NoStream(NamedTuple):
-    """What is passed where some releases (0.5.6-0.5.9) assert that a stream is given; the CPU path of the
-    gather never uses it."""
-
-    note: str = "CPU rehearsal: no CUDA streams"
-
-
-NO_STREAM = NoStream()
+#: What is passed where some releases (0.5.6-0.5.9) assert that a stream is given; the CPU path never uses it.
+NO_STREAM = "CPU rehearsal: no CUDA streams"
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -432,14 +426,12 @@ def recipe_for(target) -> Callable[[TargetFunction, Plan], List[Call]]:
 
 
 def calls_for(functions: List[TargetFunction], targets: Dict[str, Any], rank: int, cp: int, seed: int,
-              rounds: int = 1, only: Optional[set] = None) -> List[Call]:
+              rounds: int = 1) -> List[Call]:
     """Every call for CP size ``cp``: each target, each branch, ``rounds`` times, the same on every rank."""
     plan = Plan(rank=rank, cp=cp, seed=seed, rng=random.Random(seed * 31 + cp))
     calls: List[Call] = []
     for _ in range(rounds):
         for tf in functions:
-            if only is not None and tf.name not in only:
-                continue
             calls.extend(recipe_for(targets[tf.name])(tf, plan))
     for index, call in enumerate(calls):
         call.key = f"cp{cp}#{index}"

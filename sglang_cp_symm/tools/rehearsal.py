@@ -40,7 +40,6 @@ import importlib
 import importlib.util
 import inspect
 import logging
-import os
 import socket
 import sys
 import textwrap
@@ -48,7 +47,7 @@ import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .gather_calls import calls_for, locate, round_robin_switches, switched
 
@@ -217,51 +216,6 @@ def install_cp_group(coordinator: Any, rank: int, size: int) -> List[str]:
             parallel.override_permanently(attn_cp_group=coordinator, attn_cp_rank=rank, attn_cp_size=size)
             where.append("get_parallel() stamp")
     return where
-
-
-#: The decode-CP all-gather the proof runs under the race guard (``layers/dcp/comm.py``, 0.5.15+): it opens the
-#: DCP group's context for its send buffer and ``GroupCoordinator.all_gather`` opens it for the output.
-DCP_MODULE, DCP_GATHER = "sglang.srt.layers.dcp.comm", "all_gather_q_for_mla_decode"
-
-
-def dcp_gather(ps, world: int, rank: int, name: str):
-    """(the release's DCP q all-gather, a gloo DCP group of 2 ranks built under ``name``), or None where the
-    release has no such gather. ``name`` is the one the release's own parallel_state builds its DCP group with
-    (the caller reads it from the source), so the guard meets the name a server would give it."""
-    if importlib.util.find_spec(DCP_MODULE) is None:
-        return None
-    gather = getattr(importlib.import_module(DCP_MODULE), DCP_GATHER, None)
-    if gather is None:
-        return None
-    return gather, cpu_gather_group(ps, world, rank, [list(range(s, s + 2)) for s in range(0, world, 2)], name)
-
-
-def run_dcp(dcp, rank: int, recorder: Recorder) -> dict:
-    """One DCP q all-gather on this rank: its result against the true gather, and every allocation with the
-    context open at the time (the guard must leave none of them in a DCP context)."""
-    import torch
-    from sglang.srt.distributed import parallel_state as ps
-
-    gather, group = dcp
-    if hasattr(ps, "_DCP"):  # 0.5.15-0.5.20: get_parallel().dcp_group reads it through
-        ps._DCP = group
-    parallel = importlib.import_module("sglang.srt.runtime_context").get_parallel()
-    if hasattr(parallel, "override_permanently"):  # 0.5.21+: stamped values only
-        parallel.override_permanently(dcp_group=group)
-
-    def q(r: int):  # [tokens, heads, dim]: each rank holds its own heads' queries
-        return (torch.arange(60, dtype=torch.float32).view(3, 4, 5) + 1000 * r,
-                torch.arange(24, dtype=torch.float32).view(3, 4, 2) - 1000 * r)
-
-    mine, record = q(rank), CallRecord()
-    with recorder.allocations(record):
-        q_nope, q_pe = gather(*mine)
-    first = rank - group.rank_in_group
-    peers = [q(first + i) for i in range(group.world_size)]
-    correct = (torch.equal(q_nope, torch.cat([p[0] for p in peers], dim=1))
-               and torch.equal(q_pe, torch.cat([p[1] for p in peers], dim=1)))
-    return {"group": group.unique_name, "correct": bool(correct),
-            "allocations": [asdict(a) for a in record.allocations]}
 
 
 # -- the release's modules ----------------------------------------------------------------
@@ -466,7 +420,7 @@ def _call_entry(call: Any) -> dict:
 
 
 def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Config], seed: int, rounds: int,
-            only: Optional[List[str]], queue, dcp_name: Optional[str] = None) -> None:
+            queue, extra: Optional[Callable] = None) -> None:
     started = time.monotonic()
     try:
         import torch
@@ -492,13 +446,13 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
         for size in sizes:  # one group per CP size, built by every rank in the same order
             ranks = [list(range(size))] + ([list(range(size, world))] if size < world else [])
             groups[size] = cpu_gather_group(ps, world, rank, ranks)
-        dcp = dcp_gather(ps, world, rank, dcp_name) if dcp_name and world % 2 == 0 else None
+        run_extra = extra(ps, world, rank) if extra is not None else None  # after the groups: in the same order
         recorder = Recorder()
         keep_alive = recorder.install_all_gather()
         real_context = pa.SymmetricMemoryContext
         by_name = {t.name: t for t in targets}
         located = {t.name: locate(t, importlib.import_module(t.module)) for t in targets}
-        functions = [located[t.name] for t in targets if only is None or t.name in only]
+        functions = [located[t.name] for t in targets]
         # the calls, built once from the release's own (unpatched) functions: the same in every configuration
         calls = {size: calls_for(functions, by_name, rank, size, seed, rounds) for size in sizes if rank < size}
         homes: Dict[str, list] = {}  # where each round-robin switch is read from (gather_calls.round_robin_switches)
@@ -535,8 +489,8 @@ def _worker(rank: int, world: int, port: int, sizes: List[int], configs: List[Co
                         off_results[call.key] = result
                     entry["runs"][config.name] = _observe(record, result, call.expected, off_results.get(call.key))
                 torch.distributed.barrier(group=groups[size].cpu_group)
-            if dcp is not None:
-                report.setdefault("dcp", {})[config.name] = run_dcp(dcp, rank, recorder)
+            if run_extra is not None:
+                report.setdefault("extra", {})[config.name] = run_extra(rank, recorder)
             report["lines"][config.name] = {name: sorted(lines) for name, lines in tracer.lines.items()}
             if config.enabled:
                 sglang_cp_symm.unpatch()
@@ -555,18 +509,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_method() -> str:
-    """fork (the parent has imported the release already: no rank pays the imports again) unless told otherwise."""
-    return os.environ.get("CP_SYMM_REHEARSAL_START", "fork")
-
-
 def prove(world: int = 4, sizes=(2, 3, 4), configs: Optional[List[Config]] = None, seed: int = 1234,
-          rounds: int = 1, only: Optional[List[str]] = None, timeout: float = 600,
-          dcp_name: Optional[str] = None) -> dict:
+          rounds: int = 1, timeout: float = 600,
+          extra: Optional[Callable] = None) -> dict:
     """Run every call of every target of the installed release in every configuration, across ``world`` processes.
 
-    With ``dcp_name`` (the name the release builds its DCP group with), each rank also runs the release's DCP q
-    all-gather once per configuration, on a DCP group of that name (``run_dcp``; reported under "dcp").
+    ``extra(ps, world, rank)``, called by each rank after its CP groups are built, returns a function that each
+    configuration runs once more (``(rank, recorder) -> dict``, reported under "extra"): tests rehearse other
+    gathers there (``maint/rehearsal_cases.dcp_case``). The ranks are forked, so it need not be picklable.
 
     Returns {"release", "imports": {module: outcome}, "configs": [...], "ranks": {rank: report}} or, when a
     module of the release does not import, the same with "error" naming it and nothing run.
@@ -587,10 +537,10 @@ def prove(world: int = 4, sizes=(2, 3, 4), configs: Optional[List[Config]] = Non
         return result
     configs = configs if configs is not None else default_configs(release)
     result["configs"] = [asdict(c) for c in configs]
-    ctx = mp.get_context(_start_method())
+    ctx = mp.get_context("fork")  # the parent has imported the release already: no rank pays the imports again
     queue = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(r, world, port, sizes, configs, seed, rounds, only, queue, dcp_name),
+    procs = [ctx.Process(target=_worker, args=(r, world, port, sizes, configs, seed, rounds, queue, extra),
                          daemon=True) for r in range(world)]
     for p in procs:
         p.start()

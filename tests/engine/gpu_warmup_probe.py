@@ -137,18 +137,7 @@ def main(mode: str, max_tokens: int) -> dict:
 def plan_chunking_off(context_len: int, cap=None, page_size: int = 1):
     """The plugin's plan for a chunking-off server of ``context_len`` tokens (no KV pool reported: one GPU
     runs no scheduler), for the latent-KV gather of this probe, CP 1."""
-    import dataclasses
-
-    from sglang_cp_symm.engine.allocator_model import (
-        ModelShape,
-        capped_growth_bound,
-        cp_need,
-        expected_growth,
-        growth_left_by_cap,
-        prealloc_verdict,
-        small_pool_tokens,
-        warmup_reservation,
-    )
+    from sglang_cp_symm.engine.allocator_model import ModelShape, size_pool
     from sglang_cp_symm.engine.scheduler_rules import longest_forward
     from sglang_cp_symm.engine.warmup import WarmupPlan, far_above_warning, plan_line
     from sglang_cp_symm.engine.warmup_fanout import warmup_deadline
@@ -157,16 +146,9 @@ def plan_chunking_off(context_len: int, cap=None, page_size: int = 1):
     release = installed_sglang()
     shape = ModelShape("latent-kv-bf16", {"latent_kv": LATENT_KV_ELEMENTS * 2})
     forward = longest_forward(-1, page_size, context_len=context_len, release=release, override=cap)
-    need = cp_need(forward.tokens, 1, shape).total(False)
-    left = growth_left_by_cap(forward, 1, shape)
-    verdict = prealloc_verdict(release, None, need + left, plugin_on=True)
-    short = small_pool_tokens(shape, 1, forward.tokens)
-    plan = WarmupPlan([forward.prompt] + short, 1, 1, None, 32000, forward.source, forward, None,
-                      "not asked (one GPU, no scheduler)")
-    plan = dataclasses.replace(plan, need_bytes=need, gather_bytes=dict(cp_need(forward.tokens, 1, shape).per_gather),
-                               left_bytes=left, left_most=capped_growth_bound(forward, 1, shape), prealloc=verdict,
-                               growth_bytes=expected_growth(warmup_reservation(forward.tokens, short, 1, shape),
-                                                            verdict))
+    sized = size_pool(forward, 1, shape, False, release, None, plugin_on=True)
+    plan = WarmupPlan([forward.prompt, *sized.short_prompts], 1, 1, None, 32000, forward, None,
+                      "not asked (one GPU, no scheduler)", sized)
     return plan, plan_line(plan, warmup_deadline(None), True), far_above_warning(plan)
 
 
@@ -182,7 +164,7 @@ def main_chunking_off(context_len: int, cap=None) -> dict:
     watchdog = plugin.watchdog
 
     plan, line, warning = plan_chunking_off(context_len, cap)
-    fwd = plan.forward
+    fwd, sized = plan.forward, plan.sizing
     fn = cp_utils.cp_all_gather_reorganized_into_tensor_kv_cache
     stream = torch.cuda.current_stream()
     source = torch.randn(fwd.scheduler_tokens, 1, LATENT_KV_ELEMENTS, device="cuda", dtype=torch.bfloat16)
@@ -222,9 +204,9 @@ def main_chunking_off(context_len: int, cap=None) -> dict:
         "mode": "off", "sglang": __import__("sglang").__version__,
         "nccl": ".".join(map(str, torch.cuda.nccl.version())), "context_len": context_len, "cap": cap,
         "planned": {"longest_forward": fwd.tokens, "scheduler_largest": fwd.scheduler_tokens, "source": fwd.source,
-                    "prompts": plan.prompts, "need_mib": mib(plan.need_bytes), "left_mib": mib(plan.left_bytes),
-                    "growth_mib": mib(plan.growth_bytes), "prealloc": plan.prealloc["state"],
-                    "left_most_mib": mib(plan.left_most[0]), "left_most_growths": plan.left_most[1],
+                    "prompts": plan.prompts, "need_mib": mib(sized.need_bytes), "left_mib": mib(sized.left_bytes),
+                    "growth_mib": mib(sized.growth_bytes), "prealloc": sized.prealloc["state"],
+                    "left_most_mib": mib(sized.left_most[0]), "left_most_growths": sized.left_most[1],
                     "capped": fwd.capped, "plan_line": line, "warning": warning},
         "measured": {"warmup_growth_mib": mib(after - before), "warmup_new_segments": seg_after - seg_before,
                      "warmup_growths": watchdog.counts[WARMUP], "warmup_seconds": round(warmup_seconds, 2),

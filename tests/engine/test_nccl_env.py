@@ -35,15 +35,14 @@ V231, V232, V230 = (2, 31, 2), (2, 32, 6), (2, 30, 7)
 ])
 def test_allgather_symmetric_off_on_2_31_and_later(env, off):
     for version in (V231, V232):
-        line = nccl_env.allgather_symmetric_off(env, version)
-        assert (line is not None) is off, (env, version)
-        if off:
-            assert line.startswith(f"NCCL_ALGO={env['NCCL_ALGO'].strip()[:40]}:") and "cost_model.cc" in line
+        effect = nccl_env.algo_effect(env, version)
+        assert effect.allgather_off is off, (env, version)
+        assert ("AllGather has no symmetric kernel" in effect.effect) is off, (env, version)
 
 
 @pytest.mark.parametrize("version", [V230, (2, 28, 9), (2, 29, 7), None])
 def test_before_2_31_or_unknown_the_rule_does_not_apply(version):
-    assert nccl_env.allgather_symmetric_off({"NCCL_ALGO": "NVLS"}, version) is None
+    assert not nccl_env.algo_effect({"NCCL_ALGO": "NVLS"}, version).allgather_off
 
 
 @pytest.mark.parametrize("version,expected", [

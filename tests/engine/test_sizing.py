@@ -214,11 +214,21 @@ def test_the_warmups_reservation_in_whole_segments():
     assert alloc.reserved_for([]) == 0 and alloc.reserved_for([MIB, MIB, MIB]) == 2 * 2 * MIB
 
 
-def test_the_expected_growth_is_nothing_where_the_preallocation_holds_the_buffers():
-    assert alloc.expected_growth(40 * MIB, {"state": "large"}) == alloc.expected_growth(40 * MIB, {"state": "ok"}) == 0
-    for state in ("no-prealloc", "off", "not-used-by-cp", "too-small"):
-        assert alloc.expected_growth(40 * MIB, {"state": state}) == 40 * MIB
-    assert alloc.expected_growth(40 * MIB, None) == 40 * MIB
+@pytest.mark.parametrize("release,gib,holds", [
+    ("0.5.12", 16, True),  # large
+    ("0.5.12", None, True),  # ok: 4 GiB hold 8192 tokens' 40 MiB
+    ("0.5.8", None, False),  # no-prealloc
+    ("0.5.12", 0, False),  # off
+    ("0.5.11", None, False),  # not-used-by-cp
+    ("0.5.12", 0.01, False),  # too-small
+])
+def test_the_expected_growth_is_nothing_where_the_preallocation_holds_the_buffers(release, gib, holds):
+    qwen = presets.load_shape("qwen3-30b-a3b", attn_tp_size=2)
+    forward = rules.longest_forward(8192, max_req_input_len=40954)
+    sized = alloc.size_pool(forward, 2, qwen, False, Release.parse(release), gib, plugin_on=True)
+    assert sized.holds is holds
+    reserved = alloc.warmup_reservation(forward.tokens, list(sized.short_prompts), 2, qwen)
+    assert sized.growth_bytes == (0 if holds else reserved) and reserved > 0
 
 
 @pytest.mark.parametrize("release,gib,need,plugin,state", [

@@ -23,7 +23,7 @@ import tempfile
 
 import pytest
 
-from conftest import PROOF_RELEASES, require_release, run_python
+from conftest import PROOF_RELEASES, ROOT, require_release, run_python
 
 pytestmark = pytest.mark.release
 
@@ -49,10 +49,12 @@ def proof(release: str) -> dict:
         with tempfile.TemporaryDirectory() as folder:
             out = os.path.join(folder, "proof.json")
             result = run_python(release, f"""
-                import json
+                import json, sys
+                sys.path.append({str(ROOT)!r})  # maint/ from the checkout, after the installed sglang_cp_symm
+                from maint.rehearsal_cases import dcp_case
                 from sglang_cp_symm.tools import rehearsal
                 if __name__ == "__main__":
-                    json.dump(rehearsal.prove(dcp_name={dcp_name(release)!r}), open({out!r}, "w"))
+                    json.dump(rehearsal.prove(extra=dcp_case({dcp_name(release)!r})), open({out!r}, "w"))
             """, timeout=600, fresh=False)
             assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
             with open(out) as f:
@@ -61,8 +63,6 @@ def proof(release: str) -> dict:
 
 
 def _pins(release: str):
-    from conftest import ROOT
-
     for line in (ROOT / "ci" / "releases.txt").read_text().splitlines():
         fields = line.split("#", 1)[0].split()
         if fields and fields[0] == release:
@@ -226,7 +226,7 @@ def test_the_guard_keeps_the_real_dcp_gathers_buffers_out_of_every_context(relea
     name = dcp_name(release)
     assert (name is not None) is (Release.parse(release) >= DCP_FROM), (release, name)
     if name is None:
-        assert all("dcp" not in r for r in result["ranks"].values()), "a DCP gather ran on a release without one"
+        assert all("extra" not in r for r in result["ranks"].values()), "a DCP gather ran on a release without one"
         return
     engaged_somewhere = held_somewhere = False
     for config in [c["name"] for c in result["configs"]]:
@@ -234,7 +234,7 @@ def test_the_guard_keeps_the_real_dcp_gathers_buffers_out_of_every_context(relea
         engaged = bool(on and on["race_guard"] and on["race_guard"]["engaged"])
         engaged_somewhere |= engaged
         for rank, report in result["ranks"].items():
-            run = report["dcp"][config]
+            run = report["extra"][config]
             where = f"sglang {release} {config} rank {rank} ({'guard engaged' if engaged else 'no guard'})"
             assert run["group"].split(":")[0] == name and run["correct"], (where, run)
             contexts = [a["context"] for a in run["allocations"]]
