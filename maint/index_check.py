@@ -1,6 +1,6 @@
 """Warn about sglang, torch and NCCL releases on the package index that this checkout does not know yet.
 
-Why: the register (``targets.LAST_SUPPORTED``), the pins (``pins.TORCH_PINS``) and the NCCL
+Why: the register (``targets.LAST_SUPPORTED``), the pins (``pins.PINS``, ``maint/pins_table.NEWER_TORCH``) and the NCCL
 policy (``nccl_policy.NEWEST_VERIFIED``, raised only by ``maint/nccl_audit.py``) describe the
 releases that existed when they were written; a new release changes what users run while every
 test stays green. ``ci/test.sh`` runs this before pytest:
@@ -66,15 +66,18 @@ def parse_pip_index(output: str) -> List[str]:
 def known() -> List[Tuple[str, str, str]]:
     """(distribution, newest version this checkout knows, what knows it)."""
     from sglang_cp_symm.engine.nccl_policy import NEWEST_VERIFIED
-    from sglang_cp_symm.pins import TORCH_PINS
+    from sglang_cp_symm.pins import PINS
     from sglang_cp_symm.targets import LAST_SUPPORTED
 
-    torch = max((p.torch for p in TORCH_PINS), key=version_key)
-    nccl = max([str(NEWEST_VERIFIED)] + [p.nccl for p in TORCH_PINS if p.nccl_wheel == "nvidia-nccl-cu13"],
+    from maint.pins_table import NEWER_TORCH
+
+    torch_pins = [(p.torch, p.nccl, p.nccl_wheel) for p in PINS] + list(NEWER_TORCH)
+    torch = max((t for t, _, _ in torch_pins), key=version_key)
+    nccl = max([str(NEWEST_VERIFIED)] + [n for _, n, wheel in torch_pins if wheel == "nvidia-nccl-cu13"],
                key=version_key)
     return [("sglang", str(LAST_SUPPORTED), "targets.LAST_SUPPORTED"),
-            ("torch", torch, "pins.TORCH_PINS"),
-            ("nvidia-nccl-cu13", nccl, "nccl_policy.NEWEST_VERIFIED and pins.TORCH_PINS")]
+            ("torch", torch, "pins.PINS and maint/pins_table.NEWER_TORCH"),
+            ("nvidia-nccl-cu13", nccl, "nccl_policy.NEWEST_VERIFIED and the torch pins")]
 
 
 def advice(dist: str) -> str:

@@ -1,7 +1,7 @@
 """README's pins table, made from the pins and the plan: ``python -m maint.pins_table`` (needs .cache/wheels).
 
 For each line of ``pins.PINS`` (the torch and NCCL each sglang release pins, read from the wheels' metadata) and
-for torch releases no sglang pins yet (``pins.TORCH_PINS``), it says what sglang's own registration gives on that
+for torch releases no sglang pins yet (``NEWER_TORCH``), it says what sglang's own registration gives on that
 NCCL and what the plugin does there. Both columns come from ``engine.plan.make_plan`` over the newest release of
 the line (its targets read from its published wheel, as the doctor reads an installed one), with the NCCL the
 line pins, the plugin off and on: the table cannot say other than the engine does. README shows this output,
@@ -19,9 +19,13 @@ from sglang_cp_symm.engine.nccl_policy import NcclVersion, line_for
 from sglang_cp_symm.engine.plan import Facts, State, make_plan, read_sources
 from sglang_cp_symm.engine.settings import Settings
 from sglang_cp_symm.engine.source_facts import module_path
-from sglang_cp_symm.pins import PINS, TORCH_PINS
+from sglang_cp_symm.pins import PINS
 from sglang_cp_symm.releases import Release
 
+#: Torch releases no sglang release pins yet, and the NCCL each pins: (torch, NCCL, the wheel that carries it).
+#: torch 2.15.0: ``torch-2.15.0-cp311-cp311-manylinux_2_28_x86_64.whl``'s metadata, read through
+#: ``pip install --dry-run --no-deps --report``: ``nvidia-nccl-cu13==2.30.7; platform_system == "Linux"``.
+NEWER_TORCH = (("2.15.0", "2.30.7", "nvidia-nccl-cu13"),)
 WHEELS = Path(__file__).resolve().parent.parent / ".cache" / "wheels"
 
 
@@ -38,7 +42,7 @@ def plan_for(release: Release, nccl: str, enabled: bool):
         return archive.read(path).decode("utf-8") if path in names else None
 
     sources, pool = read_sources(release, read)
-    return make_plan(Facts(release, str(release), Settings(enabled=enabled), sources, pool,
+    return make_plan(Facts(release, Settings(enabled=enabled), sources, pool,
                            NcclVersion.parse(nccl), "the release's pin"))
 
 
@@ -75,11 +79,9 @@ def main() -> int:
         racy = "yes" if line_for(NcclVersion.parse(pin.nccl)).race else "no"
         print(f"| {pin.first}–{pin.last} | {pin.torch} | {pin.nccl} | {racy} | "
               f"{upstream_words(plan_for(newest, pin.nccl, False))} | {plugin_words(plan_for(newest, pin.nccl, True))} |")
-    pinned = {p.torch for p in PINS}
-    for torch_pin in TORCH_PINS:
-        if torch_pin.torch not in pinned:
-            racy = "yes" if line_for(NcclVersion.parse(torch_pin.nccl)).race else "no"
-            print(f"| (none yet) | {torch_pin.torch} | {torch_pin.nccl} | {racy} | | |")
+    for torch, nccl, _ in NEWER_TORCH:
+        racy = "yes" if line_for(NcclVersion.parse(nccl)).race else "no"
+        print(f"| (none yet) | {torch} | {nccl} | {racy} | | |")
     return 0
 
 

@@ -27,14 +27,11 @@ def patch(settings=None, nccl: "str | None" = None) -> dict:
     from .engine import activation
     from .engine.nccl_policy import given_version
     from .engine.settings import read_settings
-    from .releases import installed_build
 
     chosen = settings or read_settings()
     if not chosen.enabled:
         chosen = dataclasses.replace(chosen, enabled=True)
-    build = installed_build()
-    activation.apply(chosen, None if build is None else build.release,
-                     None if nccl is None else given_version(nccl), build=build)
+    activation.apply(chosen, None if nccl is None else given_version(nccl))  # a bad ``nccl`` raises before
     return status()
 
 

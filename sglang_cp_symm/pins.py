@@ -5,9 +5,7 @@ pins no NCCL of its own. Read from the wheels' metadata (``sglang-X.dist-info/ME
 ``Requires-Dist: torch==``; ``torch-T.dist-info/METADATA`` ``Requires-Dist: nvidia-nccl-cuNN==``):
 torch 2.9.1 line 51 ``nvidia-nccl-cu12==2.27.5``, 2.11.0 line 45 ``nvidia-nccl-cu13==2.28.9``,
 2.13.0 line 141 ``nvidia-nccl-cu13==2.29.7``, 2.14.1 line 128 ``nvidia-nccl-cu13==2.30.7``;
-torch 2.15.0 (``torch-2.15.0-cp311-cp311-manylinux_2_28_x86_64.whl``'s metadata, read through
-``pip install --dry-run --no-deps --report``): ``nvidia-nccl-cu13==2.30.7; platform_system == "Linux"``.
-No sglang release pins torch 2.15.0 yet, so it is in ``TORCH_PINS`` only.
+torch 2.15.0, which no sglang release pins yet, in ``maint/pins_table.NEWER_TORCH``.
 
 A user who upgrades ``nvidia-nccl-cu13`` or sets ``SGLANG_NCCL_SO_PATH`` runs another
 NCCL: the engine always judges the one it actually loaded (``engine.nccl_library``);
@@ -41,23 +39,6 @@ PINS = (
     Pin(R("0.5.11"), R("0.5.17"), "2.11.0", "2.28.9", "nvidia-nccl-cu13"),
     Pin(R("0.5.18"), R("0.5.21"), "2.13.0", "2.29.7", "nvidia-nccl-cu13"),
     Pin(R("0.5.22"), R("0.5.23"), "2.14.1", "2.30.7", "nvidia-nccl-cu13"),
-)
-
-
-@dataclass(frozen=True)
-class TorchPin:
-    torch: str
-    nccl: str
-    nccl_wheel: str
-
-
-#: every torch release whose NCCL pin was read (``maint/index_check.py`` warns about newer ones)
-TORCH_PINS = (
-    TorchPin("2.9.1", "2.27.5", "nvidia-nccl-cu12"),
-    TorchPin("2.11.0", "2.28.9", "nvidia-nccl-cu13"),
-    TorchPin("2.13.0", "2.29.7", "nvidia-nccl-cu13"),
-    TorchPin("2.14.1", "2.30.7", "nvidia-nccl-cu13"),
-    TorchPin("2.15.0", "2.30.7", "nvidia-nccl-cu13"),
 )
 
 

@@ -127,25 +127,13 @@ def installed_build() -> Optional[Build]:
     never "not installed".
     """
     try:
-        dist = metadata.distribution("sglang")
+        raw = metadata.distribution("sglang").version
     except metadata.PackageNotFoundError:
         return None
     except Exception as exc:
         return Build("", None, False, "unreadable",
                      f"sglang's metadata cannot be read ({type(exc).__name__}): reinstall sglang")
-    try:
-        raw = dist.version
-    except Exception as exc:
-        return Build("", None, False, "unreadable",
-                     f"sglang's metadata cannot be read ({type(exc).__name__}): reinstall sglang")
     return read_build(raw)
-
-
-def installed_sglang_version() -> Optional[str]:
-    """The installed sglang's version string for display (``0.5.10.post1``, a long or odd one shortened), or
-    None when sglang is not installed."""
-    build = installed_build()
-    return None if build is None else build.shown
 
 
 def installed_sglang() -> Optional[Release]:

@@ -109,6 +109,14 @@ CP_UTILS = "sglang.srt.layers.utils.cp_utils"
 NSA_UTILS = "sglang.srt.layers.attention.nsa.utils"
 WRITTEN_WITH_CONTEXT = "never needed an output patch"
 
+#: Why both reorganizing gathers of cp_utils (0.5.10-0.5.19) see one total length and CP size on every rank.
+REORGANIZED_UNIFORM_WHY = (
+    "its callers cp_all_gather_rerange_output and cp_all_gather_rerange_kv_cache (cp_utils.py 0.5.10:192, 230; "
+    "0.5.11:263, 301) pass forward_batch.attn_cp_metadata.total_seq_lens, which "
+    "prepare_context_parallel_metadata sets to the whole request's length (0.5.10:458, 0.5.11:547), and their "
+    "cp_size, the attention-CP size (flashattention_backend.py 0.5.10:567 passes self.attn_cp_size)"
+)
+
 TARGETS: tuple[Target, ...] = (
     Target(
         name="nsa.reorganized_tp",
@@ -188,12 +196,7 @@ TARGETS: tuple[Target, ...] = (
         fixed_by="sglang PR #22914 (0.5.11)",
         drop_when="sglang >= 0.5.11",
         uniform=("total_len", "cp_size"),
-        uniform_why=(
-            "its callers cp_all_gather_rerange_output and cp_all_gather_rerange_kv_cache (cp_utils.py 0.5.10:192, 230; "
-            "0.5.11:263, 301) pass forward_batch.attn_cp_metadata.total_seq_lens, which "
-            "prepare_context_parallel_metadata sets to the whole request's length (0.5.10:458, 0.5.11:547), and their "
-            "cp_size, the attention-CP size (flashattention_backend.py 0.5.10:567 passes self.attn_cp_size)"
-        ),
+        uniform_why=REORGANIZED_UNIFORM_WHY,
     ),
     Target(
         name="cp_utils.reorganized_kv_cache",
@@ -208,12 +211,7 @@ TARGETS: tuple[Target, ...] = (
         fixed_by="sglang PR #24040 (0.5.12)",
         drop_when="sglang >= 0.5.12",
         uniform=("total_len", "cp_size"),
-        uniform_why=(
-            "its callers cp_all_gather_rerange_output and cp_all_gather_rerange_kv_cache (cp_utils.py 0.5.10:192, 230; "
-            "0.5.11:263, 301) pass forward_batch.attn_cp_metadata.total_seq_lens, which "
-            "prepare_context_parallel_metadata sets to the whole request's length (0.5.10:458, 0.5.11:547), and their "
-            "cp_size, the attention-CP size (flashattention_backend.py 0.5.10:567 passes self.attn_cp_size)"
-        ),
+        uniform_why=REORGANIZED_UNIFORM_WHY,
     ),
     Target(
         name="cp_utils.rerange_output",

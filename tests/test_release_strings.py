@@ -148,9 +148,9 @@ def vendor_site(tmp_path, version: "str | bytes | None") -> str:
 def installed(site: str) -> dict:
     code = """
         import json
-        from sglang_cp_symm.releases import installed_build, installed_sglang, installed_sglang_version
+        from sglang_cp_symm.releases import installed_build, installed_sglang
         b = installed_build()
-        print(json.dumps([b.release, b.final, b.kind, b.problem, installed_sglang(), installed_sglang_version()]))
+        print(json.dumps([b.release, b.final, b.kind, b.problem, installed_sglang(), b.shown]))
     """
     result = run_python(RELEASE, code, env={"PYTHONPATH_PREPEND": site})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -124,8 +124,8 @@ def summarize_status(status: Dict[str, Any]) -> Dict[str, Any]:
 
 def bare_backport(release) -> Applied:
     """The ``output-only`` mode: the plugin's source edit for the output allocation, nothing else."""
-    from sglang_cp_symm.engine.attributes import resolve, unwrap
-    from sglang_cp_symm.engine.patching import compile_rewritten
+    from sglang_cp_symm.engine.hooks import unwrap
+    from sglang_cp_symm.engine.patching import compile_rewritten, resolve
     from sglang_cp_symm.engine.rewrite import REQUIRED_NAMES
     from sglang_cp_symm.targets import SYMMETRIC_CONTEXT_NAME, needs_output_patch
 

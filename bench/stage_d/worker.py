@@ -75,11 +75,12 @@ class Rank:
         if self.gpu:
             torch.cuda.set_device(self.device_index)
         from sglang.srt.distributed import parallel_state as ps
-        from sglang_cp_symm.releases import installed_sglang, installed_sglang_version
+        from sglang_cp_symm.releases import installed_build
 
+        build = installed_build()
         self.ps = ps
-        self.release = installed_sglang()
-        self.result.update(sglang=installed_sglang_version(), torch=torch.__version__,
+        self.release = None if build is None else build.release
+        self.result.update(sglang=None if build is None else build.shown, torch=torch.__version__,
                            device=(f"cuda:{self.device_index} {torch.cuda.get_device_name(self.device_index)}"
                                    if self.gpu else "cpu (gloo)"), gpus_visible=count,
                            check_mode=os.environ.get("NCCL_CHECK_MODE") or "default",

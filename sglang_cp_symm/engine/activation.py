@@ -46,7 +46,7 @@ from .report import status_line
 from .settings import Settings, read_settings
 from .warmup import WarmupState
 from .watchdog import PoolWatchdog, ensure_run_id, sglang_pools
-from ..releases import Build, Release
+from ..releases import installed_build
 
 
 class Plugin:
@@ -77,24 +77,22 @@ class Plugin:
         """The settings it was applied with (an explicit ``patch()`` too), else the environment's."""
         return self.applied if self.applied is not None else read_settings()
 
-    def apply(self, settings: Settings, release: Optional[Release], nccl: Optional[NcclVersion] = None,
-              announce: bool = True, build: Optional[Build] = None) -> None:
-        """Apply the plugin for ``release``; ``nccl`` judges the policy as for that NCCL (rehearsals, tests);
-        ``build`` (``releases.installed_build``) gives the plan the version string and why it cannot be read,
-        where it cannot. A second call while applied does nothing."""
+    def apply(self, settings: Settings, nccl: Optional[NcclVersion] = None) -> None:
+        """Apply the plugin for the installed sglang (``releases.installed_build``: its release, or why its
+        version cannot be read); ``nccl`` judges the policy as for that NCCL (rehearsals, tests). A second call
+        while applied does nothing."""
         if self.patcher.active:
             return
         self.applied = settings
         self.watchdog.report_dir = settings.report_dir
-        self.patcher.apply(settings, release, nccl, release_text=None if build is None else build.shown,
-                           release_problem=None if build is None else build.problem)
+        build = installed_build()
+        self.patcher.apply(settings, build, nccl)
         ensure_run_id()  # before sglang spawns its children, so that every rank of one launch writes to one folder
-        self.installer.install(settings, release)
-        if announce:
-            if self.patcher.settled():
-                self.announce()
-            else:
-                self.patcher.on_settled.append(self.announce)
+        self.installer.install(settings, None if build is None else build.release)
+        if self.patcher.settled():
+            self.announce()
+        else:
+            self.patcher.on_settled.append(self.announce)
 
     def announce(self) -> None:
         self.log.info(status_line(self))
@@ -127,10 +125,9 @@ def plugin() -> Plugin:
     return _current
 
 
-def apply(settings: Settings, release: Optional[Release], nccl: Optional[NcclVersion] = None,
-          announce: bool = True, build: Optional[Build] = None) -> None:
+def apply(settings: Settings, nccl: Optional[NcclVersion] = None) -> None:
     """Apply this process's plugin (``Plugin.apply``)."""
-    plugin().apply(settings, release, nccl, announce, build)
+    plugin().apply(settings, nccl)
 
 
 def unapply() -> None:

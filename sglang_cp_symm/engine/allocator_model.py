@@ -129,12 +129,12 @@ class CpNeed:
     per_gather: Dict[str, int]
     send_bytes: int  # the staged send buffers (SGLANG_CP_SYMM_SEND=1): one rank's share of each gather
 
-    @property
-    def output_bytes(self) -> int:
-        return sum(self.per_gather.values())
+    def buffers(self, send: bool) -> List[int]:
+        """The buffers held at once: each gathered output, and with ``send`` the staged send share."""
+        return list(self.per_gather.values()) + ([self.send_bytes] if send else [])
 
     def total(self, send: bool) -> int:
-        return self.output_bytes + (self.send_bytes if send else 0)
+        return sum(self.buffers(send))
 
 
 def cp_need(tokens: int, cp_size: int, shape: ModelShape) -> CpNeed:
@@ -176,11 +176,11 @@ def capped_growth_bound(forward: LongestForward, cp_size: int, shape: ModelShape
     in rising order (``rising_growth``; buffers counted apart, as if all were alive at once). (0, 0) uncapped."""
     if not forward.capped:
         return 0, 0
-    low, high = cp_rows(forward.tokens, cp_size), cp_rows(forward.scheduler_tokens, cp_size)
-    buffers = [(row, 1) for row in shape.gathers.values()] + ([(shape.row_bytes(), cp_size)] if send else [])
+    low = cp_need(forward.tokens, cp_size, shape).buffers(send)
+    high = cp_need(forward.scheduler_tokens, cp_size, shape).buffers(send)
     total = count = 0
-    for row, share in buffers:
-        grown, times = rising_growth(low // share * row, high // share * row)
+    for held, largest in zip(low, high):
+        grown, times = rising_growth(held, largest)
         total, count = total + grown, count + times
     return total, count
 
@@ -227,14 +227,9 @@ def warmup_reservation(forward_tokens: int, short_prompts: List[int], cp_size: i
     """The pool the warm-up's prompts leave reserved, from an empty one: the segments of the longest forward's
     buffers (all alive at once: an upper estimate), then the small segments of the short prompt that needs the
     most of them (their larger buffers fit in the long forward's free segments)."""
-    def buffers(tokens: int) -> List[int]:
-        rows = cp_rows(tokens, cp_size)
-        out = [rows * row for row in shape.gathers.values()]
-        return out + ([rows // cp_size * shape.row_bytes()] if send else [])
-
-    longest = reserved_for(buffers(forward_tokens))
-    small = max((_packed([b for b in buffers(t) if b <= SMALL_ALLOCATION_BYTES], SMALL_SEGMENT_BYTES)
-                 for t in short_prompts), default=0)
+    longest = reserved_for(cp_need(forward_tokens, cp_size, shape).buffers(send))
+    small = max((_packed([b for b in cp_need(t, cp_size, shape).buffers(send) if b <= SMALL_ALLOCATION_BYTES],
+                         SMALL_SEGMENT_BYTES) for t in short_prompts), default=0)
     return longest + small * SMALL_SEGMENT_BYTES
 
 

@@ -30,8 +30,8 @@ from typing import Any, Callable, Dict, List, Optional
 import wrapt
 
 from . import warmup as warmup_mod
-from .attributes import resolve, unwrap, wrap
 from .context_hooks import WATCH, ContextTable
+from .patching import is_rewritten, resolve
 from .settings import Settings, strict_exit
 from ..targets import HOOKS, Hook, targets_for
 from .warmup import WarmupState
@@ -66,6 +66,18 @@ def add_to_cli_warmups(wrapped, instance, args, kwargs):
         if warmup_mod.WARMUP_NAME not in names:
             namespace.warmups = ",".join(names + [warmup_mod.WARMUP_NAME])
     return wrapped(*args, **kwargs)
+
+
+def unwrap(value: Any) -> Any:
+    """The engine's own function under the plugin's wrapt wrapper or rewritten copy; anything else as it is."""
+    return value.__wrapped__ if isinstance(value, wrapt.FunctionWrapper) or is_rewritten(value) else value
+
+
+def wrap(module: Any, dotted: str, wrapper: Callable) -> Callable[[], None]:
+    """Wrap ``module.<dotted>`` with a wrapt ``wrapper``; returns the function that puts the original back."""
+    owner, attr, original = resolve(module, dotted)
+    wrapt.wrap_function_wrapper(module, dotted, wrapper)
+    return lambda: setattr(owner, attr, original)
 
 
 def _watch_gather(watchdog: PoolWatchdog, module: Any, target: Any) -> None:

@@ -241,7 +241,6 @@ class Decision:
     nccl: Optional[NcclVersion]
     patch_outputs: bool  # move output buffers into the symmetric pool
     stage_send: bool  # also stage the send buffer in the pool
-    output_alone_engages_kernel: Optional[bool]
     kernel_engaged: Optional[bool]  # with what the plugin does, will NCCL pick the symmetric kernel
     hazard: Optional[str]
     reason: str
@@ -261,14 +260,14 @@ class Decision:
 def decide(nccl: Optional[NcclVersion], send_requested: bool, allow_race: bool, sm90_or_later: bool = True) -> Decision:
     """The policy for one process. ``sm90_or_later`` False only where the GPU is known to be older than Hopper."""
     if nccl is None:
-        return Decision(None, False, False, None, None, None,
+        return Decision(None, False, False, None, None,
                         "the NCCL the engine loads could not be established, so nothing that could engage a "
                         "symmetric kernel is changed",
                         "make the engine's libnccl readable (SGLANG_NCCL_SO_PATH names it) or run "
                         "'sglang-cp-symm doctor' to see which one is loaded", "NCCL unknown")
     line = line_for(nccl)
     if nccl > NEWEST_VERIFIED or (nccl > NEWEST_TAGGED and line.note == "unverified"):
-        return Decision(nccl, False, False, None, None, None,
+        return Decision(nccl, False, False, None, None,
                         f"NCCL {nccl} is not among the releases verified (NCCL's source up to 2.30.x, the audit of "
                         f"the binaries up to {NEWEST_VERIFIED}; {line.source}): "
                         "unverified, so the plugin engages nothing of its own; upstream's registrations run as "
@@ -281,30 +280,29 @@ def decide(nccl: Optional[NcclVersion], send_requested: bool, allow_race: bool, 
     if hazard and nccl == SLOW_ON_HOPPER:
         hazard += f"; {SLOW_ON_HOPPER} also has a Hopper symmetric-kernel slowdown (reported, NCCL issue #2058)"
     if not line.window_api:
-        return Decision(nccl, False, False, False, False, None,
+        return Decision(nccl, False, False, False, None,
                         "this NCCL has no symmetric windows, so there is nothing to register",
                         f"NCCL >= {SAFE_UPGRADE} for symmetric kernels", line.source)
-    output_engages = not line.needs_send_registered
-    if racy and output_engages and not allow_race:
-        return Decision(nccl, False, False, True, False, hazard,
+    if racy and not line.needs_send_registered and not allow_race:
+        return Decision(nccl, False, False, False, hazard,
                         "registering the output alone would engage the racy symmetric kernel; outputs held back "
                         "(SGLANG_CP_SYMM_ALLOW_NCCL_RACE=1 accepts the risk)",
                         f"NCCL >= {SAFE_UPGRADE}", line.source)
     if not line.needs_send_registered:
-        return Decision(nccl, True, False, True, True, hazard,
+        return Decision(nccl, True, False, True, hazard,
                         "the output alone selects the symmetric kernel; send staging is not needed",
                         None if not racy else f"NCCL >= {SAFE_UPGRADE}", line.source)
     # This NCCL needs the send buffer registered too.
     if not send_requested:
-        return Decision(nccl, True, False, False, False, hazard,
+        return Decision(nccl, True, False, False, hazard,
                         "this NCCL picks the symmetric kernel only if the send buffer is registered too; "
                         "send staging is off (SGLANG_CP_SYMM_SEND=1 turns it on)",
                         f"NCCL >= {SAFE_UPGRADE}" if racy else "SGLANG_CP_SYMM_SEND=1", line.source)
     if racy and not allow_race:
-        return Decision(nccl, True, False, False, False, hazard,
+        return Decision(nccl, True, False, False, hazard,
                         "send staging would engage the racy symmetric kernel; not staged "
                         "(SGLANG_CP_SYMM_ALLOW_NCCL_RACE=1 accepts the risk)",
                         f"NCCL >= {SAFE_UPGRADE}", line.source)
-    return Decision(nccl, True, True, False, True, hazard,
+    return Decision(nccl, True, True, True, hazard,
                     "send and receive buffers both in symmetric windows: NCCL can pick its symmetric kernel",
                     f"NCCL >= {SAFE_UPGRADE}" if racy else None, line.source)

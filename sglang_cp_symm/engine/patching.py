@@ -36,7 +36,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import wrapt
 
 from . import pool as group_pool
-from .attributes import REWRITTEN_MARK, resolve
 from .context_hooks import ContextTable
 from .logs import logger
 from .nccl_policy import Decision, NcclVersion
@@ -55,7 +54,7 @@ from .rewrite import (
 from .settings import Settings, StrictModeError, strict_exit
 from .watchdog import PoolWatchdog
 from .source_facts import PATCHED_POOL_MARK, UPSTREAM_POOL_MARK
-from ..releases import Release
+from ..releases import Build, Release
 from ..targets import POOL_FIX, SYMMETRIC_CONTEXT_MODULE, SYMMETRIC_CONTEXT_NAME, Target, is_supported, targets_for
 
 
@@ -63,6 +62,21 @@ PATCHED, UPSTREAM, ABSENT, SKIPPED, WAITING, HELD, GUARDED = (
     State.PATCHED, State.UPSTREAM, State.ABSENT, State.SKIPPED, State.WAITING, State.HELD, State.GUARDED)
 #: the status entry of the race guard itself (``race_guard``): its groups, its reason
 GUARD_ENTRY = "race_guard"
+#: The attribute set on each function the patcher installs in place of an engine function.
+REWRITTEN_MARK = "__sglang_cp_symm_rewritten__"
+
+
+def resolve(owner: Any, dotted: str) -> Tuple[Any, str, Any]:
+    """(object holding the attribute, attribute name, current value) for ``Class.method`` or ``fn`` of an engine
+    module; the hooks (``hooks``) find their attributes the same way.
+
+    A class attribute is read from the class ``__dict__`` so that a staticmethod or
+    classmethod comes back as itself, not as the function it binds.
+    """
+    *parents, attr = dotted.split(".")
+    for part in parents:
+        owner = getattr(owner, part)
+    return owner, attr, owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr)
 
 
 @dataclass
@@ -267,8 +281,7 @@ class Patcher:
         self.active = False
         self.settings = Settings()
         self.release: Optional[Release] = None
-        self.release_text: Optional[str] = None
-        self._release_problem: Optional[str] = None
+        self._build: Optional[Build] = None
         self.statuses: Dict[str, TargetStatus] = {}
         self.plan: Optional[ProcessPlan] = None
         self._nccl_given: Optional[NcclVersion] = None
@@ -298,15 +311,14 @@ class Patcher:
         return self.active and all(s.state != WAITING for s in self.statuses.values())
 
     # -- applying ------------------------------------------------------------------
-    def apply(self, settings: Settings, release: Optional[Release], nccl: Optional[NcclVersion] = None,
-              release_text: Optional[str] = None, release_problem: Optional[str] = None) -> None:
-        """Apply the register for ``release`` (``release_text``: its version string; ``release_problem``: why an
-        installed sglang's version cannot be read). ``nccl`` overrides the detected NCCL (rehearsals, tests)."""
+    def apply(self, settings: Settings, build: Optional[Build], nccl: Optional[NcclVersion] = None) -> None:
+        """Apply the register for the installed sglang (``build``: ``releases.installed_build``, None where there is
+        none). ``nccl`` overrides the detected NCCL (rehearsals, tests)."""
         with self._lock:
             if self.active:
                 return
-            self.settings, self.release, self.release_text, self._nccl_given = settings, release, release_text, nccl
-            self._release_problem = release_problem
+            release = None if build is None else build.release
+            self.settings, self.release, self._build, self._nccl_given = settings, release, build, nccl
             self.statuses, self.plan = {}, None
             self.active = True
             if release is None or not is_supported(release):  # nothing to wait for: the plan says why
@@ -324,10 +336,7 @@ class Patcher:
         """Make the plan from this process's facts (once), and set every entry that waits for no import."""
         if self.plan is not None:
             return self.plan
-        given = self._nccl_given
-        facts = gather_facts(self.settings, self.release, self.release_text, nccl=given,
-                             nccl_from="given" if given is not None else None,
-                             release_problem=self._release_problem)
+        facts = gather_facts(self.settings, self._build, nccl=self._nccl_given)
         self.plan = plan = make_plan(facts)
         if plan.problem is not None:
             where = "sglang" if self.release is None else f"sglang {self.release}"

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from . import nccl_env, nccl_library
 from .nccl_policy import SAFE_UPGRADE, Decision, NcclVersion, decide, line_for, upgrade_command
@@ -42,12 +42,11 @@ from .source_facts import (
     PATCHED_SOURCE,
     UPSTREAM as SOURCE_UPSTREAM,
     SourceFact,
-    cached_reader,
     module_text,
     pool_state,
     target_state,
 )
-from ..releases import Release
+from ..releases import Build, Release
 from ..targets import FIRST_SUPPORTED, LAST_SUPPORTED, POOL_FIX, Target, is_supported, targets_for
 
 
@@ -93,7 +92,6 @@ class Facts:
     """Everything the plan is decided from; gathered once per process (``gather_facts``)."""
 
     release: Optional[Release]
-    release_text: Optional[str]  # the version string as the metadata gives it (post, local, dev builds)
     settings: Settings
     sources: Tuple[Tuple[str, SourceFact], ...] = ()  # target name -> what its installed source shows
     pool_source: SourceFact = SourceFact(SOURCE_ABSENT, "not read")
@@ -323,9 +321,9 @@ def make_plan(facts: Facts) -> Plan:
             kernel = False  # nothing of this gather is in a window of its communicator
         hazard = (f"NCCL {facts.nccl}: the symmetric kernel that runs this gather can read its input early on sm90+ "
                   "(Hopper and Blackwell)") if kernel and _racy(facts) else None
-        entry = _with(entry, output_in_window=output_registered, send_in_window=send_registered, kernel=kernel,
-                      hazard=hazard)
-        targets.append(_with(entry, action_to_take=_action_to_take(facts, entry, pool_applies)))
+        entry = replace(entry, output_in_window=output_registered, send_in_window=send_registered, kernel=kernel,
+                        hazard=hazard)
+        targets.append(replace(entry, action_to_take=_action_to_take(facts, entry, pool_applies)))
     return Plan(facts, None, decision, guard, tuple(targets), pool, tuple(notes), race_exposure(facts, guard))
 
 
@@ -356,31 +354,27 @@ def outcome(entries: Iterable[Tuple[str, State, str]], guard_reason: Optional[st
     return "nothing applied: every target is already fixed upstream or absent in this release"
 
 
-def _with(entry: TargetPlan, **changes) -> TargetPlan:
-    return replace(entry, **changes)
-
-
 def read_sources(release: Optional[Release], read: Callable[[str], Optional[str]] = module_text
                  ) -> Tuple[Tuple[Tuple[str, SourceFact], ...], SourceFact]:
     """(each target's source fact, the pool's) for ``release``'s targets, read with ``read(module)``."""
     if release is None or not is_supported(release):
         return (), SourceFact(SOURCE_ABSENT, "not read")
-    cached = cached_reader(read)
-    sources = tuple((t.name, target_state(cached(t.module), t)) for t in targets_for(release))
-    return sources, pool_state(cached(POOL_FIX.module))
+    texts = {module: read(module) for module in {t.module for t in targets_for(release)} | {POOL_FIX.module}}
+    sources = tuple((t.name, target_state(texts[t.module], t)) for t in targets_for(release))
+    return sources, pool_state(texts[POOL_FIX.module])
 
 
-def gather_facts(settings: Settings, release: Optional[Release], release_text: Optional[str] = None,
-                 nccl: Optional[NcclVersion] = None, nccl_from: Optional[str] = None,
-                 environ: Optional[Mapping[str, str]] = None, gpu: Optional[Tuple[int, int]] = None,
-                 read: Callable[[str], Optional[str]] = module_text, release_problem: Optional[str] = None) -> Facts:
-    """The facts of this process. ``nccl`` given (``patch(nccl=...)``, ``doctor --nccl``) replaces the library read;
-    otherwise the NCCL is read as sglang's pynccl loads it (only once torch is imported: ``nccl_library``).
-    ``gpu`` None reads the capability where CUDA is already up, never initialising it."""
-    env = os.environ if environ is None else environ
+def gather_facts(settings: Settings, build: Optional[Build], nccl: Optional[NcclVersion] = None,
+                 nccl_from: Optional[str] = None, gpu: Optional[Tuple[int, int]] = None) -> Facts:
+    """The facts of this process, for the installed sglang (``build``: ``releases.installed_build``, None where
+    there is none). ``nccl`` given (``patch(nccl=...)``, ``doctor --nccl``) replaces the library read; otherwise
+    the NCCL is read as sglang's pynccl loads it (only once torch is imported: ``nccl_library``). ``gpu`` None
+    reads the capability where CUDA is already up, never initialising it."""
     if nccl is None and nccl_from is None:
-        nccl, nccl_from = nccl_library.engine_nccl(env)
-    sources, pool = read_sources(release, read)
-    return Facts(release=release, release_text=release_text, settings=settings, sources=sources, pool_source=pool,
-                 nccl=nccl, nccl_from=nccl_from or "given", nccl_env=tuple(nccl_env.effects(env, nccl)),
-                 gpu=gpu if gpu is not None else nccl_library.known_capability(), release_problem=release_problem)
+        nccl, nccl_from = nccl_library.engine_nccl(os.environ)
+    release = None if build is None else build.release
+    sources, pool = read_sources(release)
+    return Facts(release=release, settings=settings, sources=sources, pool_source=pool, nccl=nccl,
+                 nccl_from=nccl_from or "given", nccl_env=tuple(nccl_env.effects(os.environ, nccl)),
+                 gpu=gpu if gpu is not None else nccl_library.known_capability(),
+                 release_problem=None if build is None else build.problem)

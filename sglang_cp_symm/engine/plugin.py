@@ -14,13 +14,11 @@ the framework, import a module the plugin patches) ever reach this.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from . import logs
 from .settings import StrictModeError, read_settings, strict_exit
 
 
-def activate(nccl: Optional[str] = None) -> bool:
+def activate() -> bool:
     """Apply the plugin to this process if the environment asks for it. Returns True when on.
 
     Never raises, except ``SystemExit`` in strict mode.
@@ -33,9 +31,7 @@ def activate(nccl: Optional[str] = None) -> bool:
             logs.logger.warning("sglang-cp-symm: %s", problem)
         return False
     try:  # wrapt and the engine side load only now, and only when the plugin is on
-        from ..releases import installed_build
         from . import activation
-        from .nccl_policy import given_version
     except Exception as exc:  # a partial install (wrapt missing or broken): one line, and sglang as it is
         cause = f"{type(exc).__name__}: {str(exc)[:200]}"
         for problem in settings.problems:
@@ -50,9 +46,7 @@ def activate(nccl: Optional[str] = None) -> bool:
         log = activation.plugin().log  # the process's: a second activation (bootstrap, then a command) is quiet
         for problem in settings.problems:
             log.warning_once(problem, "sglang-cp-symm: %s", problem)
-        build = installed_build()
-        activation.apply(settings, None if build is None else build.release,
-                         None if nccl is None else given_version(nccl), build=build)
+        activation.apply(settings)
     except StrictModeError as exc:
         raise strict_exit(str(exc)) from None
     except Exception as exc:  # never take the engine down unasked; undo what was done, and say so truthfully

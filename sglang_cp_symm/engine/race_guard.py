@@ -46,7 +46,7 @@ does not launch symmetric kernels with programmatic serialization
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, List, Optional
 
 from . import context_hooks
@@ -75,8 +75,7 @@ class GuardPlan:
     defeated_by: Optional[str] = None  # an NCCL setting that runs symmetric kernels outside windows (nccl_env)
 
     def describe(self) -> dict:
-        return {"engaged": self.engaged, "reason": self.reason, "fix": self.fix, "groups": list(self.groups),
-                "defeated_by": self.defeated_by}
+        return {**asdict(self), "groups": list(self.groups)}
 
 
 def plan_guard(decision: Decision, release: Release, allow_race: bool, symmetric_off: Optional[str] = None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional
 
 ENABLE = "SGLANG_CP_SYMM"
@@ -73,10 +73,7 @@ class Settings:
     problems: tuple[str, ...] = field(default=())
 
     def describe(self) -> dict:
-        return {"enabled": self.enabled, "strict": self.strict, "send": self.send,
-                "allow_nccl_race": self.allow_nccl_race, "warmup": self.warmup,
-                "warmup_tokens": self.warmup_tokens, "warmup_timeout_s": self.warmup_timeout_s,
-                "watchdog": self.watchdog, "report_dir": self.report_dir, "problems": list(self.problems)}
+        return {**asdict(self), "problems": list(self.problems)}
 
 
 def _flag(environ: Mapping[str, str], name: str, problems: list[str], default: bool = False) -> bool:

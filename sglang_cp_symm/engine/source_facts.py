@@ -24,7 +24,7 @@ import ast
 import importlib.util
 import os
 import sys
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 from .rewrite import AlreadyStaged, NoGatherCall, ShapeMismatch, already_in_context, find_gather_call, find_output_edit, find_send_edit
 from ..targets import Target
@@ -145,15 +145,3 @@ def module_text(module: str) -> Optional[str]:
             return handle.read()
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-
-
-def cached_reader(read: Callable[[str], Optional[str]] = module_text) -> Callable[[str], Optional[str]]:
-    """``read`` with each module read once (several targets share a module)."""
-    seen: dict = {}
-
-    def cached(module: str) -> Optional[str]:
-        if module not in seen:
-            seen[module] = read(module)
-        return seen[module]
-
-    return cached

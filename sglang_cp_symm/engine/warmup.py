@@ -105,11 +105,7 @@ class WarmupState:
 
     result: dict = dataclasses.field(default_factory=dict)  # also while it runs: the plan, for the status line
     task: Optional[asyncio.Future] = None
-    finished: bool = False
-
-    @property
-    def done(self) -> bool:
-        return self.finished
+    done: bool = False  # over: ran, failed, timed out or skipped (``_keep``)
 
 
 def resolved_arg(server_args: Any, name: str, default: Any = None) -> Any:
@@ -277,11 +273,10 @@ async def reported_pool_tokens(tokenizer_manager: Any, timeout_s: float) -> tupl
 def deadline_for(settings: Any, server_args: Any, disaggregation_mode: str) -> Deadline:
     """The warm-up's deadline for this server (``warmup_deadline``); never raises."""
     try:
-        watchdog = resolved_arg(server_args, "watchdog_timeout", None)
-        return warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout(),
-                               float(watchdog) if watchdog is not None else None, disaggregation_mode)
-    except (TypeError, ValueError):  # a watchdog timeout that is not a number: sglang's own default applies
-        return warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout(), None, disaggregation_mode)
+        watchdog = float(resolved_arg(server_args, "watchdog_timeout", None))
+    except (TypeError, ValueError):  # unset, or not a number: sglang's own default applies
+        watchdog = None
+    return warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout(), watchdog, disaggregation_mode)
 
 
 def _mib(value: int) -> str:
@@ -402,7 +397,7 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any, state: Wa
         from sglang.srt.disaggregation.utils import FAKE_BOOTSTRAP_HOST
     except ImportError:
         FAKE_BOOTSTRAP_HOST = None
-    plan = None
+    plan = failure = None
     started = time.monotonic()
     deadline = deadline_for(settings, server_args, disaggregation_mode)
     result["deadline"] = deadline.describe()
@@ -412,7 +407,7 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any, state: Wa
         plan = plan_for(tokenizer_manager, GenerateReqInput, settings.warmup_tokens, pool, pool_source,
                         _stage_send(settings, decision))
         result.update(prompts=plan.prompts, dp_size=plan.dp_size, plan=plan.describe())
-        _publish(state, result)
+        state.result = dict(result)  # what it has planned so far, while it runs (status() reads it)
         logger.info(plan_line(plan, deadline, settings.watchdog))
         warning = far_above_warning(plan)
         if warning:
@@ -427,24 +422,22 @@ async def run_warmup(disaggregation_mode: str, tokenizer_manager: Any, state: Wa
                                deadline.seconds - (time.monotonic() - started), deadline.grace_s)
         result.update(ran=True, ranks={r: run.describe() for r, run in runs.items()})
     except Exception as exc:
-        result.update(error=f"{type(exc).__name__}: {exc}", seconds=round(time.monotonic() - started, 3),
-                      timed_out=isinstance(exc, WarmupTimeout))
+        failure = exc
+        result.update(error=f"{type(exc).__name__}: {exc}", timed_out=isinstance(exc, WarmupTimeout))
         if isinstance(exc, FanOutError):
             result["ranks"] = {r: run.describe() for r, run in exc.runs.items()}
-        message = failure_message(plan, exc, deadline)
-        result["markers"] = await _send_markers(tokenizer_manager, GenerateReqInput, plan, disaggregation_mode,
-                                                FAKE_BOOTSTRAP_HOST, deadline)
-        result["seconds"] = round(time.monotonic() - started, 3)
-        _keep(state, result)
-        if settings.strict:
-            raise WarmupFailed(f"sglang-cp-symm strict mode: {message}") from exc
-        logger.warning(message)
-        return result
     result["markers"] = await _send_markers(tokenizer_manager, GenerateReqInput, plan, disaggregation_mode,
                                             FAKE_BOOTSTRAP_HOST, deadline)
     result["seconds"] = round(time.monotonic() - started, 3)
-    logger.info("sglang-cp-symm: warm-up done in %.2f s; each rank logs its pool line", result["seconds"])
-    return _keep(state, result)
+    _keep(state, result)
+    if failure is None:
+        logger.info("sglang-cp-symm: warm-up done in %.2f s; each rank logs its pool line", result["seconds"])
+        return result
+    message = failure_message(plan, failure, deadline)
+    if settings.strict:
+        raise WarmupFailed(f"sglang-cp-symm strict mode: {message}") from failure
+    logger.warning(message)
+    return result
 
 
 async def _send_markers(tokenizer_manager, request_class, plan, disaggregation_mode, bootstrap_host,
@@ -469,13 +462,8 @@ async def _send_markers(tokenizer_manager, request_class, plan, disaggregation_m
 def _keep(state: WarmupState, result: dict) -> dict:
     """The warm-up is over (ran, failed, timed out or skipped): keep what it did."""
     state.result = dict(result)
-    state.finished = True
+    state.done = True
     return result
-
-
-def _publish(state: WarmupState, result: dict) -> None:
-    """What the warm-up has planned so far, while it runs (``status()`` and the status line read it)."""
-    state.result = dict(result)
 
 
 def status_words(settings: Any, result: dict) -> str:

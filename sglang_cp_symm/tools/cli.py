@@ -24,7 +24,7 @@ def _status(args) -> int:
     from .. import status
     from ..engine.plugin import activate
     from ..engine.settings import read_settings
-    from ..releases import installed_build, installed_sglang_version
+    from ..releases import installed_build
 
     settings = read_settings()
     imports: dict = {}
@@ -36,8 +36,8 @@ def _status(args) -> int:
             print(str(exc.code), file=sys.stderr)
             return 2
     report = status()
-    report["sglang"] = installed_sglang_version()
     build = installed_build()
+    report["sglang"] = None if build is None else build.shown
     report["imports"] = imports
     if not args.apply:
         if settings.enabled:  # the engine's words would describe an empty register, not this release
@@ -73,15 +73,6 @@ def switches_text(settings) -> str:
     return ", ".join(f"{name}={word(described[name])}" for name in described if name != "problems")
 
 
-def switch_names(environ=None) -> list:
-    """The plugin's variables set in ``environ``: ``SGLANG_CP_SYMM`` and every ``SGLANG_CP_SYMM_*`` (the switches of
-    ``engine.settings`` and the launch id the watchdog stamps), so that a switch added later is covered too."""
-    from ..engine.settings import ENABLE
-
-    env = os.environ if environ is None else environ
-    return sorted(name for name in env if name == ENABLE or name.startswith(ENABLE + "_"))
-
-
 def set_aside_switches(command: str, instead: str) -> list:
     """Take the user's switches out of this process before a demo imports the engine; say once which.
 
@@ -94,7 +85,10 @@ def set_aside_switches(command: str, instead: str) -> list:
     this process (only if something imported the engine before) is taken back. ``instead`` says what
     the command runs with. Returns the names.
     """
-    names = switch_names()
+    from ..engine.settings import ENABLE
+
+    # SGLANG_CP_SYMM and every SGLANG_CP_SYMM_* (the switches and the launch id): a switch added later is covered too
+    names = sorted(name for name in os.environ if name == ENABLE or name.startswith(ENABLE + "_"))
     for name in names:
         os.environ.pop(name, None)
     if "sglang_cp_symm.engine.activation" in sys.modules:
@@ -147,8 +141,7 @@ def _doctor(args) -> int:
                        kv_dtype=args.kv_dtype, prealloc_gib=args.prealloc_gb, max_total_tokens=args.max_total_tokens,
                        watchdog_timeout=args.watchdog_timeout, disaggregation_mode=args.disaggregation_mode,
                        enable_symm_mem=args.enable_symm_mem, nnodes=args.nnodes, pp_size=args.pp_size)
-    return run(as_json=args.json, check=args.check, nccl=args.nccl, shape=shape, ranks=args.ranks or None,
-               want_ranks=args.ranks is not None)
+    return run(as_json=args.json, check=args.check, nccl=args.nccl, shape=shape, ranks=args.ranks)
 
 
 def _positive(text: str) -> int:

@@ -48,16 +48,11 @@ from ..releases import Build, distribution_version, installed_build
 from .model_presets import load_config
 
 ENTRY_POINT = "cp_symm"
-#: sglang's chunked_prefill_size on a GPU of 80-160 GB (H100, H200) when none is given (server_args.py).
-DEFAULT_CHUNK = REFERENCE_CHUNK
 BOOTSTRAP = "sglang_cp_symm_bootstrap.pth"
 
 
 def _entry_point() -> dict:
-    try:
-        eps = metadata.entry_points(group="sglang.srt.plugins")
-    except TypeError:  # pragma: no cover - Python < 3.10
-        eps = metadata.entry_points().get("sglang.srt.plugins", [])
+    eps = metadata.entry_points(group="sglang.srt.plugins")
     ours = [ep for ep in eps if ep.name == ENTRY_POINT]
     wanted = os.environ.get("SGLANG_PLUGINS", "")  # as sglang's load_plugins reads it (plugins/__init__.py 0.5.23
     # lines 51-55): any non-empty value is an allow-list, " , " an empty one that loads no plugin at all
@@ -155,7 +150,7 @@ def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> d
     if context is None and config is not None:
         context = context_from_config(config)
         out["context_source"] = "the model's max_position_embeddings" if context else None
-    given_chunk = DEFAULT_CHUNK if shape.chunked_prefill_size is None else shape.chunked_prefill_size
+    given_chunk = REFERENCE_CHUNK if shape.chunked_prefill_size is None else shape.chunked_prefill_size
     chunk = per_dp_chunk(given_chunk, shape.dp_size, shape.enable_dp_attention)
     pool = None if shape.max_total_tokens is None else shape.max_total_tokens // shape.page_size * shape.page_size
     try:
@@ -246,16 +241,16 @@ def read_process_facts(nccl_override: Optional[str] = None) -> ProcessFacts:
     nccl = given_version(nccl_override) if nccl_override else loaded
     gpu = _gpu()
     capability = tuple(int(p) for p in gpu["capability"].split(".")) if gpu["available"] else None
-    facts = gather_facts(settings, None if build is None else build.release, None if build is None else build.shown,
-                         nccl=nccl, nccl_from="given with --nccl" if nccl_override else loaded_from, gpu=capability,
-                         release_problem=None if build is None else build.problem)
+    facts = gather_facts(settings, build, nccl=nccl, nccl_from="given with --nccl" if nccl_override else loaded_from,
+                         gpu=capability)
     return ProcessFacts(settings, build, loaded, loaded_from, nccl, gpu, facts, make_plan(facts))
 
 
 def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape] = None,
-                 ranks: Optional[str] = None, want_ranks: bool = False) -> dict:
+                 ranks: Optional[str] = None) -> dict:
     """The doctor's report: the plan (``engine.plan``) made from this machine's facts, gathered as the engine
-    gathers them, and rendered; nothing here decides what happens to a target."""
+    gathers them, and rendered; nothing here decides what happens to a target. ``ranks``: the folder of the
+    per-rank records to read ("" the default one; None: none read)."""
     seen = read_process_facts(nccl_override)
     report = _header(seen, nccl_override)
     findings = report["findings"]
@@ -279,7 +274,7 @@ def build_report(nccl_override: Optional[str] = None, shape: Optional[ServeShape
     actions = list(seen.plan.recommended())
     if shape is not None:
         _add_shape(report, shape, seen, actions)
-    if want_ranks:
+    if ranks is not None:
         report["ranks"] = ranks_report(ranks)
         findings.extend(f"ranks: {f}" for f in report["ranks"]["findings"])
         if "note" in report["ranks"]:
@@ -529,7 +524,7 @@ def _render_ranks(ranks: Optional[dict]) -> list:
 
 
 def run(as_json: bool, check: bool, nccl: Optional[str], shape: Optional[ServeShape] = None,
-        ranks: Optional[str] = None, want_ranks: bool = False) -> int:
-    report = build_report(nccl, shape, ranks, want_ranks)
+        ranks: Optional[str] = None) -> int:
+    report = build_report(nccl, shape, ranks)
     print(json.dumps(report, indent=2) if as_json else render(report))
     return 1 if check and check_failed(report) else 0

@@ -86,8 +86,7 @@ class ReleaseScheduler:
     given from the server arguments through sglang's own ``get_parallel().override``.
     """
 
-    def __init__(self, args: Any, pool_tokens: Optional[int] = None, max_req_input_len: Optional[int] = None,
-                 context_len: Optional[int] = None) -> None:
+    def __init__(self, args: Any, pool_tokens: int, max_req_input_len: int) -> None:
         import torch
         from sglang.srt import server_args as sa
         from sglang.srt.managers import schedule_policy
@@ -101,12 +100,7 @@ class ReleaseScheduler:
         self.chunk = int(chunk) if chunk and int(chunk) > 0 else None
         self.page = int(resolved(args, "page_size", 1) or 1)
         self.max_prefill = int(resolved(args, "max_prefill_tokens", 16384))
-        self.pool = pool_tokens_of(args) if pool_tokens is None else int(pool_tokens)
-        if max_req_input_len is None:
-            from sglang_cp_symm.engine.scheduler_rules import max_req_input_len_of
-
-            max_req_input_len = max_req_input_len_of(context_len, self.pool)
-        self.max_req_input_len = int(max_req_input_len)
+        self.pool, self.max_req_input_len = int(pool_tokens), int(max_req_input_len)
         self.cp = int(resolved(args, "attn_cp_size", 1) or 1)
         setter = getattr(sa, "set_global_server_args_for_scheduler", None)
         if setter is not None:  # 0.5.23's PrefillAdder reads the published configuration

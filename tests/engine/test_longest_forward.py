@@ -58,7 +58,7 @@ for name, extra in CASES:
     mine, theirs = scheduler.schedule(plan.prompts[0]), scheduler.schedule(blind.prompts[0])
     out.append({"name": name, "chunk": resolved_arg(tm.server_args, "chunked_prefill_size"),
                 "page": scheduler.page, "pool": tm.pool_tokens, "max_req_input_len": tm.max_req_input_len,
-                "plan_forward": plan.forward.tokens, "plan_prompt": plan.prompts[0], "source": plan.source,
+                "plan_forward": plan.forward.tokens, "plan_prompt": plan.prompts[0], "source": plan.forward.source,
                 "plan_admitted": mine.admitted, "plan_extends": mine.extends[:3], "plan_largest": mine.largest,
                 "scheduler_longest_prompt": scheduler.longest_admitted(),
                 "scheduler_largest": scheduler.largest_forward(),

@@ -56,7 +56,7 @@ def reset_warmup():
     from sglang_cp_symm.engine import activation
 
     state = activation.plugin().warmup
-    state.result, state.finished, state.task = {}, False, None
+    state.result, state.done, state.task = {}, False, None
 
 
 def emit(obj):

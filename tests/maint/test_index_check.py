@@ -56,7 +56,7 @@ def test_one_warning_line_per_unknown_release_and_errors_never_fail(monkeypatch,
         "index-check: warning: sglang 0.5.24 is on the index, newer than 0.5.23 (targets.LAST_SUPPORTED): "
         "check the release and extend the register (sglang_cp_symm/targets.py)",
         "index-check: warning: nvidia-nccl-cu13 2.33.1 is on the index, newer than 2.32.6 (nccl_policy.NEWEST_VERIFIED "
-        "and pins.TORCH_PINS): run 'python -m maint.nccl_audit VERSION' and add its policy row"]
+        "and the torch pins): run 'python -m maint.nccl_audit VERSION' and add its policy row"]
     assert "index-check: skipped torch: network is unreachable" in lines
     assert lines[-1].startswith("index-check: 2 of 3 distributions checked; 2 release(s) newer")
 
