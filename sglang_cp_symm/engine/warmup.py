@@ -276,7 +276,7 @@ def deadline_for(settings: Any, server_args: Any, disaggregation_mode: str) -> D
         watchdog = float(resolved_arg(server_args, "watchdog_timeout", None))
     except (TypeError, ValueError):  # unset, or not a number: sglang's own default applies
         watchdog = None
-    return warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout(), watchdog, disaggregation_mode)
+    return warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout(os.environ), watchdog, disaggregation_mode)
 
 
 def _mib(value: int) -> str:

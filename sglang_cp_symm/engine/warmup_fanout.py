@@ -60,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from .logs import logger
 
@@ -115,13 +115,15 @@ def warmup_deadline(override_s: Optional[float], sglang_warmup_timeout: Optional
     return Deadline(base, why, STOP_GRACE_S)
 
 
-def sglang_warmup_timeout() -> Optional[float]:
-    """``SGLANG_WARMUP_TIMEOUT`` as sglang itself reads it (its ``envs`` registry); None where it cannot be read."""
+def sglang_warmup_timeout(environ: Mapping[str, str]) -> Optional[float]:
+    """``SGLANG_WARMUP_TIMEOUT`` in ``environ``, by sglang's own rule: ``EnvFloat(-1)`` in
+    every supported release (checked by tests/engine/test_longest_forward_sources.py), so unset, empty or not a
+    float is its default -1, which ``warmup_deadline`` reads as unset (None here; ``EnvField.get``, environ.py
+    0.5.6 lines 23-37). The engine and the doctor both read it here."""
+    raw = environ.get("SGLANG_WARMUP_TIMEOUT")
     try:
-        from sglang.srt.environ import envs
-
-        return float(envs.SGLANG_WARMUP_TIMEOUT.get())
-    except Exception:  # a release without the registry, or a value sglang cannot parse either
+        return float(raw) if raw else None
+    except ValueError:
         return None
 
 

@@ -42,7 +42,7 @@ from ..engine.scheduler_rules import (
     whence_words,
 )
 from ..engine.warmup import nothing_to_warm, switched_off
-from ..engine.warmup_fanout import warmup_deadline
+from ..engine.warmup_fanout import sglang_warmup_timeout, warmup_deadline
 from ..pins import pin_for
 from ..releases import Build, distribution_version, installed_build
 from .model_presets import load_config
@@ -114,15 +114,6 @@ class ServeShape:
         return self.cp_size > 1 or self.chunked_prefill_size is not None or self.model is not None
 
 
-def sglang_warmup_timeout_from_env() -> Optional[float]:
-    """``SGLANG_WARMUP_TIMEOUT`` as sglang parses it (a float; unset or unreadable: None, sglang's default)."""
-    raw = os.environ.get("SGLANG_WARMUP_TIMEOUT")
-    try:
-        return float(raw) if raw not in (None, "") else None
-    except ValueError:
-        return None
-
-
 def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> dict:
     """The warm-up sglang-cp-symm will run and the pool the CP all-gathers need, for one set of server arguments.
 
@@ -159,7 +150,7 @@ def sizing_report(shape: ServeShape, release, settings, send: bool = False) -> d
     except SizingError as exc:
         out["error"] = str(exc)
         return out
-    deadline = warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout_from_env(), shape.watchdog_timeout,
+    deadline = warmup_deadline(settings.warmup_timeout_s, sglang_warmup_timeout(os.environ), shape.watchdog_timeout,
                                shape.disaggregation_mode)
     out.update(chunk_is_default=shape.chunked_prefill_size is None, per_dp_chunk=chunk, context_length=context,
                pool_tokens=pool, longest_forward=forward.describe(), max_extend=forward.tokens,

@@ -106,5 +106,12 @@ def test_the_switch_is_whole_seconds_from_1_to_a_day():
         assert settings.warmup_timeout_s is None and "SGLANG_CP_SYMM_WARMUP_TIMEOUT" in settings.problems[0]
 
 
-def test_without_sglang_its_variable_is_not_guessed():
-    assert wd.sglang_warmup_timeout() is None  # stage A runs without sglang: the default applies
+@pytest.mark.parametrize("raw,seconds", [(None, None), ("", None), ("ten", None), ("1200", 1200.0), (" 90.5 ", 90.5),
+                                         ("-1", -1.0), ("0", 0.0)])
+def test_sglangs_variable_is_read_by_its_own_rule(raw, seconds):
+    """EnvFloat(-1): unset, empty or not a float is sglang's default, which the deadline reads as unset; any float is
+    taken (0 or less: unset too)."""
+    environ = {} if raw is None else {"SGLANG_WARMUP_TIMEOUT": raw}
+    assert wd.sglang_warmup_timeout(environ) == seconds
+    if seconds is None or seconds <= 0:
+        assert wd.warmup_deadline(None, wd.sglang_warmup_timeout(environ)).seconds == wd.SGLANG_WARMUP_BUDGET_S
