@@ -31,7 +31,7 @@ def patch(settings=None, nccl: "str | None" = None) -> dict:
     chosen = settings or read_settings()
     if not chosen.enabled:
         chosen = dataclasses.replace(chosen, enabled=True)
-    activation.apply(chosen, None if nccl is None else given_version(nccl))  # a bad ``nccl`` raises before
+    activation.apply(chosen, nccl=None if nccl is None else given_version(nccl))  # a bad ``nccl`` raises before
     return status()
 
 

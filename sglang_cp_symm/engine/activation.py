@@ -77,7 +77,7 @@ class Plugin:
         """The settings it was applied with (an explicit ``patch()`` too), else the environment's."""
         return self.applied if self.applied is not None else read_settings()
 
-    def apply(self, settings: Settings, nccl: Optional[NcclVersion] = None) -> None:
+    def apply(self, settings: Settings, *, nccl: Optional[NcclVersion] = None) -> None:
         """Apply the plugin for the installed sglang (``releases.installed_build``: its release, or why its
         version cannot be read); ``nccl`` judges the policy as for that NCCL (rehearsals, tests). A second call
         while applied does nothing."""
@@ -85,10 +85,9 @@ class Plugin:
             return
         self.applied = settings
         self.watchdog.report_dir = settings.report_dir
-        build = installed_build()
-        self.patcher.apply(settings, build, nccl)
+        self.patcher.apply(settings, installed_build(), nccl)
         ensure_run_id()  # before sglang spawns its children, so that every rank of one launch writes to one folder
-        self.installer.install(settings, None if build is None else build.release)
+        self.installer.install(settings, self.patcher.release)
         if self.patcher.settled():
             self.announce()
         else:
@@ -125,9 +124,9 @@ def plugin() -> Plugin:
     return _current
 
 
-def apply(settings: Settings, nccl: Optional[NcclVersion] = None) -> None:
+def apply(settings: Settings, *, nccl: Optional[NcclVersion] = None) -> None:
     """Apply this process's plugin (``Plugin.apply``)."""
-    plugin().apply(settings, nccl)
+    plugin().apply(settings, nccl=nccl)
 
 
 def unapply() -> None:

@@ -226,8 +226,9 @@ def plan_for(tokenizer_manager: Any, request_class: Any, override: Optional[int]
     sized = None if shape is None else size_pool(
         forward, cp, shape, send, release, prealloc_gib_from(os.environ.get(PREALLOC_VARIABLE)), plugin_on=True)
     short = list(sized.short_prompts) if sized else []  # the model's config unread: no short prompts
-    return WarmupPlan([forward.prompt] + short, dp_ranks_of(server_args), cp, _route_field(request_class),
-                      int(model_config.vocab_size), forward, pool_tokens, pool_source, sized)
+    return WarmupPlan(prompts=[forward.prompt] + short, dp_size=dp_ranks_of(server_args), cp_size=cp,
+                      route_field=_route_field(request_class), vocab_size=int(model_config.vocab_size),
+                      forward=forward, pool_tokens=pool_tokens, pool_source=pool_source, sizing=sized)
 
 
 #: The longest the warm-up waits for the ranks to report their KV pools (a tenth of the deadline when shorter).

@@ -147,8 +147,8 @@ def plan_chunking_off(context_len: int, cap=None, page_size: int = 1):
     shape = ModelShape("latent-kv-bf16", {"latent_kv": LATENT_KV_ELEMENTS * 2})
     forward = longest_forward(-1, page_size, context_len=context_len, release=release, override=cap)
     sized = size_pool(forward, 1, shape, False, release, None, plugin_on=True)
-    plan = WarmupPlan([forward.prompt, *sized.short_prompts], 1, 1, None, 32000, forward, None,
-                      "not asked (one GPU, no scheduler)", sized)
+    plan = WarmupPlan(prompts=[forward.prompt, *sized.short_prompts], dp_size=1, cp_size=1, route_field=None,
+                      vocab_size=32000, forward=forward, pool_source="not asked (one GPU, no scheduler)", sizing=sized)
     return plan, plan_line(plan, warmup_deadline(None), True), far_above_warning(plan)
 
 
