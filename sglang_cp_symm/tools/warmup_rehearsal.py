@@ -11,10 +11,9 @@ Stood in: the tokenizer manager, whose module imports the CUDA-only ``sgl_kernel
 and the transport to the schedulers. ``RecordingTokenizerManager`` has what the
 warm-up uses of it (``generate_request``, ``abort_request``, ``get_internal_state``)
 and records each request; it answers as the real one does (one final output with a
-finish reason), or fails as the real one can: it raises, yields an ``abort`` finish
-reason, leaves a request in the queue until it is aborted (a full queue, or a prompt
-the KV admission refuses: sglang answers a queued request's abort with an abort
-finish), or never answers at all (a rank that is gone).
+finish reason). The failures a real one can show (it raises, yields an ``abort``
+finish reason, leaves a request in the queue until it is aborted, or never answers at
+all: a rank that is gone) are the tests' (``tests/engine/warmup_harness.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ import dataclasses
 import inspect
 from array import array
 from typing import Any, Dict, List, Optional
+
+from ..engine.warmup import DONE_PREFIX, WARMUP_NAME
 
 #: The KV pool of a rank when the server arguments set none (``--max-total-tokens``): far above any context here,
 #: as the memory profile of a large GPU gives.
@@ -233,30 +234,23 @@ class AsOnCuda:
 
 
 class RecordingTokenizerManager:
-    """What the warm-up uses of sglang's ``TokenizerManager``, with the failures a real server can show.
+    """What the warm-up uses of sglang's ``TokenizerManager``, answering as a healthy server does.
 
     - ``pool_tokens``: each DP rank's KV pool (default ``pool_tokens_of(args)``), which
       ``get_internal_state`` reports as sglang's schedulers do (``memory_usage.token_capacity``)
-      and from which ``max_req_input_len`` follows (``min(ctx - 1, pool - 1) - 5``, tp_worker.py);
-      ``report_pool=False``: ``get_internal_state`` fails (a tokenizer worker that cannot ask).
+      and from which ``max_req_input_len`` follows (``min(ctx - 1, pool - 1) - 5``, tp_worker.py).
     - ``scheduler=True``: each request is decided by the release's own scheduling code
       (``ReleaseScheduler``): a refused prompt fails as sglang's tokenizer manager raises it
       (``ValueError``, the BAD_REQUEST abort of ``_wait_one_response``), one the KV admission
-      does not admit waits in the queue until it is aborted.
-    - ``latency_s``: how long each request takes (an abort ends it at once).
-    - ``fail_at_tokens`` / ``abort_at_tokens``: a prompt of that length raises / ends with an abort.
-    - ``fail_rank``: that DP rank's first prompt raises after half its latency (a failure on one rank).
-    - ``stall_rank``: that rank's requests wait until aborted, then end with an abort finish, as sglang
-      answers the abort of a queued request (``Scheduler.abort_request``: ``send_output(AbortReq)``).
-    - ``dead_rank``: that rank answers nothing, aborts and ``get_internal_state`` included.
-    Every abort is recorded (``aborted``), every request whose generator was cancelled (``cancelled``), and
-    ``inflight`` holds the requests not yet answered.
+      does not admit waits in the queue until it is aborted, and then ends with an abort finish, as
+      sglang answers the abort of a queued request (``Scheduler.abort_request``: ``send_output(AbortReq)``).
+    Every request is recorded (``requests``), every abort (``aborted``), every request whose generator was
+    cancelled (``cancelled``); ``inflight`` holds the requests not yet answered. The failures a real server
+    can show are the tests' (``tests/engine/warmup_harness.py``), which override ``_answer``.
     """
 
-    def __init__(self, args: Any, fail_at_tokens: Optional[int] = None, abort_at_tokens: Optional[int] = None,
-                 enable_symm_mem: bool = True, pool_tokens: Optional[int] = None, report_pool: bool = True,
-                 scheduler: bool = False, latency_s: float = 0.0, fail_rank: Optional[int] = None,
-                 stall_rank: Optional[int] = None, dead_rank: Optional[int] = None) -> None:
+    def __init__(self, args: Any, pool_tokens: Optional[int] = None, scheduler: bool = False,
+                 enable_symm_mem: bool = True) -> None:
         from sglang.srt.configs.model_config import ModelConfig
 
         from ..engine.scheduler_rules import max_req_input_len_of
@@ -272,9 +266,6 @@ class RecordingTokenizerManager:
         self.aborted: List[str] = []
         self.cancelled: List[str] = []
         self.inflight: Dict[str, asyncio.Event] = {}
-        self.fail_at_tokens, self.abort_at_tokens = fail_at_tokens, abort_at_tokens
-        self.report_pool, self.latency_s = report_pool, latency_s
-        self.fail_rank, self.stall_rank, self.dead_rank = fail_rank, stall_rank, dead_rank
         self.scheduler = (ReleaseScheduler(args, self.pool_tokens, self.max_req_input_len) if scheduler else None)
         self.schedules: List[Schedule] = []
 
@@ -283,10 +274,6 @@ class RecordingTokenizerManager:
         return int(value or 0)
 
     async def get_internal_state(self) -> List[dict]:
-        if not self.report_pool:
-            raise RuntimeError("this tokenizer worker cannot reach the schedulers")
-        if self.dead_rank is not None:
-            await asyncio.Event().wait()  # one rank never answers: the communicator waits for all
         return [{"memory_usage": {"token_capacity": self.pool_tokens}} for _ in range(self.dp_ranks)]
 
     def abort_request(self, rid: str = "", abort_all: bool = False) -> None:
@@ -297,35 +284,9 @@ class RecordingTokenizerManager:
 
     async def generate_request(self, obj: Any, request: Any = None):
         self.requests.append(obj)
-        n, rank = len(obj.input_ids), self._rank_of(obj)
         aborted = self.inflight[obj.rid] = asyncio.Event()
         try:
-            if n == self.fail_at_tokens:
-                raise ValueError(f"The input ({n} tokens) is longer than the model's context length")
-            if rank == self.dead_rank:
-                await asyncio.Event().wait()  # never answers, not even the abort
-            waits = rank == self.stall_rank
-            if self.scheduler is not None and not obj.rid.startswith("cp-symm-warmup-done-"):
-                schedule = self.scheduler.schedule(n)
-                self.schedules.append(schedule)
-                if not schedule.accepted:
-                    raise ValueError(schedule.error)
-                waits = waits or not schedule.admitted  # NO_TOKEN: it stays in the waiting queue
-            if rank == self.fail_rank and not obj.rid.startswith("cp-symm-warmup-done-"):
-                await asyncio.sleep(self.latency_s / 2)
-                raise RuntimeError(f"CUDA out of memory on DP rank {rank} (rehearsed)")
-            if waits:
-                await aborted.wait()
-            elif self.latency_s:
-                try:
-                    await asyncio.wait_for(aborted.wait(), timeout=self.latency_s)
-                except asyncio.TimeoutError:
-                    pass
-            reason = {"type": "length", "length": 1}
-            if aborted.is_set():
-                reason = {"type": "abort", "message": "Abort in waiting queue"}
-            elif n == self.abort_at_tokens:
-                reason = {"type": "abort", "message": "out of memory", "status_code": 500}
+            reason = await self._answer(obj, aborted)
             await asyncio.sleep(0)
             yield {"text": "", "meta_info": {"id": obj.rid, "finish_reason": reason}}
         except (asyncio.CancelledError, GeneratorExit):
@@ -333,6 +294,20 @@ class RecordingTokenizerManager:
             raise
         finally:
             self.inflight.pop(obj.rid, None)
+
+    async def _answer(self, obj: Any, aborted: asyncio.Event) -> dict:
+        """The request's finish reason, once it is answered: the scheduler's decision where there is one (the
+        completion markers are not scheduled: one token each), an abort finish where it was aborted."""
+        if self.scheduler is not None and not obj.rid.startswith(DONE_PREFIX):
+            schedule = self.scheduler.schedule(len(obj.input_ids))
+            self.schedules.append(schedule)
+            if not schedule.accepted:
+                raise ValueError(schedule.error)
+            if not schedule.admitted:  # NO_TOKEN: it stays in the waiting queue until aborted
+                await aborted.wait()
+        if aborted.is_set():
+            return {"type": "abort", "message": "Abort in waiting queue"}
+        return {"type": "length", "length": 1}
 
     def summary(self) -> List[dict]:
         field = next((f for f in ("routed_dp_rank", "data_parallel_rank") if hasattr(self.requests[0], f)), None)
@@ -346,7 +321,7 @@ def run_named_warmup(manager: Any, mode: str = "null") -> None:
     """sglang's own runner, as the HTTP server's lifespan calls it."""
     from sglang.srt.entrypoints.warmup import execute_warmups
 
-    asyncio.run(execute_warmups(mode, ["cp_symm_max_tokens"], manager))
+    asyncio.run(execute_warmups(mode, [WARMUP_NAME], manager))
 
 
 def demo_settings():
