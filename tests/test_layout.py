@@ -12,7 +12,8 @@ to the package's modules. The checks:
   ``sys`` at module level, and the package ``__init__`` nothing at all;
 - nothing in the package imports ``maint`` (maintainer-only, not in the wheel);
 - no module holds mutable state at module level (``mutable_state`` says what counts), beyond
-  ``ALLOWED_STATE``: the plugin object's holder alone.
+  ``ALLOWED_STATE``: the plugin object's holder alone;
+- README's Architecture tree names every module of the package and of ``maint/``, and no other.
 """
 
 from __future__ import annotations
@@ -325,3 +326,20 @@ def test_the_state_check_tells_state_from_constants(tmp_path, monkeypatch, code,
     planted.write_text(code)
     monkeypatch.setitem(MODULES, f"{PACKAGE}.planted", planted)
     assert set(mutable_state(f"{PACKAGE}.planted")) == caught
+
+
+def tree_block(readme: str) -> str:
+    """The code block of README's Architecture section that draws the tree (it begins with the package)."""
+    section = readme.split("## Architecture", 1)[1]
+    return next(block for block in section.split("```")[1::2] if block.lstrip("\n").startswith(f"{PACKAGE}/"))
+
+
+def test_the_readme_tree_names_every_module_and_no_other():
+    import re
+
+    readme = (ROOT.parent / "README.md").read_text()
+    named = set(re.findall(r"[A-Za-z_]\w*\.py\b", tree_block(readme))) - {"__init__.py"}
+    files = [*ROOT.rglob("*.py"), *(ROOT.parent / "maint").glob("*.py")]
+    modules = {p.name for p in files} - {"__init__.py", "__main__.py"}
+    assert named == modules, (f"README's tree lacks {sorted(modules - named)}; "
+                              f"names what is not there: {sorted(named - modules)}")
