@@ -14,6 +14,7 @@ read from anywhere else, so ``status()``, the start-up line and the command line
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 from . import patching
@@ -32,16 +33,8 @@ def status_dict(plugin: Any) -> dict:
         "mode": mode_of(settings),
         "outcome": outcome(plugin),
         "nccl": None if decision is None else {
-            "version": None if decision.nccl is None else str(decision.nccl),
-            "read_from": patcher.nccl_source,
-            "patch_outputs": decision.patch_outputs,
-            "stage_send": decision.stage_send,
-            "kernel_engaged": decision.kernel_engaged,
-            "hazard": decision.hazard,
-            "reason": decision.reason,
-            "recommendation": decision.recommendation,
-            "source": decision.source,
-        },
+            "version": None if decision.nccl is None else str(decision.nccl), "read_from": patcher.nccl_source,
+            **{name: value for name, value in asdict(decision).items() if name != "nccl"}},
         "race_guard": plugin.race_guard.describe(),
         "targets": {name: target_entry(s) for name, s in sorted(patcher.statuses.items())},
         "notes": list(patcher.plan.notes) if patcher.plan is not None else [],
