@@ -27,6 +27,7 @@ same rewrite proofs, so on a released wheel the two agree
 from __future__ import annotations
 
 import os
+from functools import partial
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Callable, Dict, Iterable, Optional, Tuple
@@ -263,68 +264,75 @@ def make_plan(facts: Facts) -> Plan:
     guarding = settings.enabled and guard.engaged
     notes = [f"{effect.line()}: whatever the plugin or sglang registers, NCCL picks no symmetric kernel for these "
              "CP all-gathers" for effect in facts.nccl_env if effect.symmetric_off or effect.allgather_off]
-
-    pool_fact = facts.pool_source
-    pool_where = f"{POOL_FIX.module}.{POOL_FIX.context_class}"
-    pool_applies = pool_fact.state == NEEDS_FIX
-    if pool_fact.state in (SOURCE_UPSTREAM, PATCHED_SOURCE):
-        pool = TargetPlan(POOL_FIX.name, pool_where, Action.NONE, State.UPSTREAM, pool_fact.detail, pool_fact.state)
-    elif pool_fact.state != NEEDS_FIX:
-        pool = TargetPlan(POOL_FIX.name, pool_where, Action.NONE, State.ABSENT, pool_fact.detail, pool_fact.state)
-    elif not settings.enabled:
-        pool = TargetPlan(POOL_FIX.name, pool_where, Action.NONE, State.OFF, "", pool_fact.state)
-    elif guarding:  # it would register CP segments with the CP communicator
-        pool = TargetPlan(POOL_FIX.name, pool_where, Action.NONE, State.GUARDED, "", pool_fact.state)
-    elif decision.patch_outputs:
-        pool = TargetPlan(POOL_FIX.name, pool_where, Action.PATCH, State.PATCHED, "", pool_fact.state)
-    else:  # registering CP buffers with the CP communicator would engage the kernel that was held back
-        pool = TargetPlan(POOL_FIX.name, pool_where, Action.NONE, State.HELD, decision.reason, pool_fact.state)
-    pool_registers = pool_fact.state in (SOURCE_UPSTREAM, PATCHED_SOURCE) or pool.action == Action.PATCH
-
+    pool = _pool_plan(facts, decision, guarding)
     targets = []
     for target in targets_for(release):
-        fact = facts.source(target.name)
-        note = _source_notes(release, target, fact)
+        note = _source_notes(release, target, facts.source(target.name))
         if note:
             notes.append(note)
-        base = dict(name=target.name, where=target.dotted, source=fact.state)
-        if fact.state == SOURCE_ABSENT:
-            targets.append(TargetPlan(**base, action=Action.NONE, state=State.ABSENT, detail=fact.detail))
-            continue
-        if fact.state not in (NEEDS_PATCH, SOURCE_UPSTREAM):  # a shape the rewrite does not prove
-            targets.append(TargetPlan(**base, action=Action.NONE, state=State.SKIPPED, detail=fact.detail,
-                                      kernel=_kernel(facts, False, False)))
-            continue
-        needs_output = fact.state == NEEDS_PATCH
-        said = [w for w in ("the function already opens the context" if note else "", fact.staged) if w]
-        upstream_words = "; ".join(said) or target.fixed_by
-        if not settings.enabled:
-            entry = TargetPlan(**base, action=Action.NONE, state=State.OFF)
-        elif guarding:
-            entry = TargetPlan(**base, action=Action.GUARD, state=State.GUARDED)
-        else:
-            output = needs_output and decision.patch_outputs
-            send = decision.stage_send and not fact.staged  # a source that stages already is left as it is
-            if output or send:
-                what = "+".join(k for k, on in (("output", output), ("send", send)) if on)
-                entry = TargetPlan(**base, action=Action.PATCH, state=State.PATCHED, detail=what, output=output,
-                                   send=send)
-            elif needs_output:
-                entry = TargetPlan(**base, action=Action.NONE, state=State.HELD, detail=decision.reason)
-            else:
-                entry = TargetPlan(**base, action=Action.NONE, state=State.UPSTREAM, detail=upstream_words)
-        in_pool = entry.state != State.GUARDED and (not needs_output or entry.output)
-        output_registered = in_pool and pool_registers
-        send_registered = entry.send and pool_registers
-        kernel = _kernel(facts, output_registered, send_registered)
-        if entry.state == State.GUARDED and not _outside_windows(facts):
-            kernel = False  # nothing of this gather is in a window of its communicator
-        hazard = (f"NCCL {facts.nccl}: the symmetric kernel that runs this gather can read its input early on sm90+ "
-                  "(Hopper and Blackwell)") if kernel and _racy(facts) else None
-        entry = replace(entry, output_in_window=output_registered, send_in_window=send_registered, kernel=kernel,
-                        hazard=hazard)
-        targets.append(replace(entry, action_to_take=_action_to_take(facts, entry, pool_applies)))
+        targets.append(_target_plan(facts, target, decision, guarding, pool, note))
     return Plan(facts, None, decision, guard, tuple(targets), pool, tuple(notes), race_exposure(facts, guard))
+
+
+def _pool_plan(facts: Facts, decision: Decision, guarding: bool) -> TargetPlan:
+    """The CP pool fix (0.5.6-0.5.11): what its allocator's source needs, and what the settings and NCCL allow."""
+    fact = facts.pool_source
+    entry = partial(TargetPlan, POOL_FIX.name, f"{POOL_FIX.module}.{POOL_FIX.context_class}", source=fact.state)
+    if fact.state in (SOURCE_UPSTREAM, PATCHED_SOURCE):
+        return entry(Action.NONE, State.UPSTREAM, fact.detail)
+    if fact.state != NEEDS_FIX:
+        return entry(Action.NONE, State.ABSENT, fact.detail)
+    if not facts.settings.enabled:
+        return entry(Action.NONE, State.OFF, "")
+    if guarding:  # it would register CP segments with the CP communicator
+        return entry(Action.NONE, State.GUARDED, "")
+    if decision.patch_outputs:
+        return entry(Action.PATCH, State.PATCHED, "")
+    # registering CP buffers with the CP communicator would engage the kernel that was held back
+    return entry(Action.NONE, State.HELD, decision.reason)
+
+
+def _target_plan(facts: Facts, target: Target, decision: Decision, guarding: bool, pool: TargetPlan,
+                 source_note: Optional[str]) -> TargetPlan:
+    """One target: its action and state from its installed source, the settings and the NCCL decision; then its
+    verdict (output and send buffer in a window of its communicator, symmetric kernel, hazard)."""
+    settings, fact = facts.settings, facts.source(target.name)
+    base = dict(name=target.name, where=target.dotted, source=fact.state)
+    if fact.state == SOURCE_ABSENT:
+        return TargetPlan(**base, action=Action.NONE, state=State.ABSENT, detail=fact.detail)
+    if fact.state not in (NEEDS_PATCH, SOURCE_UPSTREAM):  # a shape the rewrite does not prove
+        return TargetPlan(**base, action=Action.NONE, state=State.SKIPPED, detail=fact.detail,
+                          kernel=_kernel(facts, False, False))
+    needs_output = fact.state == NEEDS_PATCH
+    said = [w for w in ("the function already opens the context" if source_note else "", fact.staged) if w]
+    if not settings.enabled:
+        entry = TargetPlan(**base, action=Action.NONE, state=State.OFF)
+    elif guarding:
+        entry = TargetPlan(**base, action=Action.GUARD, state=State.GUARDED)
+    else:
+        output = needs_output and decision.patch_outputs
+        send = decision.stage_send and not fact.staged  # a source that stages already is left as it is
+        if output or send:
+            what = "+".join(k for k, on in (("output", output), ("send", send)) if on)
+            entry = TargetPlan(**base, action=Action.PATCH, state=State.PATCHED, detail=what, output=output,
+                               send=send)
+        elif needs_output:
+            entry = TargetPlan(**base, action=Action.NONE, state=State.HELD, detail=decision.reason)
+        else:
+            entry = TargetPlan(**base, action=Action.NONE, state=State.UPSTREAM,
+                               detail="; ".join(said) or target.fixed_by)
+    pool_registers = pool.source in (SOURCE_UPSTREAM, PATCHED_SOURCE) or pool.action == Action.PATCH
+    in_pool = entry.state != State.GUARDED and (not needs_output or entry.output)
+    output_registered = in_pool and pool_registers
+    send_registered = entry.send and pool_registers
+    kernel = _kernel(facts, output_registered, send_registered)
+    if entry.state == State.GUARDED and not _outside_windows(facts):
+        kernel = False  # nothing of this gather is in a window of its communicator
+    hazard = (f"NCCL {facts.nccl}: the symmetric kernel that runs this gather can read its input early on sm90+ "
+              "(Hopper and Blackwell)") if kernel and _racy(facts) else None
+    entry = replace(entry, output_in_window=output_registered, send_in_window=send_registered, kernel=kernel,
+                    hazard=hazard)
+    return replace(entry, action_to_take=_action_to_take(facts, entry, pool.source == NEEDS_FIX))
 
 
 def outcome(entries: Iterable[Tuple[str, State, str]], guard_reason: Optional[str] = None,
