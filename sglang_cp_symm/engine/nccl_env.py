@@ -1,6 +1,8 @@
 """The NCCL environment parameters that change whether a symmetric kernel can run, and what each does here.
 
-Read in NCCL's source at each tag (``NCCL_PARAM(Name, "X", default)`` is read from ``NCCL_X``):
+Read in NCCL's source at each tag (``NCCL_PARAM(Name, "X", default)`` is read from ``NCCL_X`` by
+``ncclLoadParam``, ``nccl_int`` here: a value NCCL reads as another number than it looks, ``2`` or ``0x0``,
+counts as NCCL counts it):
 
 - ``NCCL_WIN_ENABLE`` (default 1; ``src/init.cc`` v2.28.9-1:58): 0 sets ``comm->symmetricSupport``
   false (v2.28.9-1:1376, v2.29.7-1:1475, v2.30.7-1:1674), and ``ncclPrepareTasks`` builds the
@@ -59,22 +61,59 @@ class Effect:
 
 @dataclass(frozen=True)
 class Parameter:
-    """One parameter: the values that leave NCCL's default behaviour, and what they do to the verdict."""
+    """One parameter: the values that leave NCCL's default behaviour, and what they do to the verdict.
+
+    ``default``: an integer parameter's default, which NCCL uses as a switch (``ncclParamWinEnable() &&``,
+    ``!ncclParamSymNoWinEnable()``): a value is set where ``nccl_int`` reads it as the other side of that switch.
+    None: a string parameter, at its default where it is one of ``default_values``."""
 
     name: str
-    default_values: tuple  # values that mean NCCL's default
+    default_values: tuple
     when_set: str
     when_default: str
     symmetric_off: bool = False
     defeats_guard: bool = False
+    default: Optional[int] = None
+
+    def leaves_default(self, raw: str) -> bool:
+        if self.default is not None:
+            return bool(nccl_int(raw, self.default)) != bool(self.default)
+        return raw.strip() not in self.default_values
+
+
+#: C's white space (``isspace`` in the "C" locale), which ``strtoll`` skips before the number.
+C_SPACE = " \t\n\v\f\r"
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def nccl_int(raw: Optional[str], default: int) -> int:
+    """An integer parameter as NCCL reads it (``ncclLoadParam``, src/misc/param.cc v2.28.9-1:76-94, the same at
+    v2.29.7-1:115-131 and v2.30.7-1:85-101): unset or empty, the default; else ``strtoll(str, nullptr, 0)``: white
+    space and a sign first, then hexadecimal after ``0x``, octal after ``0``, decimal otherwise, as far as digits
+    of that base go (the rest is ignored, so no digit at all reads 0); out of the 64-bit range, the default
+    (``errno``). Checked against the C library's own ``strtoll`` (tests/engine/test_nccl_env.py)."""
+    if not raw:
+        return default
+    text = raw.lstrip(C_SPACE)
+    sign = -1 if text.startswith("-") else 1
+    text = text[1:] if text[:1] in ("+", "-") else text
+    if text[:2] in ("0x", "0X") and text[2:3] and text[2:3] in "0123456789abcdefABCDEF":
+        base, text = 16, text[2:]
+    else:
+        base = 8 if text.startswith("0") else 10
+    digits = "0123456789abcdef"[:base]
+    count = next((i for i, c in enumerate(text) if c.lower() not in digits), len(text))
+    value = sign * int(text[:count], base) if count else 0
+    return value if INT64[0] <= value <= INT64[1] else default
 
 
 #: the parameters read, in the order the doctor shows them (sources in the module docstring)
 PARAMETERS = (
-    Parameter("NCCL_WIN_ENABLE", ("", "1"), "symmetric windows and kernels off on every communicator (src/init.cc): "
-              "no race, nothing to guard", "windows on (the default)", symmetric_off=True),
-    Parameter("NCCL_SYM_NOWIN_ENABLE", ("", "0"), "NCCL 2.29+ runs LL symmetric kernels on buffers outside windows: "
-              "the race guard cannot keep CP gathers off them; unset it", "off (the default)", defeats_guard=True),
+    Parameter("NCCL_WIN_ENABLE", (), "symmetric windows and kernels off on every communicator (src/init.cc): "
+              "no race, nothing to guard", "windows on (the default)", symmetric_off=True, default=1),
+    Parameter("NCCL_SYM_NOWIN_ENABLE", (), "NCCL 2.29+ runs LL symmetric kernels on buffers outside windows: "
+              "the race guard cannot keep CP gathers off them; unset it", "off (the default)", defeats_guard=True,
+              default=0),
     Parameter("NCCL_SYM_KERNEL", ("", "^"), "forces a symmetric kernel; on NCCL 2.29+ also on buffers outside "
               "windows, which defeats the race guard; unset it", "NCCL chooses (the default)", defeats_guard=True),
     Parameter("NCCL_ALGO", (), "legacy algorithms only; on NCCL 2.31+, where it covers AllGather, AllGather's "
@@ -94,7 +133,7 @@ def effects(environ: Optional[Mapping[str, str]] = None, nccl: Optional[Sequence
         value = raw.strip()
         if parameter.name == "NCCL_ALGO":
             found.append(algo_effect(env, nccl))
-        elif value in parameter.default_values:
+        elif not parameter.leaves_default(raw):
             found.append(Effect(parameter.name, value, parameter.when_default))
         else:  # an unread NCCL may be 2.29+: the guard is then taken as defeated
             outside = nccl is None or tuple(nccl)[:3] >= OUTSIDE_WINDOWS_FROM

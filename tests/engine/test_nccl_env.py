@@ -107,3 +107,45 @@ def test_a_forced_kernel_defeats_the_guard_from_2_29_on_and_where_nccl_is_unknow
     for env in ({"NCCL_SYM_KERNEL": "AllGather_ST"}, {"NCCL_SYM_NOWIN_ENABLE": "1"}):
         found = nccl_env.effects(env, nccl)
         assert (nccl_env.settings_that(found, "defeats_guard") is not None) is defeats, (env, found)
+
+
+#: Values of an integer parameter by class: signs, bases (0x, leading 0), white space before and after, a tail NCCL
+#: ignores, no digit, the 64-bit bounds and past them, words, non-ASCII digits, long values.
+INT_VALUES = ["", "0", "1", "2", "-1", "+1", "-0", "00", "01", "010", "08", "09", "0x", "0x0", "0x1", "0X1F", "0xg",
+              "-0x10", " 0", "\t1", "\n0", " 0 ", "0 ", "1 ", "  ", " ", "1abc", "0abc", "abc", "true", "false", "yes",
+              "no", "on", "off", "1.5", "0.9", "1e3", "+", "-", "--1", "+-1", " + 1", "9223372036854775807",
+              "9223372036854775808", "-9223372036854775808", "-9223372036854775809", "99999999999999999999999",
+              "0x7fffffffffffffff", "0x8000000000000000", "٣", "１", "1" * 300, "0" * 300 + "1"]
+
+
+def test_integer_parameters_are_read_as_ncclloadparam_reads_them_with_the_c_librarys_strtoll():
+    """``nccl_int`` against the C library's own ``strtoll(str, NULL, 0)`` and ``errno``, as ``ncclLoadParam`` calls
+    them (src/misc/param.cc v2.28.9-1:82-90): unset or empty, or errno set, is the default."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.strtoll.restype, libc.strtoll.argtypes = ctypes.c_longlong, [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
+    for default in (0, 1):
+        for raw in INT_VALUES:
+            ctypes.set_errno(0)
+            value = libc.strtoll(raw.encode(), None, 0)
+            expected = default if not raw or ctypes.get_errno() else value
+            assert nccl_env.nccl_int(raw, default) == expected, (raw, default)
+
+
+@pytest.mark.parametrize("raw,off", [("0", True), ("1", False), ("2", False), ("-1", False), ("0x0", True),
+                                     ("0x1", False), ("00", True), ("true", True), ("1abc", False), ("  ", True),
+                                     ("99999999999999999999", False), ("", False)])
+def test_windows_are_off_exactly_where_nccl_reads_win_enable_as_0(raw, off):
+    """``comm->symmetricSupport = ... && ncclParamWinEnable() && ...`` (src/init.cc v2.28.9-1:1376): any value NCCL
+    reads as 0 turns windows off, any other keeps them on, "2" and "0x1" too (which must not turn the guard off)."""
+    found = nccl_env.effects({"NCCL_WIN_ENABLE": raw}, (2, 29, 7))
+    assert (nccl_env.settings_that(found, "symmetric_off") is not None) is off, (raw, found)
+
+
+@pytest.mark.parametrize("raw,on", [("1", True), ("0", False), ("2", True), ("0x0", False), ("no", False),
+                                    ("00", False), (" 1", True), ("", False)])
+def test_symmetric_kernels_outside_windows_exactly_where_nccl_reads_nowin_as_nonzero(raw, on):
+    """``needFallback = !ncclParamSymNoWinEnable() && ...`` (src/scheduler/symmetric_sched.cc v2.29.7-1:109)."""
+    found = nccl_env.effects({"NCCL_SYM_NOWIN_ENABLE": raw}, (2, 29, 7))
+    assert (nccl_env.settings_that(found, "defeats_guard") is not None) is on, (raw, found)
