@@ -322,8 +322,8 @@ def size_pool(forward: LongestForward, cp_size: int, shape: ModelShape, send: bo
     short = small_pool_tokens(shape, cp_size, forward.tokens)
     left = growth_left_by_cap(forward, cp_size, shape, send)
     verdict = prealloc_verdict(release, prealloc_gib, need.total(send) + left, plugin_on)
-    # the warm-up adds its reservation to the pool, unless the pre-allocation holds its buffers
-    growth = 0 if verdict["state"] in PREALLOC_HOLDS else warmup_reservation(forward.tokens, short, cp_size, shape, send)
+    holds = verdict["state"] in PREALLOC_HOLDS  # the pre-allocation holds the buffers: the warm-up adds nothing
+    growth = 0 if holds else warmup_reservation(forward.tokens, short, cp_size, shape, send)
     return PoolSizing(tuple(short), need.total(send), dict(need.per_gather), left,
                       capped_growth_bound(forward, cp_size, shape, send), verdict, growth)
 

@@ -103,7 +103,10 @@ def nccl_int(raw: Optional[str], default: int) -> int:
         base = 8 if text.startswith("0") else 10
     digits = "0123456789abcdef"[:base]
     count = next((i for i, c in enumerate(text) if c.lower() not in digits), len(text))
-    value = sign * int(text[:count], base) if count else 0
+    significant = text[:count].lstrip("0")
+    if len(significant) > 64:  # far out of range (and past what ``int`` converts): the default, as errno gives
+        return default
+    value = sign * int(significant, base) if significant else 0
     return value if INT64[0] <= value <= INT64[1] else default
 
 

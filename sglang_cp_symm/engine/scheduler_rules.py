@@ -186,7 +186,8 @@ def whence_words(forward: dict, source: Optional[str] = None) -> str:
     source = forward.get("source") if source is None else source
     if not forward.get("capped"):
         return source
-    return f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {forward.get('scheduler_tokens')}, {source}"
+    largest = forward.get("scheduler_tokens")
+    return f"capped by SGLANG_CP_SYMM_WARMUP_TOKENS; the scheduler's largest: {largest}, {source}"
 
 
 def longest_forward(chunked_prefill_size: Optional[int], page_size: int = 1, max_req_input_len: Optional[int] = None,
