@@ -267,10 +267,11 @@ def make_plan(facts: Facts) -> Plan:
     pool = _pool_plan(facts, decision, guarding)
     targets = []
     for target in targets_for(release):
-        note = _source_notes(release, target, facts.source(target.name))
+        fact = facts.source(target.name)
+        note = _source_notes(release, target, fact)
         if note:
             notes.append(note)
-        targets.append(_target_plan(facts, target, decision, guarding, pool, note))
+        targets.append(_target_plan(facts, target, fact, decision, guarding, pool, note))
     return Plan(facts, None, decision, guard, tuple(targets), pool, tuple(notes), race_exposure(facts, guard))
 
 
@@ -292,11 +293,11 @@ def _pool_plan(facts: Facts, decision: Decision, guarding: bool) -> TargetPlan:
     return entry(Action.NONE, State.HELD, decision.reason)
 
 
-def _target_plan(facts: Facts, target: Target, decision: Decision, guarding: bool, pool: TargetPlan,
-                 source_note: Optional[str]) -> TargetPlan:
-    """One target: its action and state from its installed source, the settings and the NCCL decision; then its
-    verdict (output and send buffer in a window of its communicator, symmetric kernel, hazard)."""
-    settings, fact = facts.settings, facts.source(target.name)
+def _target_plan(facts: Facts, target: Target, fact: SourceFact, decision: Decision, guarding: bool,
+                 pool: TargetPlan, source_note: Optional[str]) -> TargetPlan:
+    """One target: its action and state from its installed source (``fact``), the settings and the NCCL decision;
+    then its verdict (output and send buffer in a window of its communicator, symmetric kernel, hazard)."""
+    settings = facts.settings
     base = dict(name=target.name, where=target.dotted, source=fact.state)
     if fact.state == SOURCE_ABSENT:
         return TargetPlan(**base, action=Action.NONE, state=State.ABSENT, detail=fact.detail)

@@ -79,8 +79,9 @@ def render(result: dict, show_configs: Optional[List[str]] = None) -> tuple:
     configs = [c for c in result["configs"] if show_configs is None or c["name"] in show_configs]
     names = [c["name"] for c in configs]
     calls = merged_calls(result)
-    verdicts, ok = _verdicts(result, calls, names)
-    return "\n".join(_configurations(result, configs, calls) + _table(result, calls, names) + verdicts), ok
+    rank_calls = sum(len(c["ranks"]) for c in calls)
+    verdicts, ok = _verdicts(result, calls, names, rank_calls)
+    return "\n".join(_configurations(result, configs, calls, rank_calls) + _table(result, calls, names) + verdicts), ok
 
 
 def _unfinished(result: dict) -> List[str]:
@@ -106,10 +107,9 @@ def _unfinished(result: dict) -> List[str]:
     return lines
 
 
-def _configurations(result: dict, configs: List[dict], calls: List[dict]) -> List[str]:
+def _configurations(result: dict, configs: List[dict], calls: List[dict], rank_calls: int) -> List[str]:
     """What ran: the release, the groups, the calls, and each configuration with what the plugin did in it."""
     rank0 = result["ranks"]["0"]
-    rank_calls = sum(len(c["ranks"]) for c in calls)
     lines = [f"sglang {result.get('release')}: the release's own CP all-gathers on {result['world']} CPU processes "
              f"(gloo), CP groups of {', '.join(map(str, result['sizes']))} ranks; {len(calls)} calls ({rank_calls} "
              "rank-calls) in each configuration", "configurations:"]
@@ -150,7 +150,7 @@ def _table(result: dict, calls: List[dict], names: List[str]) -> List[str]:
     return lines + [""]
 
 
-def _verdicts(result: dict, calls: List[dict], names: List[str]) -> tuple:
+def _verdicts(result: dict, calls: List[dict], names: List[str], rank_calls: int) -> tuple:
     """(lines, ok): results identical, nothing else inside the context, every line of every target ran."""
     from .rehearsal import coverage
 
@@ -161,7 +161,6 @@ def _verdicts(result: dict, calls: List[dict], names: List[str]) -> tuple:
     other = sum(1 for runs, n in runs_of if "error" not in runs.get(n, {})
                 for a in runs[n]["inside"] if not (a["is_output"] or a["is_input"]))
     uneven = sum(1 for row in calls if len(set(row["lengths"])) > 1)
-    rank_calls = sum(len(c["ranks"]) for c in calls)
     ok = not errors and not wrong and not other
     lines = [f"results bit-identical to sglang's own and to the full tensor: "
              f"{'yes' if not wrong and not errors else f'NO ({wrong} wrong, {errors} raised)'}"
